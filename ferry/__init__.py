@@ -1,0 +1,84 @@
+"""Ferry: self-hosted serverless compute for Python.
+
+    import ferry
+
+    app = ferry.App("my-app")
+
+    @app.function()
+    def hello(name: str) -> str:
+        return f"Hello {name}!"
+
+Run it with `ferry run script.py`. Code written for the reference guide runs unchanged with
+`import ferry as modal`, or with `import modal` through the `ferry` CLI.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import exception, gpu
+from ._app import App, LocalEntrypoint
+from ._cls import Cls, parameter
+from ._function import Function, FunctionCall
+from ._image import Image
+from ._partial import (
+    asgi_app,
+    batched,
+    concurrent,
+    enter,
+    exit,
+    fastapi_endpoint,
+    method,
+    web_endpoint,
+    web_server,
+    wsgi_app,
+)
+from ._resources import Retries
+from ._schedule import Cron, Period
+from ._secret import Secret
+from ._volume import Volume
+from .exception import Error
+
+
+def enable_output() -> "_OutputContext":
+    """Show container logs and progress in this terminal (they are shown by default)."""
+    return _OutputContext()
+
+
+class _OutputContext:
+    def __enter__(self) -> "_OutputContext":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+__all__ = [
+    "App",
+    "Cls",
+    "Cron",
+    "Error",
+    "Function",
+    "FunctionCall",
+    "Image",
+    "LocalEntrypoint",
+    "Period",
+    "Retries",
+    "Secret",
+    "Volume",
+    "__version__",
+    "asgi_app",
+    "batched",
+    "concurrent",
+    "enable_output",
+    "enter",
+    "exception",
+    "exit",
+    "fastapi_endpoint",
+    "gpu",
+    "method",
+    "parameter",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
+]

@@ -1,0 +1,251 @@
+"""`App`: the unit of deployment, bundling functions, classes and local entrypoints."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ._client import Client, print_log
+from ._cls import Cls
+from ._function import Function
+from ._mount import Mount, collect, source_root
+from ._partial import BATCHED, PartialFunction
+from ._resources import _check_image, function_config
+from ._serialization import serialize
+from ._sync import run_sync
+from .exception import InvalidError
+
+_FUNCTION_OPTIONS = (
+    "image", "gpu", "cpu", "memory", "timeout", "retries", "secrets", "volumes", "schedule",
+    "min_containers", "max_containers", "buffer_containers", "scaledown_window", "keep_warm",
+    "concurrency_limit", "container_idle_timeout", "allow_concurrent_inputs",
+)
+
+
+class LocalEntrypoint:
+    """A function run on your machine by `ferry run`; its parameters become CLI options."""
+
+    def __init__(self, raw_f: Callable[..., Any], app: "App") -> None:
+        self.raw_f = raw_f
+        self.app = app
+        self.__name__ = raw_f.__name__
+        self.__doc__ = raw_f.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.raw_f(*args, **kwargs)
+
+
+class App:
+    """A named collection of functions and classes: `app = ferry.App("my-app")`."""
+
+    def __init__(self, name: str | None = None, *, image: Any = None, secrets: Any = None,
+                 volumes: Any = None, include_source: bool | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InvalidError(f"App name must be a non-empty string, got {name!r}.")
+        _check_image(image)
+        function_config(secrets=secrets, volumes=volumes)  # NotImplementedError until built
+        if include_source is False:
+            raise NotImplementedError("include_source=False is not supported by Ferry yet.")
+        self.name = name
+        self._image = image
+        self._functions: dict[str, Function] = {}
+        self._classes: dict[str, Cls] = {}
+        self._entrypoints: dict[str, LocalEntrypoint] = {}
+        self._app_id: str | None = None
+        self._client: Client | None = None
+
+    def __repr__(self) -> str:
+        return f"<ferry.App {self.name!r}>"
+
+    @property
+    def app_id(self) -> str | None:
+        return self._app_id
+
+    @property
+    def registered_functions(self) -> dict[str, Function]:
+        return dict(self._functions)
+
+    @property
+    def registered_classes(self) -> dict[str, Cls]:
+        return dict(self._classes)
+
+    @property
+    def registered_entrypoints(self) -> dict[str, LocalEntrypoint]:
+        return dict(self._entrypoints)
+
+    # -- decorators -----------------------------------------------------------------------
+    def function(self, _warn_parentheses: Any = None, *, serialized: bool = False,
+                 name: str | None = None, is_generator: bool | None = None,
+                 **options: Any) -> Callable[[Any], Function]:
+        """Turn a function into a serverless Function of this app. Options: see the docs."""
+        _check_options("function", _warn_parentheses, options)
+        options.setdefault("image", self._image)
+        config = function_config(**options)
+
+        def decorator(f: Any) -> Function:
+            raw, marks = _unwrap(f, "function")
+            if isinstance(f, Function):
+                raise InvalidError("@app.function() was applied twice to the same function.")
+            if inspect.isclass(raw):
+                raise InvalidError(f"{raw.__name__} is a class: decorate it with @app.cls() instead.")
+            function_conf = dict(config)
+            if "max_inputs" in marks:
+                function_conf["max_inputs"] = marks["max_inputs"]
+                function_conf["target_inputs"] = marks.get("target_inputs")
+            if "max_batch_size" in marks:
+                function_conf["max_batch_size"] = marks["max_batch_size"]
+                function_conf["wait_ms"] = marks["wait_ms"]
+            tag = name or raw.__name__
+            extra: dict[str, Any] = {}
+            if serialized or "<locals>" in raw.__qualname__:
+                extra["pickled"] = serialize(raw, what=f"function {tag}")
+            function = Function(raw, app=self, tag=tag, config=function_conf, definition_extra=extra)
+            if is_generator is not None:
+                function._is_generator = is_generator
+            self._register(tag, function, self._functions)
+            return function
+
+        return decorator
+
+    def cls(self, _warn_parentheses: Any = None, *, serialized: bool = False,
+            **options: Any) -> Callable[[type], Cls]:
+        """Turn a class into a served class: containers build one instance and run its @enter."""
+        _check_options("cls", _warn_parentheses, options)
+        options.setdefault("image", self._image)
+        config = function_config(**options)
+
+        def decorator(user_cls: type) -> Cls:
+            if not inspect.isclass(user_cls):
+                raise InvalidError("@app.cls() decorates a class; use @app.function() for functions.")
+            if serialized:
+                raise NotImplementedError("@app.cls(serialized=True) is not supported by Ferry yet.")
+            cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
+            if not cls._methods:
+                warnings.warn(f"Class {user_cls.__name__} has no @ferry.method(); nothing can be "
+                              "called on it remotely.", stacklevel=2)
+            self._register(user_cls.__name__, cls, self._classes)
+            return cls
+
+        return decorator
+
+    def local_entrypoint(self, _warn_parentheses: Any = None, *, name: str | None = None) -> Callable[..., LocalEntrypoint]:
+        """Mark the function `ferry run` calls on your machine."""
+        if _warn_parentheses is not None:
+            raise InvalidError("Use @app.local_entrypoint() with parentheses.")
+
+        def decorator(f: Callable[..., Any]) -> LocalEntrypoint:
+            entrypoint = LocalEntrypoint(f, self)
+            self._entrypoints[name or f.__name__] = entrypoint
+            return entrypoint
+
+        return decorator
+
+    def _register(self, tag: str, obj: Any, table: dict[str, Any]) -> None:
+        if tag in self._functions or tag in self._classes:
+            warnings.warn(f"App {self.name!r} already has an object named {tag!r}; the new "
+                          "definition replaces it.", stacklevel=3)
+        table[tag] = obj
+
+    # -- running --------------------------------------------------------------------------
+    def _hydrate(self, app_id: str, objects: dict[str, str]) -> None:
+        self._app_id = app_id
+        for tag, obj in [*self._functions.items(), *self._classes.items()]:
+            if tag in objects:
+                obj._hydrate(objects[tag])
+
+    def _definitions(self) -> tuple[list[dict[str, Any]], Mount | None]:
+        """Every function's definition, and the source mount they import from."""
+        objects: list[tuple[str, Any]] = [*self._functions.items(), *self._classes.items()]
+        modules = {getattr(obj._ferry_raw, "__module__", "__main__") for _, obj in objects}
+        roots: dict[str, tuple[Path, str]] = {}
+        for module_name in modules:
+            module = sys.modules.get(module_name)
+            located = source_root(module) if module is not None else None
+            if located is not None:
+                roots[module_name] = located
+        mount: Mount | None = None
+        if roots:
+            root = next(iter(roots.values()))[0]
+            entry_files = [Path(sys.modules[m].__file__) for m, (r, _) in roots.items() if r == root]  # type: ignore[arg-type]
+            mount = collect(root, entry_files)
+        specs = []
+        for tag, obj in objects:
+            module_name = obj._ferry_raw.__module__
+            module = roots.get(module_name, (None, module_name))[1]
+            specs.append({"tag": tag, "definition": obj.definition(mount.wire() if mount else None, module)})
+        return specs, mount
+
+    async def _publish(self, client: Client, kind: str, name: str) -> dict[str, Any]:
+        specs, mount = self._definitions()
+        if mount is not None:
+            missing = await client.request("blob.missing", hashes=list(mount.contents))
+            for digest in missing:
+                await client.request("blob.put", data=mount.contents[digest], hash=digest)
+        result = await client.request("app.create", name=name, kind=kind, functions=specs)
+        self._hydrate(result["app_id"], result["objects"])
+        self._client = client
+        return result
+
+    async def _start(self, *, show_logs: bool, log_handler: Callable[[dict], None] | None = None) -> str:
+        client = await Client.from_env()
+        result = await self._publish(client, "ephemeral", self.name or "ephemeral-app")
+        if show_logs:
+            client.log_handlers[result["app_id"]] = log_handler or print_log
+            await client.request("app.subscribe_logs", app_id=result["app_id"])
+        return result["app_id"]
+
+    async def _stop(self) -> None:
+        if self._client is None or self._app_id is None:
+            return
+        try:
+            await self._client.request("app.stop", app=self._app_id, reason="app.run() finished")
+        finally:
+            self._client.log_handlers.pop(self._app_id, None)
+            self._app_id = None
+
+    @contextmanager
+    def run(self, *, show_logs: bool = True, detach: bool = False) -> Iterator["App"]:
+        """Run the app ephemerally for the `with` block: functions can be called inside it."""
+        if detach:
+            raise NotImplementedError("app.run(detach=True) is not supported by Ferry yet.")
+        run_sync(self._start(show_logs=show_logs))
+        try:
+            yield self
+        finally:
+            run_sync(self._stop())
+
+    async def _deploy(self, name: str | None = None) -> dict[str, Any]:
+        app_name = name or self.name
+        if not app_name:
+            raise InvalidError("Deploying needs a name: ferry.App(\"my-app\") or deploy(name=...).")
+        client = await Client.from_env()
+        return await self._publish(client, "deployed", app_name)
+
+    def deploy(self, *, name: str | None = None) -> dict[str, Any]:
+        """Deploy the app persistently under its name; returns the app id and its objects."""
+        return run_sync(self._deploy(name))
+
+
+def _check_options(decorator: str, warn_parentheses: Any, options: dict[str, Any]) -> None:
+    if warn_parentheses is not None:
+        raise InvalidError(f"Use @app.{decorator}() with parentheses. Did you forget them?")
+    unknown = set(options) - set(_FUNCTION_OPTIONS)
+    if unknown:
+        raise InvalidError(f"@app.{decorator}() got unknown option(s): {', '.join(sorted(unknown))}. "
+                           f"Known options: {', '.join(_FUNCTION_OPTIONS)}.")
+
+
+def _unwrap(f: Any, decorator: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The raw function under any Ferry marks, and the marks' parameters."""
+    if isinstance(f, PartialFunction):
+        if f.flags - {BATCHED, "concurrent"}:
+            raise InvalidError(f"@app.{decorator}() cannot take a function marked "
+                               f"{', '.join(sorted(f.flags))}; those marks belong inside @app.cls().")
+        return f.raw_f, dict(f.params)
+    if not callable(f):
+        raise InvalidError(f"@app.{decorator}() must decorate a function, got {type(f).__name__}.")
+    return f, {}

@@ -1,0 +1,186 @@
+"""The client's connection to the control plane. Lives on the client loop (see `_sync`).
+
+Requests are matched to responses by id; pushes from the server (`outputs` of a map, `gen`
+items of a generator, `log` lines) are routed to per-call queues and the log handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from typing import Any, Callable
+
+from . import _config
+from ._protocol import PROTOCOL_VERSION, encode, hello, parse_url, read_frame
+from ._serialization import error_from_wire
+from ._sync import client_loop, run_sync
+from .exception import ConnectionError
+
+LogHandler = Callable[[dict[str, Any]], None]
+
+
+def print_log(entry: dict[str, Any]) -> None:
+    """Default log handler: container output to this terminal, as it was written."""
+    stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+    stream.write(entry["text"])
+    stream.flush()
+
+
+class Client:
+    """One connection to one server, shared by everything in the process that talks to it."""
+
+    _by_url: dict[str, "Client"] = {}
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._connect_lock: asyncio.Lock | None = None
+        self.output_queues: dict[str, asyncio.Queue] = {}
+        self.log_handlers: dict[str, LogHandler] = {}
+
+    # -- finding a client -----------------------------------------------------------------
+    @classmethod
+    def for_url(cls, url: str) -> "Client":
+        client = cls._by_url.get(url)
+        if client is None:
+            client = cls._by_url[url] = cls(url)
+        return client
+
+    @classmethod
+    async def from_env(cls) -> "Client":
+        """The client for FERRY_SERVER_URL or the local server (started if needed)."""
+        url = _config.get("server_url")
+        if not url:
+            from ._local_server import resolve_server_url
+
+            url = await asyncio.get_running_loop().run_in_executor(None, resolve_server_url)
+        client = cls.for_url(url)
+        await client.connect()
+        return client
+
+    @classmethod
+    def from_env_sync(cls) -> "Client":
+        return run_sync(cls.from_env())
+
+    # -- connection -----------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self.connected:
+                return
+            host, port = parse_url(self.url)
+            try:
+                reader, writer = await asyncio.open_connection(host, port, limit=1 << 26)
+            except OSError as exc:
+                raise ConnectionError(
+                    f"Cannot reach the Ferry server at {self.url}: {exc}. Is it running? "
+                    "(`ferry server status`)"
+                ) from None
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            writer.write(encode(hello("client")))
+            welcome = await read_frame(reader)
+            if welcome.get("t") != "welcome":
+                writer.close()
+                raise ConnectionError(f"The server at {self.url} refused the connection: {welcome.get('msg')}")
+            if welcome.get("v") != PROTOCOL_VERSION:
+                raise ConnectionError(f"Protocol mismatch with server at {self.url}.")
+            self._reader, self._writer = reader, writer
+            asyncio.create_task(self._read_loop(reader))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                frame = await read_frame(reader)
+                kind = frame.get("t")
+                if kind == "res":
+                    future = self._pending.pop(frame["id"], None)
+                    if future is not None and not future.done():
+                        if frame.get("ok"):
+                            future.set_result(frame.get("r"))
+                        else:
+                            future.set_exception(_wire_error(frame["e"]))
+                elif kind == "push":
+                    self._on_push(frame)
+        except (asyncio.IncompleteReadError, OSError, ConnectionError):
+            pass
+        finally:
+            self._lost()
+
+    def _lost(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        error = ConnectionError(
+            f"Lost the connection to the Ferry server at {self.url} (did it stop or restart?)."
+        )
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        for queue in self.output_queues.values():
+            queue.put_nowait(error)
+
+    def _on_push(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("k")
+        if kind == "outputs":
+            queue = self.output_queues.get(frame["call"])
+            if queue is not None:
+                queue.put_nowait(frame["items"])
+        elif kind == "gen":
+            queue = self.output_queues.get(frame["call"])
+            if queue is not None:
+                queue.put_nowait([frame["item"]])
+        elif kind == "log":
+            handler = self.log_handlers.get(frame.get("app", ""))
+            if handler is not None:
+                handler(frame)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.connected:
+            raise ConnectionError(f"Not connected to the Ferry server at {self.url}.")
+        assert self._writer is not None
+        self._writer.write(encode(message))
+
+    async def drain(self) -> None:
+        if self._writer is not None:
+            await self._writer.drain()
+
+    async def request(self, method: str, /, **args: Any) -> Any:
+        if not self.connected:
+            await self.connect()
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self.send({"t": "req", "id": request_id, "m": method, "a": args})
+        return await future
+
+    def request_sync(self, method: str, /, **args: Any) -> Any:
+        return run_sync(self.request(method, **args))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _wire_error(payload: dict[str, str]) -> BaseException:
+    if payload.get("type") == "NotImplementedError":
+        return NotImplementedError(payload.get("msg", ""))
+    return error_from_wire(payload)
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    return client_loop()

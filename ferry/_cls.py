@@ -1,0 +1,275 @@
+"""Classes served by containers: `@app.cls()`, `parameter()`, and handles on instances.
+
+`Model(size=3)` on the client creates no object: it names a pool of containers whose
+instance was built with `size=3`, @enter run once; `.predict.remote(x)` sends inputs there.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._client import Client
+from ._function import Invocable
+from ._partial import ENTER, METHOD, PartialFunction, lifecycle_methods
+from ._serialization import serialize_args
+from ._sync import synced
+from .exception import ExecutionError, InvalidError
+
+if TYPE_CHECKING:
+    from ._app import App
+
+_MISSING = object()
+PARAMETER_TYPES = (str, int, bool, bytes, float)
+
+
+class _Parameter:
+    def __init__(self, default: Any) -> None:
+        self.default = default
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+def parameter(*, default: Any = _MISSING, init: bool = True) -> Any:
+    """Declare a class parameter: `size: int = ferry.parameter(default=3)`."""
+    if not init:
+        raise NotImplementedError("parameter(init=False) is not supported by Ferry.")
+    return _Parameter(default)
+
+
+def class_parameters(user_cls: type) -> dict[str, tuple[Any, _Parameter]]:
+    """The `parameter()` fields of a class: name -> (annotated type, declaration)."""
+    found: dict[str, tuple[Any, _Parameter]] = {}
+    for klass in reversed(user_cls.__mro__):
+        annotations = vars(klass).get("__annotations__", {})
+        for name, value in vars(klass).items():
+            if isinstance(value, _Parameter):
+                annotation = annotations.get(name, Any)
+                if isinstance(annotation, str):
+                    annotation = {"str": str, "int": int, "bool": bool, "bytes": bytes, "float": float}.get(annotation, Any)
+                if annotation is not Any and annotation not in PARAMETER_TYPES:
+                    raise InvalidError(
+                        f"Parameter {user_cls.__name__}.{name} has type {annotation!r}; class "
+                        f"parameters must be one of str, int, bool, bytes, float."
+                    )
+                found[name] = (annotation, value)
+    return found
+
+
+def check_parameters(user_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Validate constructor keywords against the class's parameters; fill defaults."""
+    params = class_parameters(user_cls)
+    unknown = set(kwargs) - set(params)
+    if unknown:
+        names = ", ".join(sorted(params)) or "none"
+        raise InvalidError(f"{user_cls.__name__}() got unknown parameter(s) {', '.join(sorted(unknown))}; "
+                           f"its parameters are: {names}.")
+    values: dict[str, Any] = {}
+    for name, (annotation, declaration) in params.items():
+        if name in kwargs:
+            value = kwargs[name]
+            if annotation is not Any and not isinstance(value, annotation):
+                raise InvalidError(f"{user_cls.__name__}({name}=...) must be {annotation.__name__}, "
+                                   f"got {type(value).__name__}.")
+            values[name] = value
+        elif declaration.required:
+            raise InvalidError(f"{user_cls.__name__}() is missing the required parameter {name!r}.")
+        else:
+            values[name] = declaration.default
+    return values
+
+
+def bind_parameters(user_cls: type, kwargs: dict[str, Any]) -> Any:
+    """Build the user's instance inside a container: parameters set, __init__ not called
+    unless the class defines its own (and takes the keywords)."""
+    if "__init__" in vars(user_cls) and not class_parameters(user_cls):
+        return user_cls(**kwargs)
+    instance = user_cls.__new__(user_cls)
+    for name, value in check_parameters(user_cls, kwargs).items():
+        setattr(instance, name, value)
+    return instance
+
+
+def methods_of(user_cls: type) -> dict[str, PartialFunction]:
+    found: dict[str, PartialFunction] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, PartialFunction) and METHOD in value.flags:
+                found[name] = value
+    return found
+
+
+class Method(Invocable):
+    """`obj.method`: calls go to the containers of the instance `obj` names."""
+
+    def __init__(self, obj: "Obj", name: str, partial: PartialFunction) -> None:
+        self._obj = obj
+        self._name = name
+        raw = partial.raw_f
+        declared = partial.params.get("is_generator")
+        self._is_generator = bool(declared) if declared is not None else (
+            inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw))
+
+    def _describe(self) -> str:
+        return f"Method {self._obj._cls._tag}.{self._name}"
+
+    async def _target(self) -> tuple[Client, str, str | None]:
+        client, function_id = await self._obj._bound_target()
+        return client, function_id, self._name
+
+    def _local_callable(self) -> Callable[..., Any]:
+        return getattr(self._obj._local_instance(), self._name)
+
+
+class Obj:
+    """A handle on an instance of a served class, as created by `Model(size=3)`."""
+
+    def __init__(self, cls: "Cls", params: dict[str, Any]) -> None:
+        self._cls = cls
+        self._params = params
+        self._bound_id: str | None = None
+        self._local: Any = None
+
+    async def _bound_target(self) -> tuple[Client, str]:
+        client, function_id = await self._cls._base_target()
+        if not self._params:
+            return client, function_id
+        if self._bound_id is None:
+            result = await client.request("function.bind", function_id=function_id,
+                                          params=serialize_args((), self._params))
+            self._bound_id = result["function_id"]
+        return client, self._bound_id
+
+    def _local_instance(self) -> Any:
+        user_cls = self._cls._user_cls
+        if user_cls is None:
+            raise ExecutionError(f"Class {self._cls._tag!r} was looked up by name; it has no local code.")
+        if self._local is None:
+            instance = bind_parameters(user_cls, self._params)
+            for name in lifecycle_methods(user_cls, ENTER):
+                getattr(instance, name)()
+            self._local = instance
+        return self._local
+
+    def __getattr__(self, name: str) -> Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        methods = self._cls._methods
+        if name not in methods:
+            available = ", ".join(sorted(methods)) or "none"
+            raise AttributeError(f"{self._cls._tag} has no @method {name!r} (its methods: {available}).")
+        return Method(self, name, methods[name])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"<ferry instance {self._cls._tag}({args})>"
+
+
+class Cls:
+    """A class of an app, created by `@app.cls()` or looked up with `Cls.from_name`."""
+
+    def __init__(self, user_cls: type | None, *, app: "App | None", tag: str, config: dict[str, Any]) -> None:
+        self._ferry_raw = user_cls
+        self._user_cls = user_cls
+        self._app = app
+        self._tag = tag
+        self._config = config
+        self._function_id: str | None = None
+        self._lookup: tuple[str, str] | None = None
+        self._variant_of: tuple[Cls, dict[str, Any]] | None = None
+        self._methods: dict[str, PartialFunction] = methods_of(user_cls) if user_cls else {}
+        if user_cls is not None:
+            self.__doc__ = user_cls.__doc__
+            self.__name__ = user_cls.__name__
+            self.__qualname__ = user_cls.__qualname__
+            self.__module__ = user_cls.__module__
+
+    def __repr__(self) -> str:
+        return f"<ferry.Cls {self._tag}>"
+
+    def __call__(self, **kwargs: Any) -> Obj:
+        user_cls = self._user_cls
+        legacy_init = user_cls is not None and "__init__" in vars(user_cls) and not class_parameters(user_cls)
+        if user_cls is None or legacy_init:
+            return Obj(self, dict(kwargs))
+        return Obj(self, check_parameters(user_cls, kwargs))
+
+    @staticmethod
+    def from_name(app_name: str, name: str) -> "Cls":
+        """A handle on class `name` of the deployed app `app_name` (looked up on first use)."""
+        cls = Cls(None, app=None, tag=name, config={})
+        cls._lookup = (app_name, name)
+        return cls
+
+    def with_options(self, **options: Any) -> "Cls":
+        """A variant of this class with some options changed (timeout, retries, ...)."""
+        from ._resources import function_config
+
+        overrides = {k: v for k, v in function_config(**options, stacklevel=3).items() if v is not None}
+        variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
+        variant._methods = self._methods
+        variant._variant_of = (self, overrides)
+        return variant
+
+    def _hydrate(self, function_id: str) -> None:
+        self._function_id = function_id
+
+    async def _base_target(self) -> tuple[Client, str]:
+        client = await Client.from_env()
+        if self._function_id is None:
+            if self._lookup is not None:
+                found = await client.request("function.lookup", app=self._lookup[0], tag=self._lookup[1])
+                definition = found["definition"]
+                if definition.get("kind") != "class":
+                    raise InvalidError(f"{self._lookup[1]!r} is a function; use Function.from_name().")
+                self._methods = {name: PartialFunction(_remote_only(name), {METHOD}, dict(info))
+                                 for name, info in definition.get("methods", {}).items()}
+                self._function_id = found["function_id"]
+            elif self._variant_of is not None:
+                parent, overrides = self._variant_of
+                _, parent_id = await parent._base_target()
+                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                self._function_id = found["function_id"]
+            else:
+                raise ExecutionError(
+                    f"Class {self._tag!r} is not running: its app has not started. Use it inside "
+                    "`with app.run():`, or run the script with `ferry run`."
+                )
+        return client, self._function_id
+
+    async def _resolve(self) -> None:
+        await self._base_target()
+
+    hydrate = synced(_resolve)
+
+    def definition(self, mount: dict[str, Any] | None, module: str) -> dict[str, Any]:
+        user_cls = self._user_cls
+        assert user_cls is not None
+        config = dict(self._config)
+        concurrency = getattr(user_cls, "_ferry_concurrency", None)
+        if concurrency:
+            config["max_inputs"] = concurrency["max_inputs"]
+            config["target_inputs"] = concurrency["target_inputs"]
+        batching = [p.params for p in self._methods.values() if "max_batch_size" in p.params]
+        if batching:
+            config["max_batch_size"] = batching[0]["max_batch_size"]
+            config["wait_ms"] = batching[0]["wait_ms"]
+        return {
+            "kind": "class",
+            "module": module,
+            "qualname": user_cls.__qualname__,
+            "mount": mount,
+            "methods": {name: {"is_generator": Method(Obj(self, {}), name, p)._is_generator}
+                        for name, p in self._methods.items()},
+            "config": config,
+        }
+
+
+def _remote_only(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ExecutionError(f"Method {name!r} was looked up by name; it has no local code.")
+
+    method.__name__ = name
+    return method

@@ -1,0 +1,91 @@
+"""Every Ferry setting, in one table. Each is read from the environment as `FERRY_<NAME>`.
+
+Settings are read when asked for (never at import time), so tests and the CLI can change the
+environment before use. `docs/configuration.md` is generated from this table's docstrings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false), got {text!r}")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One `FERRY_*` setting: its name, parser, default and meaning."""
+
+    name: str
+    parse: Callable[[str], T]
+    default: Callable[[], T]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return f"FERRY_{self.name.upper()}"
+
+    def get(self) -> T:
+        raw = os.environ.get(self.env_var)
+        if raw is None or raw == "":
+            return self.default()
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            from .exception import InvalidError
+
+            raise InvalidError(f"{self.env_var}={raw!r} is invalid: {exc}") from None
+
+
+def _default_home() -> Path:
+    return Path.home() / ".ferry"
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting("home", lambda v: Path(v).expanduser(), _default_home,
+                "Directory holding the server's state (SQLite database, blobs, logs)."),
+        Setting("server_url", str, lambda: "",
+                "Address of the control plane, `ferry://HOST:PORT`. Empty: the local server "
+                "recorded under FERRY_HOME, started on demand."),
+        Setting("host", str, lambda: "127.0.0.1",
+                "Address `ferry server` binds to. Loopback by default."),
+        Setting("port", int, lambda: 7788, "Port `ferry server` listens on."),
+        Setting("autostart", _parse_bool, lambda: True,
+                "Start a local server in the background when none is running."),
+        Setting("runtime", str, lambda: "process",
+                "Container runtime the server uses: `process`."),
+        Setting("default_max_containers", int, lambda: max(2, (os.cpu_count() or 1) * 2),
+                "Containers per function when `max_containers` is not given."),
+        Setting("default_scaledown_window", float, lambda: 60.0,
+                "Seconds an idle container is kept when `scaledown_window` is not given."),
+        Setting("default_timeout", float, lambda: 300.0,
+                "Seconds an input may run when `timeout` is not given."),
+        Setting("inline_payload_limit", int, lambda: 2 * 1024 * 1024,
+                "Payloads up to this many bytes travel inline; larger ones via the blob store."),
+        Setting("log_level", str, lambda: "WARNING", "Log level of the server process."),
+    ]
+}
+
+
+def get(name: str):
+    """Return the current value of setting `name` (see `SETTINGS`)."""
+    return SETTINGS[name].get()
+
+
+def home() -> Path:
+    path: Path = get("home")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

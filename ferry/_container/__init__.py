@@ -1,0 +1,1 @@
+"""Code that runs inside containers (see runner.py)."""

@@ -1,0 +1,365 @@
+"""The container entrypoint: import user code, run @enter, serve inputs, run @exit.
+
+Threads:
+    main      reads frames from the server: inputs, shutdown, answers to requests
+    workers   run inputs (as many as the function's `max_inputs`); async user code runs as
+              tasks on one event loop thread shared by all workers
+    watchdog  enforces `timeout`: reports it and ends the container, which is replaced
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from .. import _config
+from .._protocol import FrameSocket, hello
+from .._serialization import deserialize_args, serialize, serialize_exception
+from .uplink import LogStream, Outbox, Uplink
+from .user_code import apps_in, load_target, materialise_mount
+
+_STOP = object()
+
+
+class ContainerRunner:
+    def __init__(self, uplink: Uplink, welcome: dict[str, Any]) -> None:
+        self.uplink = uplink
+        self.welcome = welcome
+        self.definition: dict[str, Any] = welcome["definition"]
+        self.config: dict[str, Any] = self.definition.get("config", {})
+        self.outbox = Outbox(uplink)
+        self.inputs: queue.Queue = queue.Queue()
+        self.running: dict[int, float] = {}
+        self.running_lock = threading.Lock()
+        self.draining = threading.Event()
+        self.instance: Any = None
+        self.target: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[threading.Thread] = []
+
+    # -- start-up -------------------------------------------------------------------------
+    def initialise(self) -> float:
+        """Import the code and run @enter; returns seconds spent in @enter."""
+        mount = self.definition.get("mount")
+        code_root = materialise_mount(mount, self.fetch_blob) if mount else None
+        from .._compat import install_modal_alias
+
+        install_modal_alias()
+        os.environ.setdefault("FERRY_IS_CONTAINER", "1")
+        self.target = load_target(self.definition, code_root)
+        self._hydrate_apps()
+        started = time.perf_counter()
+        if self.definition.get("kind") == "class":
+            self.instance = self._instantiate()
+            for hook in self._lifecycle_methods("enter"):
+                self._call_sync(hook)
+        return time.perf_counter() - started
+
+    def _hydrate_apps(self) -> None:
+        module = self.definition.get("module")
+        for app in apps_in(module) if module else []:
+            if app.name == self.welcome["app_name"] or app.name is None:
+                app._hydrate(self.welcome["app_id"], self.welcome["objects"])
+
+    def _instantiate(self) -> Any:
+        from .._cls import bind_parameters
+
+        params = self.welcome.get("params")
+        kwargs = deserialize_args(params)[1] if params else {}
+        return bind_parameters(self.target, kwargs)
+
+    def _lifecycle_methods(self, flag: str) -> list[Callable]:
+        from .._partial import lifecycle_methods
+
+        return [getattr(self.instance, name) for name in lifecycle_methods(type(self.instance), flag)]
+
+    def fetch_blob(self, digest: str) -> bytes:
+        return self.uplink.request("blob.get", hash=digest)
+
+    # -- serving --------------------------------------------------------------------------
+    def serve(self) -> None:
+        batching = self.config.get("max_batch_size")
+        workers = 1 if batching else max(1, int(self.config.get("max_inputs") or 1))
+        body = self._batch_worker if batching else self._worker
+        for n in range(workers):
+            thread = threading.Thread(target=body, name=f"ferry-worker-{n}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        threading.Thread(target=self._watchdog, name="ferry-watchdog", daemon=True).start()
+        while True:
+            try:
+                frame = self.uplink.recv()
+            except Exception:
+                self._exit_now(0 if self.draining.is_set() else 1)
+            kind = frame.get("t")
+            if kind == "res":
+                self.uplink.deliver_response(frame)
+            elif kind == "push":
+                if frame["k"] == "inputs":
+                    for item in frame["items"]:
+                        self.inputs.put(item)
+                elif frame["k"] == "shutdown":
+                    self.begin_drain()
+
+    def begin_drain(self) -> None:
+        if not self.draining.is_set():
+            self.draining.set()
+            threading.Thread(target=self._drain, name="ferry-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        for _ in self._workers:
+            self.inputs.put(_STOP)
+        for thread in self._workers:
+            thread.join()
+        self.outbox.flush()
+        if self.instance is not None:
+            for hook in self._lifecycle_methods("exit"):
+                try:
+                    self._call_sync(hook)
+                except Exception:
+                    traceback.print_exc()
+        self._exit_now(0)
+
+    def _exit_now(self, code: int) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        self.outbox.flush()
+        self.uplink.close()
+        os._exit(code)
+
+    def _worker(self) -> None:
+        while True:
+            item = self.inputs.get()
+            if item is _STOP:
+                return
+            result = self._execute(item)
+            if result is not None:
+                self.outbox.add(result, more_coming=not self.inputs.empty())
+
+    def _batch_worker(self) -> None:
+        max_size = int(self.config["max_batch_size"])
+        wait = float(self.config.get("wait_ms") or 0) / 1000
+        while True:
+            first = self.inputs.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + wait
+            stop = False
+            while len(batch) < max_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self.inputs.get(timeout=max(0.0, remaining)) if remaining > 0 else self.inputs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            for output in self._execute_batch(batch):
+                self.outbox.add(output, more_coming=True)
+            self.outbox.flush()
+            if stop:
+                return
+
+    # -- running one input ----------------------------------------------------------------
+    def _callable(self, method: str | None) -> Callable:
+        if self.instance is not None:
+            if not method:
+                raise TypeError("A class was called without a method name.")
+            return getattr(self.instance, method)
+        return self.target
+
+    def _args(self, item: dict[str, Any]) -> tuple[tuple, dict]:
+        payload = item["args"]
+        data = payload["data"] if "data" in payload else self.fetch_blob(payload["blob"])
+        return deserialize_args(data)
+
+    def _encode_result(self, value: Any) -> dict[str, Any]:
+        data = serialize(value, what="return value")
+        if len(data) > int(_config.get("inline_payload_limit")):
+            return {"blob": self.uplink.request("blob.put", data=data)}
+        return {"data": data}
+
+    def _track(self, input_id: int) -> None:
+        with self.running_lock:
+            self.running[input_id] = time.monotonic()
+
+    def _untrack(self, input_id: int) -> None:
+        with self.running_lock:
+            self.running.pop(input_id, None)
+
+    def _execute(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        input_id = item["id"]
+        self._track(input_id)
+        started = time.perf_counter()
+        try:
+            args, kwargs = self._args(item)
+            result = self._callable(item.get("method"))(*args, **kwargs)
+            if inspect.isgenerator(result) or inspect.isasyncgen(result):
+                count = self._stream(input_id, result)
+                output = {"status": "ok", **self._encode_result(count)}
+            else:
+                if inspect.isawaitable(result):
+                    result = self._await(result)
+                output = {"status": "ok", **self._encode_result(result)}
+        except BaseException as error:  # noqa: BLE001 - everything the user raises goes home
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            output = {"status": "error", "exc": serialize_exception(error)}
+        finally:
+            self._untrack(input_id)
+        output.update(id=input_id, dur=time.perf_counter() - started)
+        return output
+
+    def _stream(self, input_id: int, generator: Any) -> int:
+        count = 0
+        if inspect.isasyncgen(generator):
+            while True:
+                try:
+                    value = self._await(generator.__anext__())
+                except StopAsyncIteration:
+                    break
+                self._send_item(input_id, count, value)
+                count += 1
+        else:
+            for value in generator:
+                self._send_item(input_id, count, value)
+                count += 1
+        return count
+
+    def _send_item(self, input_id: int, n: int, value: Any) -> None:
+        self.outbox.add({"id": input_id, "status": "item", "n": n, **self._encode_result(value)},
+                        more_coming=False)
+
+    def _execute_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        for item in batch:
+            self._track(item["id"])
+        try:
+            calls = [self._args(item) for item in batch]
+            columns = _batch_columns(calls)
+            fn = self._callable(batch[0].get("method"))
+            result = fn(*columns)
+            if inspect.isawaitable(result):
+                result = self._await(result)
+            if not isinstance(result, list) or len(result) != len(batch):
+                got = f"a list of {len(result)}" if isinstance(result, list) else type(result).__name__
+                raise TypeError(
+                    f"A @batched function must return a list with one result per input: "
+                    f"it got {len(batch)} inputs and returned {got}."
+                )
+            outputs = [{"status": "ok", **self._encode_result(value)} for value in result]
+        except BaseException as error:  # noqa: BLE001
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            exc = serialize_exception(error)
+            outputs = [{"status": "error", "exc": exc} for _ in batch]
+        finally:
+            for item in batch:
+                self._untrack(item["id"])
+        duration = time.perf_counter() - started
+        for item, output in zip(batch, outputs):
+            output.update(id=item["id"], dur=duration / len(batch))
+        return outputs
+
+    def _await(self, awaitable: Any) -> Any:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="ferry-user-loop", daemon=True).start()
+            self._loop = loop
+
+        async def wrap() -> Any:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result()
+
+    def _call_sync(self, fn: Callable) -> Any:
+        result = fn()
+        if inspect.isawaitable(result):
+            result = self._await(result)
+        return result
+
+    # -- timeouts -------------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        timeout = float(self.config.get("timeout") or _config.get("default_timeout"))
+        while True:
+            time.sleep(min(0.05, timeout / 10))
+            with self.running_lock:
+                oldest = min(self.running.values(), default=None)
+            if oldest is not None and time.monotonic() - oldest > timeout:
+                self._timed_out(timeout)
+
+    def _timed_out(self, timeout: float) -> None:
+        unstarted = []
+        while True:
+            try:
+                item = self.inputs.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                unstarted.append(item["id"])
+        self.outbox.flush()
+        if unstarted:
+            self.uplink.push("requeue", ids=unstarted)
+        self.uplink.push("timeout", msg=(
+            f"timeout: the input ran longer than the function's timeout of {timeout:g}s; "
+            "its container was stopped and replaced."))
+        self._exit_now(1)
+
+
+def _batch_columns(calls: list[tuple[tuple, dict]]) -> list[list[Any]]:
+    """Turn per-input arguments into one list per parameter for a @batched function."""
+    first_args, first_kwargs = calls[0]
+    if first_kwargs:
+        raise TypeError("@batched functions take positional arguments only.")
+    width = len(first_args)
+    for args, kwargs in calls:
+        if kwargs or len(args) != width:
+            raise TypeError("Every input of a @batched function must pass the same positional arguments.")
+    return [[args[i] for args, _ in calls] for i in range(width)]
+
+
+def main() -> None:
+    url = os.environ["FERRY_SERVER_URL"]
+    container_id = os.environ["FERRY_CONTAINER_ID"]
+    sock = FrameSocket.connect(url)
+    sock.send(hello("container", container_id=container_id))
+    welcome = sock.recv()
+    if welcome.get("t") != "welcome":
+        print(f"ferry container: refused by the server: {welcome.get('msg')}", file=sys.stderr)
+        sys.exit(2)
+    uplink = Uplink(sock)
+    runner = ContainerRunner(uplink, welcome)
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    send_log = lambda stream, text: uplink.push("log", stream=stream, text=text)  # noqa: E731
+    sys.stdout = LogStream("stdout", send_log, runner.outbox.flush)
+    sys.stderr = LogStream("stderr", send_log, runner.outbox.flush)
+
+    reader = threading.Thread(target=runner.serve, name="ferry-reader", daemon=True)
+    # responses to requests made during start-up (blob fetches) need the reader running,
+    # but inputs must wait until @enter is done: the server only sends them after "ready".
+    signal.signal(signal.SIGTERM, lambda *_: runner.begin_drain())
+    reader.start()
+    try:
+        enter_seconds = runner.initialise()
+    except BaseException as error:  # noqa: BLE001
+        payload = serialize_exception(error)
+        print(payload["tb"], file=sys.stderr, end="")
+        uplink.push("init_failed", exc=payload)
+        sys.stdout, sys.stderr = real_stdout, real_stderr
+        runner._exit_now(1)
+    uplink.push("ready", enter=enter_seconds)
+    while True:
+        time.sleep(3600)

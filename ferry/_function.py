@@ -1,0 +1,366 @@
+"""Functions and how they are called: `.remote`, `.map`, `.starmap`, `.for_each`, `.spawn`,
+`.remote_gen`, `.local`, and `FunctionCall` handles of spawned calls."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import secrets
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
+
+from . import _config
+from ._client import Client
+from ._serialization import deserialize, rebuild_exception, serialize_args
+from ._sync import synced, synced_batches
+from .exception import (
+    ContainerCrashError,
+    ExecutionError,
+    FunctionTimeoutError,
+    InputCancellation,
+    InvalidError,
+    OutOfMemoryError,
+    TimeoutError,
+)
+
+if TYPE_CHECKING:
+    from ._app import App
+
+MAP_CHUNK = 512          # inputs per `map.inputs` frame
+MAP_WINDOW = 20_000      # inputs in flight per map call: bounds memory on both sides
+
+
+def _new_call_id() -> str:
+    return "fc-" + secrets.token_hex(8)
+
+
+async def encode_args(client: Client, args: tuple, kwargs: dict) -> dict[str, Any]:
+    data = serialize_args(args, kwargs)
+    if len(data) > int(_config.get("inline_payload_limit")):
+        return {"blob": await client.request("blob.put", data=data)}
+    return {"data": data}
+
+
+async def decode_output(client: Client, item: dict[str, Any]) -> Any:
+    """The value of a successful output, or raise the error it carries."""
+    status = item["status"]
+    if status in ("ok", "item"):
+        data = item["data"] if "data" in item else await client.request("blob.get", hash=item["blob"])
+        return deserialize(data, what="return value")
+    raise output_error(item)
+
+
+def output_error(item: dict[str, Any]) -> BaseException:
+    status, msg = item["status"], item.get("msg", "")
+    if "exc" in item:
+        return rebuild_exception(item["exc"])
+    if status == "timeout":
+        return FunctionTimeoutError(msg)
+    if status == "oom":
+        return OutOfMemoryError(msg)
+    if status == "crash":
+        return ContainerCrashError(msg)
+    if status == "cancelled":
+        return InputCancellation(msg or "The input was cancelled.")
+    return ExecutionError(msg or f"The input failed ({status}).")
+
+
+class FunctionCall:
+    """A handle on a spawned call: `.get()` its result later, even from another process."""
+
+    def __init__(self, call_id: str) -> None:
+        self.object_id = call_id
+
+    def __repr__(self) -> str:
+        return f"FunctionCall({self.object_id!r})"
+
+    @staticmethod
+    def from_id(function_call_id: str) -> "FunctionCall":
+        return FunctionCall(function_call_id)
+
+    async def _get(self, timeout: float | None = None) -> Any:
+        """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
+        client = await Client.from_env()
+        item = await client.request("call.get", call_id=self.object_id, timeout=timeout)
+        if item.get("status") == "pending":
+            raise TimeoutError(f"Call {self.object_id} did not finish within {timeout}s.")
+        return await decode_output(client, item)
+
+    async def _cancel(self) -> None:
+        """Cancel the call: queued inputs are dropped, a running one is stopped."""
+        client = await Client.from_env()
+        await client.request("call.cancel", call_id=self.object_id)
+
+    get = synced(_get)
+    cancel = synced(_cancel)
+
+
+class Invocable:
+    """The calling surface shared by functions and methods of class instances."""
+
+    _is_generator: bool = False
+
+    async def _target(self) -> tuple[Client, str, str | None]:
+        """(client, function id, method name) that inputs go to."""
+        raise NotImplementedError
+
+    def _local_callable(self) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return "function"
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function in this process, as plain Python."""
+        return self._local_callable()(*args, **kwargs)
+
+    async def _remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function once in a container and return its result."""
+        if self._is_generator:
+            raise InvalidError(f"{self._describe()} is a generator: call .remote_gen() instead of .remote().")
+        client, function_id, method = await self._target()
+        payload = await encode_args(client, args, kwargs)
+        item = await client.request("function.call", function_id=function_id, args=payload, method=method)
+        return await decode_output(client, item)
+
+    async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Run a generator function in a container and iterate over what it yields."""
+        if not self._is_generator:
+            raise InvalidError(f"{self._describe()} is not a generator: call .remote() instead.")
+        client, function_id, method = await self._target()
+        payload = await encode_args(client, args, kwargs)
+        call_id = _new_call_id()
+        queue: asyncio.Queue = asyncio.Queue()
+        client.output_queues[call_id] = queue
+        final = asyncio.ensure_future(client.request(
+            "function.call", function_id=function_id, args=payload, method=method, call_id=call_id))
+        # items are pushed before the reply, so this marker lands after the last item
+        final.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while True:
+                batch = await queue.get()
+                if batch is None:
+                    break
+                if isinstance(batch, BaseException):
+                    raise batch
+                for item in batch:
+                    yield await decode_output(client, item)
+            item = final.result()
+            if item["status"] != "ok":
+                raise output_error(item)
+        finally:
+            client.output_queues.pop(call_id, None)
+            if not final.done():
+                final.cancel()
+
+    async def _map_batches(
+        self, arg_tuples: Iterable[tuple], kwargs: dict[str, Any], order_outputs: bool,
+        return_exceptions: bool,
+    ) -> AsyncIterator[list[Any]]:
+        if self._is_generator:
+            raise InvalidError(f"{self._describe()} is a generator; .map() needs a regular function.")
+        client, function_id, method = await self._target()
+        call_id = _new_call_id()
+        queue: asyncio.Queue = asyncio.Queue()
+        client.output_queues[call_id] = queue
+        state = {"sent": 0, "received": 0, "total": None}
+        window = asyncio.Event()
+        complete = False
+
+        async def feed() -> None:
+            try:
+                chunk: list[list[Any]] = []
+                idx = 0
+                for args in arg_tuples:
+                    chunk.append([idx, await encode_args(client, tuple(args), kwargs), method])
+                    idx += 1
+                    if len(chunk) >= MAP_CHUNK:
+                        client.send({"t": "push", "k": "map.inputs", "call": call_id, "items": chunk})
+                        chunk = []
+                        state["sent"] = idx
+                        await client.drain()
+                        while idx - state["received"] > MAP_WINDOW:
+                            window.clear()
+                            await window.wait()
+                state["total"] = idx
+                client.send({"t": "push", "k": "map.inputs", "call": call_id, "items": chunk, "last": True})
+                queue.put_nowait([])  # wake the reader so it can see the total
+            except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable argument
+                queue.put_nowait(error)
+
+        try:
+            await client.request("function.map", function_id=function_id, call_id=call_id)
+            feeder = asyncio.ensure_future(feed())
+            buffered: dict[int, Any] = {}
+            next_idx = 0
+            while state["total"] is None or state["received"] < state["total"]:
+                batch = await queue.get()
+                if isinstance(batch, BaseException):
+                    raise batch
+                ready: list[Any] = []
+                for item in batch:
+                    state["received"] += 1
+                    try:
+                        value = await decode_output(client, item)
+                    except Exception as error:
+                        if not return_exceptions:
+                            raise
+                        value = error
+                    if order_outputs:
+                        buffered[item["idx"]] = value
+                    else:
+                        ready.append(value)
+                while next_idx in buffered:
+                    ready.append(buffered.pop(next_idx))
+                    next_idx += 1
+                window.set()
+                if ready:
+                    yield ready
+            complete = True
+        finally:
+            client.output_queues.pop(call_id, None)
+            if "feeder" in locals() and not feeder.done():
+                feeder.cancel()
+            if not complete and client.connected:
+                try:
+                    await client.request("call.cancel", call_id=call_id)
+                except Exception:
+                    pass
+
+    async def _map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                   order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[list[Any]]:
+        """Run the function over the zipped inputs in parallel; yield results (in order unless
+        `order_outputs=False`). With `return_exceptions=True`, failures are yielded as values."""
+        if not input_iterators:
+            raise InvalidError(".map() needs at least one iterable of inputs.")
+        async for batch in self._map_batches(zip(*input_iterators), kwargs or {}, order_outputs, return_exceptions):
+            yield batch
+
+    async def _starmap(self, input_iterator: Iterable[tuple], *, kwargs: dict[str, Any] | None = None,
+                       order_outputs: bool = True, return_exceptions: bool = False) -> AsyncIterator[list[Any]]:
+        """Like map, with each input an argument tuple: `f.starmap([(1, 2), (3, 4)])`."""
+        async for batch in self._map_batches(input_iterator, kwargs or {}, order_outputs, return_exceptions):
+            yield batch
+
+    async def _for_each(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
+                        ignore_exceptions: bool = False) -> None:
+        """Run the function over the inputs for their side effects; results are discarded."""
+        async for _ in self._map_batches(zip(*input_iterators), kwargs or {}, False, ignore_exceptions):
+            pass
+
+    async def _spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        """Start the function without waiting; returns a FunctionCall to `.get()` later."""
+        client, function_id, method = await self._target()
+        payload = await encode_args(client, args, kwargs)
+        result = await client.request("function.spawn", function_id=function_id, args=payload, method=method)
+        return FunctionCall(result["call_id"])
+
+    remote = synced(_remote)
+    remote_gen = synced(_remote_gen)
+    map = synced_batches(_map)
+    starmap = synced_batches(_starmap)
+    for_each = synced(_for_each)
+    spawn = synced(_spawn)
+
+
+class Function(Invocable):
+    """A function of an app, created by `@app.function()` or looked up with `from_name`."""
+
+    def __init__(self, raw_f: Callable[..., Any] | None, *, app: "App | None", tag: str,
+                 config: dict[str, Any], definition_extra: dict[str, Any] | None = None) -> None:
+        self._ferry_raw = raw_f
+        self._app = app
+        self._tag = tag
+        self._config = config
+        self._extra = definition_extra or {}
+        self._function_id: str | None = None
+        self._is_generator = bool(raw_f and (inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)))
+        self._lookup: tuple[str, str] | None = None
+        self._variant_of: tuple[Function, dict[str, Any]] | None = None
+        if raw_f is not None:
+            self.__doc__ = raw_f.__doc__
+            self.__name__ = getattr(raw_f, "__name__", tag)
+            self.__qualname__ = getattr(raw_f, "__qualname__", tag)
+            self.__module__ = getattr(raw_f, "__module__", "")
+
+    def __repr__(self) -> str:
+        return f"<ferry.Function {self._tag}>"
+
+    def _describe(self) -> str:
+        return f"Function {self._tag!r}"
+
+    @property
+    def object_id(self) -> str | None:
+        return self._function_id
+
+    @staticmethod
+    def from_name(app_name: str, name: str) -> "Function":
+        """A handle on function `name` of the deployed app `app_name` (looked up on first use)."""
+        function = Function(None, app=None, tag=name, config={})
+        function._lookup = (app_name, name)
+        return function
+
+    def with_options(self, **options: Any) -> "Function":
+        """A variant of this function with some options changed (timeout, retries, ...)."""
+        from ._resources import function_config
+
+        overrides = {k: v for k, v in function_config(**options, stacklevel=3).items() if v is not None}
+        variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides})
+        variant._variant_of = (self, overrides)
+        return variant
+
+    def _hydrate(self, function_id: str) -> None:
+        self._function_id = function_id
+
+    async def _target(self) -> tuple[Client, str, str | None]:
+        client = await Client.from_env()
+        if self._function_id is None:
+            if self._lookup is not None:
+                found = await client.request("function.lookup", app=self._lookup[0], tag=self._lookup[1])
+                self._is_generator = bool(found["definition"].get("is_generator"))
+                self._function_id = found["function_id"]
+            elif self._variant_of is not None:
+                parent, overrides = self._variant_of
+                _, parent_id, _ = await parent._target()
+                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                self._function_id = found["function_id"]
+            else:
+                raise ExecutionError(
+                    f"Function {self._tag!r} is not running: its app has not started. Call it "
+                    "inside `with app.run():`, or run the script with `ferry run`."
+                )
+        return client, self._function_id, None
+
+    def _local_callable(self) -> Callable[..., Any]:
+        if self._ferry_raw is None:
+            raise ExecutionError(f"{self._describe()} was looked up by name; it has no local code to run.")
+        return self._ferry_raw
+
+    async def _update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
+                                 buffer_containers: int | None = None,
+                                 scaledown_window: float | None = None) -> None:
+        """Change autoscaling of a running or deployed function without redeploying it."""
+        from ._resources import function_config
+
+        settings = {k: v for k, v in function_config(
+            min_containers=min_containers, max_containers=max_containers,
+            buffer_containers=buffer_containers, scaledown_window=scaledown_window).items()
+            if v is not None and k in ("min_containers", "max_containers", "buffer_containers", "scaledown_window")}
+        client, function_id, _ = await self._target()
+        await client.request("function.update_autoscaler", function_id=function_id, settings=settings)
+
+    update_autoscaler = synced(_update_autoscaler)
+
+    def definition(self, mount: dict[str, Any] | None, module: str) -> dict[str, Any]:
+        """What the control plane stores and containers receive for this function."""
+        raw = self._ferry_raw
+        assert raw is not None
+        return {
+            "kind": "function",
+            "module": module,
+            "qualname": raw.__qualname__,
+            "mount": mount,
+            "is_generator": self._is_generator,
+            "is_async": inspect.iscoroutinefunction(raw) or inspect.isasyncgenfunction(raw),
+            "config": self._config,
+            **self._extra,
+        }

@@ -1,0 +1,157 @@
+"""Decorators that mark functions before `@app.function` / `@app.cls` sees them:
+`@method`, `@enter`, `@exit`, `@batched`, `@concurrent`, and the web endpoint decorators."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, TypeVar
+
+from .exception import InvalidError, deprecation_warning
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+METHOD = "method"
+ENTER = "enter"
+EXIT = "exit"
+BATCHED = "batched"
+WEB = "web"
+
+
+class PartialFunction:
+    """A user function marked by a Ferry decorator. Inside a class it behaves like the plain
+    function (so `self.predict(x)` works in the container); `@app.cls` reads its marks."""
+
+    def __init__(self, raw_f: Callable[..., Any], flags: set[str], params: dict[str, Any]) -> None:
+        self.raw_f = raw_f
+        self.flags = flags
+        self.params = params
+        self.__doc__ = raw_f.__doc__
+        self.__name__ = getattr(raw_f, "__name__", "function")
+        self.__qualname__ = getattr(raw_f, "__qualname__", self.__name__)
+        self.__module__ = getattr(raw_f, "__module__", "")
+        self.__wrapped__ = raw_f
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return self.raw_f.__get__(obj, objtype)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.raw_f(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{'/'.join(sorted(self.flags))} {self.__qualname__}>"
+
+
+def _mark(target: Any, flag: str, params: dict[str, Any] | None = None, *, decorator: str) -> PartialFunction:
+    if isinstance(target, PartialFunction):
+        target.flags.add(flag)
+        target.params.update(params or {})
+        return target
+    if not callable(target):
+        raise InvalidError(f"@{decorator} must decorate a function. Did you forget parentheses, "
+                           f"as in @{decorator}()?")
+    return PartialFunction(target, {flag}, dict(params or {}))
+
+
+def _no_bare_use(value: Any, name: str) -> None:
+    if callable(value) and not isinstance(value, (int, float, bool)):
+        raise InvalidError(f"Use @ferry.{name}() with parentheses, not @ferry.{name}.")
+
+
+def method(_warn_parentheses: Any = None, *, is_generator: bool | None = None) -> Callable[[F], Any]:
+    """Mark a method of an `@app.cls` class as callable remotely (`obj.method.remote()`)."""
+    _no_bare_use(_warn_parentheses, "method")
+
+    def wrapper(f: Any) -> PartialFunction:
+        return _mark(f, METHOD, {"is_generator": is_generator}, decorator="method")
+
+    return wrapper
+
+
+def enter(_warn_parentheses: Any = None, *, snap: bool = False) -> Callable[[F], Any]:
+    """Run this method once when a container of the class starts (load models here)."""
+    _no_bare_use(_warn_parentheses, "enter")
+    if snap:
+        raise NotImplementedError("@enter(snap=True) (memory snapshots) is not supported by Ferry.")
+
+    def wrapper(f: Any) -> PartialFunction:
+        return _mark(f, ENTER, decorator="enter")
+
+    return wrapper
+
+
+def exit(_warn_parentheses: Any = None) -> Callable[[F], Any]:  # noqa: A001 - public API name
+    """Run this method when a container of the class shuts down."""
+    _no_bare_use(_warn_parentheses, "exit")
+
+    def wrapper(f: Any) -> PartialFunction:
+        return _mark(f, EXIT, decorator="exit")
+
+    return wrapper
+
+
+def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], Any]:
+    """Dynamic batching: callers pass single inputs, the function receives lists of them."""
+    if not isinstance(max_batch_size, int) or not 1 <= max_batch_size <= 1000:
+        raise InvalidError(f"max_batch_size must be an int between 1 and 1000, got {max_batch_size!r}.")
+    if not isinstance(wait_ms, int) or not 0 <= wait_ms <= 10 * 60 * 1000:
+        raise InvalidError(f"wait_ms must be an int between 0 and 600000 (10 minutes), got {wait_ms!r}.")
+
+    def wrapper(f: Any) -> PartialFunction:
+        return _mark(f, BATCHED, {"max_batch_size": max_batch_size, "wait_ms": wait_ms}, decorator="batched")
+
+    return wrapper
+
+
+def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:
+    """Let one container serve up to `max_inputs` inputs at once (threads for sync code,
+    tasks on one event loop for async code). Works on functions and on classes."""
+    if not isinstance(max_inputs, int) or max_inputs < 1:
+        raise InvalidError(f"max_inputs must be a positive int, got {max_inputs!r}.")
+    if target_inputs is not None and (not isinstance(target_inputs, int) or not 1 <= target_inputs <= max_inputs):
+        raise InvalidError(f"target_inputs must be an int between 1 and max_inputs ({max_inputs}), "
+                           f"got {target_inputs!r}.")
+    params = {"max_inputs": max_inputs, "target_inputs": target_inputs}
+
+    def wrapper(target: Any) -> Any:
+        if inspect.isclass(target):
+            target._ferry_concurrency = params
+            return target
+        return _mark(target, "concurrent", params, decorator="concurrent")
+
+    return wrapper
+
+
+def lifecycle_methods(cls: type, flag: str) -> list[str]:
+    """Names of the methods of `cls` (and its bases) marked with `flag`, in definition order."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, PartialFunction) and flag in value.flags and name not in names:
+                names.append(name)
+    return names
+
+
+def _web_not_ready(name: str) -> Callable[..., Any]:
+    def decorator(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            f"@{name} is not available yet: Ferry's web gateway is still being built. "
+            "Remove the web decorator, or call the function with .remote() for now."
+        )
+
+    decorator.__name__ = name
+    decorator.__doc__ = f"Serve the function over HTTP (`@{name}`); not available yet."
+    return decorator
+
+
+fastapi_endpoint = _web_not_ready("fastapi_endpoint")
+asgi_app = _web_not_ready("asgi_app")
+wsgi_app = _web_not_ready("wsgi_app")
+web_server = _web_not_ready("web_server")
+
+
+def web_endpoint(*args: Any, **kwargs: Any) -> Any:
+    """The guide's older name of `fastapi_endpoint`."""
+    deprecation_warning("web_endpoint is deprecated; use fastapi_endpoint instead.")
+    return fastapi_endpoint(*args, **kwargs)

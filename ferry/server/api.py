@@ -1,0 +1,369 @@
+"""The control plane's request handlers (wire API v1). Each `@rpc("name")` method answers one
+request; `docs/architecture.md` lists them with their arguments and results."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from .. import __version__
+from ..exception import InvalidError, NotFoundError
+from .connection import Connection
+from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool, new_future
+
+if TYPE_CHECKING:
+    from .server import Server
+
+_HANDLERS: dict[str, Callable[..., Awaitable[Any]]] = {}
+
+
+def rpc(name: str) -> Callable:
+    def register(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        _HANDLERS[name] = method
+        return method
+
+    return register
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def _call_id(args: dict) -> str:
+    """Clients name their calls, so pushes for a call can be routed before the reply."""
+    call_id = args.get("call_id") or _new_id("fc")
+    if not isinstance(call_id, str) or not call_id.startswith("fc-") or len(call_id) > 64:
+        raise InvalidError(f"Invalid call id {call_id!r}.")
+    return call_id
+
+
+class API:
+    """Request handlers bound to one server."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.spawn_waiters: dict[str, list[asyncio.Future]] = {}
+
+    def handlers(self) -> dict[str, Callable[[Connection, dict], Awaitable[Any]]]:
+        return {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
+
+    # -- lookups --------------------------------------------------------------------------
+    def _app(self, ref: str) -> App:
+        apps = self.server.apps
+        if ref in apps:
+            return apps[ref]
+        live = [a for a in apps.values() if a.name == ref and a.live]
+        if live:
+            return live[-1]
+        raise NotFoundError(f"No running or deployed app named {ref!r}. See `ferry app list`.")
+
+    def _pool(self, function_id: str) -> Pool:
+        pool = self.server.scheduler.pools.get(function_id)
+        if pool is None:
+            raise NotFoundError(f"Function {function_id} does not exist (was its app stopped?).")
+        if not pool.app.live:
+            raise InvalidError(f"App {pool.app.name!r} is stopped; deploy or run it again.")
+        return pool
+
+    # -- server ---------------------------------------------------------------------------
+    @rpc("server.status")
+    async def server_status(self, conn: Connection, args: dict) -> dict:
+        server = self.server
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "url": server.url,
+            "home": str(server.home),
+            "runtime": server.runtime.name,
+            "started": server.started,
+            "apps": sum(1 for a in server.apps.values() if a.live),
+            "containers": sum(1 for c in server.containers.containers.values() if c.live),
+        }
+
+    @rpc("server.shutdown")
+    async def server_shutdown(self, conn: Connection, args: dict) -> dict:
+        asyncio.get_running_loop().call_later(0.05, self.server.request_stop)
+        return {}
+
+    # -- blobs ----------------------------------------------------------------------------
+    @rpc("blob.missing")
+    async def blob_missing(self, conn: Connection, args: dict) -> list[str]:
+        return self.server.blobs.missing(list(args["hashes"]))
+
+    @rpc("blob.put")
+    async def blob_put(self, conn: Connection, args: dict) -> str:
+        return self.server.blobs.put(args["data"], args.get("hash"))
+
+    @rpc("blob.get")
+    async def blob_get(self, conn: Connection, args: dict) -> bytes:
+        return self.server.blobs.get(args["hash"])
+
+    # -- apps -----------------------------------------------------------------------------
+    @rpc("app.create")
+    async def app_create(self, conn: Connection, args: dict) -> dict:
+        """Create (or, for `deployed`, update) an app with its functions."""
+        name: str = args["name"]
+        kind: str = args.get("kind", "ephemeral")
+        functions: list[dict] = args.get("functions", [])
+        server = self.server
+        if kind == "deployed":
+            existing = [a for a in server.apps.values() if a.name == name and a.state is AppState.DEPLOYED]
+            app = existing[-1] if existing else None
+            if app is None:
+                app = App(id=_new_id("ap"), name=name, state=AppState.DEPLOYED)
+                server.apps[app.id] = app
+                server.store.insert_app(app.id, name, "deployed", "deployed")
+            else:
+                server.store.bump_app_version(app.id)
+        elif kind == "ephemeral":
+            app = App(id=_new_id("ap"), name=name, state=AppState.RUNNING, owner=conn)
+            server.apps[app.id] = app
+            server.store.insert_app(app.id, name, "ephemeral", "running")
+            conn.on_close.append(lambda: asyncio.ensure_future(server.stop_app(app, "client disconnected")))
+        else:
+            raise InvalidError(f"Unknown app kind {kind!r}.")
+        kept = []
+        for spec in functions:
+            tag = spec["tag"]
+            function_id = app.objects.get(tag) or _new_id("fu")
+            app.objects[tag] = function_id
+            kept.append(function_id)
+            server.install_function(app, function_id, tag, spec["definition"])
+        if kind == "deployed":
+            for tag, fid in list(app.objects.items()):
+                if fid not in kept:
+                    server.remove_function(fid)
+                    del app.objects[tag]
+            server.store.delete_functions(app.id, kept)
+        return {"app_id": app.id, "objects": dict(app.objects)}
+
+    @rpc("app.stop")
+    async def app_stop(self, conn: Connection, args: dict) -> dict:
+        app = self._app(args["app"])
+        await self.server.stop_app(app, args.get("reason", "stopped by request"))
+        return {"app_id": app.id}
+
+    @rpc("app.list")
+    async def app_list(self, conn: Connection, args: dict) -> list[dict]:
+        rows = self.server.store.apps()
+        if not args.get("all"):
+            rows = [r for r in rows if r["state"] != "stopped" or time.time() - (r["stopped"] or 0) < 3600]
+        for row in rows:
+            app = self.server.apps.get(row["id"])
+            row["functions"] = len(app.objects) if app else 0
+            row["containers"] = sum(
+                len(p.live_containers()) for p in self.server.scheduler.pools.values() if p.app is app
+            ) if app else 0
+        return rows
+
+    @rpc("app.show")
+    async def app_show(self, conn: Connection, args: dict) -> dict:
+        app = self._app(args["app"])
+        pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
+        functions = []
+        for pool in pools:
+            functions.append({
+                "tag": pool.tag,
+                "function_id": pool.function_id,
+                "bound": pool.params is not None,
+                "kind": pool.definition.get("kind"),
+                "config": {k: v for k, v in pool.definition.get("config", {}).items() if v is not None},
+                "overrides": pool.overrides,
+                "queued": len(pool.queue),
+                "containers": [
+                    {"id": c.id, "state": c.state.value, "inflight": len(c.inflight),
+                     "boot_seconds": c.boot_seconds, "enter_seconds": c.enter_seconds}
+                    for c in pool.containers.values()
+                ],
+                "stats": pool.stats.summary(),
+                "init_error": (pool.last_init_error or {}).get("repr"),
+            })
+        return {"app_id": app.id, "name": app.name, "state": app.state.value,
+                "created": app.created, "functions": functions}
+
+    @rpc("app.logs")
+    async def app_logs(self, conn: Connection, args: dict) -> dict:
+        app_ref = args["app"]
+        try:
+            app_id = self._app(app_ref).id
+        except NotFoundError:
+            matches = [r for r in self.server.store.apps() if app_ref in (r["id"], r["name"])]
+            if not matches:
+                raise
+            app_id = matches[-1]["id"]
+        entries = self.server.store.logs(app_id, after_seq=int(args.get("after", 0)))
+        if args.get("follow"):
+            self.server.logs.subscribe(app_id, conn)
+        return {"app_id": app_id, "entries": entries}
+
+    @rpc("app.subscribe_logs")
+    async def app_subscribe_logs(self, conn: Connection, args: dict) -> dict:
+        self.server.logs.subscribe(args["app_id"], conn)
+        return {}
+
+    # -- functions ------------------------------------------------------------------------
+    @rpc("function.lookup")
+    async def function_lookup(self, conn: Connection, args: dict) -> dict:
+        app_name, tag = args["app"], args["tag"]
+        apps = [a for a in self.server.apps.values() if a.name == app_name and a.state is AppState.DEPLOYED]
+        if not apps:
+            raise NotFoundError(
+                f"No deployed app named {app_name!r}. Deploy it first with `ferry deploy`."
+            )
+        app = apps[-1]
+        function_id = app.objects.get(tag)
+        if function_id is None:
+            raise NotFoundError(
+                f"App {app_name!r} has no function or class named {tag!r}. "
+                f"It has: {', '.join(sorted(app.objects)) or 'nothing'}."
+            )
+        pool = self.server.scheduler.pools[function_id]
+        return {"function_id": function_id, "definition": pool.definition, "app_id": app.id}
+
+    @rpc("function.bind")
+    async def function_bind(self, conn: Connection, args: dict) -> dict:
+        """A pool for one set of class parameters: `Model(size=3)`."""
+        base = self._pool(args["function_id"])
+        params: bytes = args["params"]
+        bound_id = f"{base.function_id}/{hashlib.sha256(params).hexdigest()[:16]}"
+        if bound_id not in self.server.scheduler.pools:
+            self.server.scheduler.pools[bound_id] = Pool(
+                function_id=bound_id, app=base.app, tag=base.tag, definition=base.definition,
+                params=params, overrides=base.overrides,
+            )
+        return {"function_id": bound_id}
+
+    @rpc("function.variant")
+    async def function_variant(self, conn: Connection, args: dict) -> dict:
+        """A pool running the same code with some options changed (`with_options`)."""
+        base = self._pool(args["function_id"])
+        overrides: dict = args["config"]
+        digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:16]
+        variant_id = f"{base.function_id}~{digest}"
+        if variant_id not in self.server.scheduler.pools:
+            definition = dict(base.definition, config={**base.definition.get("config", {}), **overrides})
+            self.server.scheduler.pools[variant_id] = Pool(
+                function_id=variant_id, app=base.app, tag=base.tag, definition=definition,
+                params=base.params,
+            )
+        return {"function_id": variant_id}
+
+    @rpc("function.update_autoscaler")
+    async def function_update_autoscaler(self, conn: Connection, args: dict) -> dict:
+        pool = self._pool(args["function_id"])
+        allowed = {"min_containers", "max_containers", "buffer_containers", "scaledown_window"}
+        for key, value in args["settings"].items():
+            if key not in allowed:
+                raise InvalidError(f"update_autoscaler() got an unknown setting {key!r}.")
+            pool.overrides[key] = value
+        self.server.autoscaler.scale(pool)
+        return {}
+
+    # -- calls ----------------------------------------------------------------------------
+    @rpc("function.call")
+    async def function_call(self, conn: Connection, args: dict) -> dict:
+        """Run one input and answer with its output (`.remote()`)."""
+        pool = self._pool(args["function_id"])
+        reply = new_future()
+
+        def deliver(entry: Input, item: dict) -> None:
+            if item["status"] == OutputStatus.ITEM.value:
+                conn.push("gen", call=call.id, item=item)
+            elif not reply.done():
+                reply.set_result(item)
+
+        call = Call(id=_call_id(args), pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True)
+        self.server.scheduler.open_call(call)
+        self.server.scheduler.submit(call, [(0, args["args"], args.get("method"))])
+        closer = lambda: self.server.cancel_call(call)  # noqa: E731
+        conn.on_close.append(closer)
+        try:
+            return await reply
+        finally:
+            if closer in conn.on_close:
+                conn.on_close.remove(closer)
+
+    @rpc("function.map")
+    async def function_map(self, conn: Connection, args: dict) -> dict:
+        """Open a call whose inputs arrive as `map.inputs` pushes; outputs go back as pushes."""
+        pool = self._pool(args["function_id"])
+        call = Call(id=_call_id(args), pool=pool, kind="map", owner=conn,
+                    deliver=lambda entry, item: conn.push_output(call.id, item))
+        self.server.scheduler.open_call(call)
+        conn.on_close.append(lambda: self.server.cancel_call(call))
+        return {"call_id": call.id}
+
+    def on_map_inputs(self, conn: Connection, frame: dict) -> None:
+        call = self.server.scheduler.calls.get(frame["call"])
+        if call is None or call.owner is not conn:
+            return
+        if frame.get("items"):
+            self.server.scheduler.submit(call, [(i, a, m) for i, a, m in frame["items"]])
+        if frame.get("last"):
+            call.closed = True
+            if call.finished:
+                self.server.scheduler.calls.pop(call.id, None)
+
+    @rpc("function.spawn")
+    async def function_spawn(self, conn: Connection, args: dict) -> dict:
+        pool = self._pool(args["function_id"])
+        call_id = _new_id("fc")
+        self.server.store.insert_spawned(call_id, pool.function_id, args.get("method"), args["args"])
+        self.server.start_spawned(call_id, pool, args["args"], args.get("method"))
+        return {"call_id": call_id}
+
+    @rpc("call.get")
+    async def call_get(self, conn: Connection, args: dict) -> dict:
+        call_id = args["call_id"]
+        record = self.server.store.spawned(call_id)
+        if record is None:
+            raise NotFoundError(f"No spawned call with id {call_id!r}.")
+        if record["state"] == "done":
+            return record["output"]
+        timeout = args.get("timeout")
+        waiter = new_future()
+        self.spawn_waiters.setdefault(call_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return {"status": "pending"}
+        finally:
+            waiters = self.spawn_waiters.get(call_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+    def spawned_finished(self, call_id: str, item: dict) -> None:
+        self.server.store.finish_spawned(call_id, item)
+        for waiter in self.spawn_waiters.pop(call_id, []):
+            if not waiter.done():
+                waiter.set_result(item)
+
+    @rpc("call.cancel")
+    async def call_cancel(self, conn: Connection, args: dict) -> dict:
+        call_id = args["call_id"]
+        call = self.server.scheduler.calls.get(call_id)
+        if call is not None:
+            self.server.cancel_call(call)
+        record = self.server.store.spawned(call_id)
+        if record is not None and record["state"] != "done":
+            self.spawned_finished(call_id, {"status": OutputStatus.CANCELLED.value, "idx": 0,
+                                            "msg": "The call was cancelled."})
+        return {}
+
+    @rpc("app.stats")
+    async def app_stats(self, conn: Connection, args: dict) -> dict:
+        app = self.server.apps.get(args["app_id"])
+        if app is None:
+            raise NotFoundError(f"No app {args['app_id']!r}.")
+        return {
+            pool.function_id: {"tag": pool.tag, **pool.stats.summary()}
+            for pool in self.server.scheduler.pools.values() if pool.app is app
+        }
+
+    def containers_of(self, app: App) -> list:
+        return [c for p in self.server.scheduler.pools.values() if p.app is app
+                for c in p.containers.values() if c.state is not ContainerState.STOPPED]

@@ -1,0 +1,98 @@
+"""One peer connected to the control plane (a client or a container), speaking frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any, Awaitable, Callable
+
+from .._protocol import encode, error_payload, read_frame
+from ..exception import Error
+
+log = logging.getLogger("ferry.server")
+
+Handler = Callable[["Connection", dict[str, Any]], Awaitable[Any]]
+
+
+class Connection:
+    """Writes are buffered by asyncio; pushed outputs are coalesced per call until the loop
+    next turns, so a burst of outputs leaves as one frame."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.role = "unknown"
+        self.peer_id = ""
+        self.closed = False
+        self.on_close: list[Callable[[], None]] = []
+        self._pending_outputs: dict[str, list[dict]] = defaultdict(list)
+        self._flush_scheduled = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        self.writer.write(encode(message))
+
+    def push(self, kind: str, **fields: Any) -> None:
+        self.send({"t": "push", "k": kind, **fields})
+
+    def push_output(self, call_id: str, item: dict[str, Any]) -> None:
+        self._pending_outputs[call_id].append(item)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outputs)
+
+    def _flush_outputs(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending_outputs = self._pending_outputs, defaultdict(list)
+        for call_id, items in pending.items():
+            self.push("outputs", call=call_id, items=items)
+
+    async def serve(self, handlers: dict[str, Handler], on_push: Callable[["Connection", dict], None]) -> None:
+        """Read frames until the peer goes away; run each request as its own task."""
+        try:
+            while True:
+                frame = await read_frame(self.reader)
+                kind = frame.get("t")
+                if kind == "req":
+                    asyncio.create_task(self._answer(handlers, frame))
+                elif kind == "push":
+                    on_push(self, frame)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self.close()
+
+    async def _answer(self, handlers: dict[str, Handler], frame: dict[str, Any]) -> None:
+        method = frame.get("m", "")
+        handler = handlers.get(method)
+        try:
+            if handler is None:
+                raise Error(f"Unknown method {method!r}: is the client newer than the server?")
+            result = await handler(self, frame.get("a") or {})
+            self.send({"t": "res", "id": frame["id"], "ok": True, "r": result})
+        except Error as exc:
+            self.send({"t": "res", "id": frame["id"], "ok": False, "e": error_payload(exc)})
+        except NotImplementedError as exc:
+            self.send({"t": "res", "id": frame["id"], "ok": False,
+                       "e": {"type": "NotImplementedError", "msg": str(exc)}})
+        except Exception as exc:  # a bug in the server: report it, keep serving
+            log.exception("request %s failed", method)
+            self.send({"t": "res", "id": frame["id"], "ok": False,
+                       "e": {"type": "ServerError", "msg": f"{type(exc).__name__}: {exc}"}})
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("on_close callback failed")

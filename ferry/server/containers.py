@@ -1,0 +1,201 @@
+"""Container lifecycle: start through a runtime, connect, initialise, serve, drain, end.
+
+    STARTING --hello+ready--> READY --shutdown--> DRAINING --exit--> STOPPED
+        \\___________________ crash / init error ___________________/
+
+When a container ends, inputs it still held are finished as crashes (and retried by policy);
+a container that ends before it became READY counts as an init failure: the queued inputs of
+its pool fail with the reason, and further starts back off so a broken import cannot spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any, Callable
+
+from .logs import LogHub
+from .model import Container, ContainerState, OutputStatus, Pool, now
+from .runtimes import ContainerSpec, ExitStatus, Runtime
+from .scheduler import Scheduler
+from .store import Store
+
+log = logging.getLogger("ferry.server")
+
+DRAIN_GRACE_SECONDS = 30.0
+MAX_START_BACKOFF = 60.0
+
+
+class ContainerManager:
+    def __init__(self, *, server_url: str, runtime: Runtime, store: Store, scheduler: Scheduler,
+                 logs: LogHub, wake_autoscaler: Callable[[Pool], None]) -> None:
+        self.server_url = server_url
+        self.runtime = runtime
+        self.store = store
+        self.scheduler = scheduler
+        self.logs = logs
+        self.containers: dict[str, Container] = {}
+        self._wake_autoscaler = wake_autoscaler
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- starting -------------------------------------------------------------------------
+    def spec_for(self, container: Container) -> ContainerSpec:
+        config = container.pool.definition.get("config", {})
+        return ContainerSpec(
+            container_id=container.id,
+            function_id=container.pool.function_id,
+            server_url=self.server_url,
+            env=dict(container.pool.definition.get("env") or {}),
+            cpu=config.get("cpu"),
+            memory_mb=config.get("memory"),
+        )
+
+    def start(self, pool: Pool) -> Container:
+        container = Container(id="ct-" + secrets.token_hex(6), pool=pool)
+        pool.containers[container.id] = container
+        self.containers[container.id] = container
+        pool.stats.containers_started += 1
+        self.store.insert_container(container.id, pool.app.id, pool.function_id)
+        task = asyncio.create_task(self._run(container))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return container
+
+    async def _run(self, container: Container) -> None:
+        pool = container.pool
+
+        def on_output(stream: str, text: str) -> None:
+            if stream == "stderr":
+                container.stderr_tail.extend(text.splitlines()[-40:])
+            self.logs.add(pool.app.id, pool.tag, container.id, stream, text)
+
+        try:
+            container.handle = await self.runtime.start(self.spec_for(container), on_output)
+        except Exception as exc:
+            log.warning("could not start a container for %s: %s", pool.tag, exc)
+            self._ended(container, ExitStatus(code=None), reason=f"{type(exc).__name__}: {exc}")
+            return
+        status = await container.handle.wait()
+        self._ended(container, status)
+
+    # -- messages from the container ------------------------------------------------------
+    def welcome(self, container: Container) -> dict[str, Any]:
+        pool = container.pool
+        return {
+            "container_id": container.id,
+            "function_id": pool.function_id,
+            "app_id": pool.app.id,
+            "app_name": pool.app.name,
+            "tag": pool.tag,
+            "definition": pool.definition,
+            "params": pool.params,
+            "objects": dict(pool.app.objects),
+        }
+
+    def on_ready(self, container: Container, enter: float) -> None:
+        """The container imported the code and ran @enter: it takes inputs from now on."""
+        if container.state is not ContainerState.STARTING:
+            return
+        boot = max(0.0, now() - container.launched_at - enter)
+        container.state = ContainerState.READY
+        container.idle_since = now()
+        container.boot_seconds = boot
+        container.enter_seconds = enter
+        pool = container.pool
+        pool.stats.boot_seconds.append(boot)
+        pool.stats.enter_seconds.append(enter)
+        pool.init_failures = 0
+        pool.last_init_error = None
+        self.store.set_container_state(container.id, "ready")
+        if not pool.app.live:
+            self.shutdown(container, "app stopped")
+            return
+        self.scheduler.dispatch(pool)
+        self._wake_autoscaler(pool)
+
+    def on_init_failed(self, container: Container, error: dict[str, Any]) -> None:
+        container.pool.last_init_error = error
+
+    # -- stopping -------------------------------------------------------------------------
+    def shutdown(self, container: Container, reason: str) -> None:
+        """Ask a container to finish what it holds, run @exit and end."""
+        if container.state in (ContainerState.DRAINING, ContainerState.STOPPED):
+            return
+        container.stop_reason = reason
+        if container.conn is None or container.state is ContainerState.STARTING:
+            container.state = ContainerState.DRAINING
+            if container.handle is not None:
+                container.handle.terminate()
+            return
+        container.state = ContainerState.DRAINING
+        self.store.set_container_state(container.id, "draining")
+        container.conn.push("shutdown")
+        asyncio.get_running_loop().call_later(DRAIN_GRACE_SECONDS, self.kill, container, "drain timed out")
+
+    def kill(self, container: Container, reason: str) -> None:
+        if container.state is ContainerState.STOPPED:
+            return
+        container.stop_reason = container.stop_reason or reason
+        if container.handle is not None:
+            container.handle.kill()
+
+    def _ended(self, container: Container, status: ExitStatus, reason: str = "") -> None:
+        pool = container.pool
+        previous = container.state
+        container.state = ContainerState.STOPPED
+        reason = reason or container.stop_reason or f"container {status.describe()}"
+        if container.inflight:
+            self.scheduler.fail_inflight(container, self._crash_item(container, status))
+        if previous is ContainerState.STARTING and pool.app.live:
+            self._init_failed(container, status, reason)
+        pool.containers.pop(container.id, None)
+        self.containers.pop(container.id, None)
+        if container.conn is not None:
+            container.conn.close()
+        self.store.set_container_state(container.id, "stopped", exit_code=status.code, reason=reason)
+        self._wake_autoscaler(pool)
+
+    def _crash_item(self, container: Container, status: ExitStatus) -> dict[str, Any]:
+        tag = container.pool.tag
+        if container.stop_reason.startswith("timeout"):
+            return {"status": OutputStatus.TIMEOUT.value, "msg": container.stop_reason}
+        if status.oom_killed:
+            return {"status": OutputStatus.OOM.value,
+                    "msg": f"The container running {tag} {status.describe()}. "
+                           f"Raise memory= or use less memory."}
+        detail = container.stop_reason or f"{status.describe()}"
+        tail = "\n".join(container.stderr_tail)
+        msg = f"The container running {tag} {status.describe()} while running this input"
+        if detail and detail != status.describe():
+            msg += f" ({detail})"
+        if tail:
+            msg += f".\nLast lines of its stderr:\n{tail}"
+        return {"status": OutputStatus.CRASH.value, "msg": msg}
+
+    def _init_failed(self, container: Container, status: ExitStatus, reason: str) -> None:
+        pool = container.pool
+        pool.init_failures += 1
+        pool.next_start_at = now() + min(MAX_START_BACKOFF, 0.5 * 2 ** (pool.init_failures - 1))
+        error = pool.last_init_error
+        if error is not None:
+            item = {"status": OutputStatus.INIT_ERROR.value, "exc": error}
+        else:
+            tail = "\n".join(container.stderr_tail)
+            msg = f"The container for {pool.tag} {status.describe()} before it was ready ({reason})"
+            if tail:
+                msg += f".\nLast lines of its stderr:\n{tail}"
+            item = {"status": OutputStatus.INIT_ERROR.value, "msg": msg}
+        self.scheduler.fail_queued(pool, item)
+
+    async def stop_all(self, containers: list[Container], timeout: float = 10.0) -> None:
+        """Shut containers down and wait (bounded) until they have ended."""
+        for container in containers:
+            self.shutdown(container, "app stopped")
+        deadline = now() + timeout
+        while any(c.state is not ContainerState.STOPPED for c in containers):
+            if now() > deadline:
+                for container in containers:
+                    self.kill(container, "did not stop in time")
+                deadline = now() + 5.0
+            await asyncio.sleep(0.02)

@@ -1,0 +1,31 @@
+"""Container logs: kept in the store for `ferry app logs`, and streamed live to subscribers."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from .connection import Connection
+from .store import Store
+
+
+class LogHub:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._subscribers: dict[str, set[Connection]] = defaultdict(set)
+
+    def subscribe(self, app_id: str, conn: Connection) -> None:
+        self._subscribers[app_id].add(conn)
+        conn.on_close.append(lambda: self._subscribers[app_id].discard(conn))
+
+    def add(self, app_id: str, function: str, container_id: str, stream: str, text: str) -> None:
+        if not text:
+            return
+        ts = time.time()
+        self._store.add_log(app_id, function, container_id, stream, ts, text)
+        for conn in list(self._subscribers.get(app_id, ())):
+            conn.push("log", app=app_id, function=function, container=container_id,
+                      stream=stream, ts=ts, text=text)
+
+    def flush(self) -> None:
+        self._store.flush_logs()

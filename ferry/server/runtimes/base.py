@@ -1,0 +1,80 @@
+"""What a container runtime must do: start a container process and report how it ended.
+
+A runtime only starts processes; everything else (inputs, outputs, logs of Python code) flows
+over the connection the container opens to the control plane. The runtime forwards the raw
+stdout/stderr of the process (output of C code and subprocesses) to `on_output`.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+from dataclasses import dataclass, field
+from typing import Callable
+
+OutputSink = Callable[[str, str], None]  # (stream name, text)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a runtime needs to start one container."""
+
+    container_id: str
+    function_id: str
+    server_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    cpu: float | None = None
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container process ended."""
+
+    code: int | None
+    oom_killed: bool = False
+    memory_mb: int | None = None
+
+    def describe(self) -> str:
+        if self.oom_killed:
+            limit = f" of {self.memory_mb} MiB" if self.memory_mb else ""
+            return f"was killed for exceeding its memory limit{limit}"
+        if self.code is None:
+            return "ended for an unknown reason"
+        if self.code < 0:
+            try:
+                name = signal.Signals(-self.code).name
+            except ValueError:
+                name = f"signal {-self.code}"
+            return f"was killed by {name}"
+        return f"exited with code {self.code}"
+
+
+class ContainerHandle(abc.ABC):
+    """A running container process."""
+
+    @abc.abstractmethod
+    async def wait(self) -> ExitStatus:
+        """Wait for the container to end and say how."""
+
+    @abc.abstractmethod
+    def terminate(self) -> None:
+        """Ask the container to stop (SIGTERM); it runs its @exit hooks."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop the container at once (SIGKILL)."""
+
+
+class Runtime(abc.ABC):
+    """A way to run containers: `process` (subprocesses), later `sandbox` and `ray`."""
+
+    name: str
+
+    @abc.abstractmethod
+    def check(self, spec: ContainerSpec) -> None:
+        """Raise InvalidError if this runtime cannot honour the spec (limits, GPUs...)."""
+
+    @abc.abstractmethod
+    async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
+        """Start a container that connects back to `spec.server_url`."""

@@ -1,0 +1,270 @@
+"""`ferry server`: the control plane process. Wires the parts together and accepts peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import _config
+from .._protocol import PROTOCOL_VERSION, make_url, read_frame
+from .._local_server import STATE_FILE
+from ..exception import InvalidError
+from .api import API
+from .autoscaler import Autoscaler
+from .blobs import BlobStore
+from .connection import Connection
+from .containers import ContainerManager
+from .logs import LogHub
+from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
+from .runtimes import runtime_named
+from .scheduler import Scheduler
+from .store import Store
+
+log = logging.getLogger("ferry.server")
+
+
+
+class Server:
+    def __init__(self, home: Path, host: str, port: int, runtime: str) -> None:
+        self.home = home
+        self.host = host
+        self.port = port
+        self.started = time.time()
+        self.store = Store(home / "state.db")
+        self.blobs = BlobStore(home / "blobs")
+        self.runtime = runtime_named(runtime)
+        self.apps: dict[str, App] = {}
+        self.logs = LogHub(self.store)
+        self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool))
+        self.containers: ContainerManager  # set in start(), once the port is known
+        self.autoscaler: Autoscaler
+        self.api = API(self)
+        self._stop = asyncio.Event()
+        self._tcp: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return make_url(host, self.port)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26)
+        self.port = self._tcp.sockets[0].getsockname()[1]
+        self.containers = ContainerManager(
+            server_url=self.url, runtime=self.runtime, store=self.store,
+            scheduler=self.scheduler, logs=self.logs,
+            wake_autoscaler=lambda pool: self.autoscaler.wake(pool),
+        )
+        self.autoscaler = Autoscaler(self.scheduler, self.containers, self.logs)
+        self._restore()
+        self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
+        (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+        log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+        live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
+        await self.containers.stop_all(live, timeout=5.0)
+        self._autoscaler_task.cancel()
+        state = self.home / STATE_FILE
+        try:
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+        self.store.close()
+
+    def _restore(self) -> None:
+        """Bring back deployed apps and unfinished spawned calls from the store."""
+        self.store.mark_orphaned_containers()
+        for row in self.store.apps():
+            if row["state"] == "running":  # an ephemeral app whose server went away
+                self.store.set_app_state(row["id"], "stopped")
+                continue
+            if row["state"] != "deployed":
+                continue
+            app = App(id=row["id"], name=row["name"], state=AppState.DEPLOYED, created=row["created"])
+            self.apps[app.id] = app
+            for function_id, tag, definition in self.store.functions(app.id):
+                app.objects[tag] = function_id
+                self.install_function(app, function_id, tag, definition, persist=False)
+        for call_id, function_id, method, args in self.store.pending_spawned():
+            base_id = function_id.split("/")[0]
+            pool = self.scheduler.pools.get(function_id) or self.scheduler.pools.get(base_id)
+            if pool is None or pool.function_id != function_id:
+                self.store.finish_spawned(call_id, {
+                    "status": OutputStatus.STOPPED.value, "idx": 0,
+                    "msg": "The app of this call was not deployed when the server restarted, "
+                           "so the call was dropped. Deploy the app to keep spawned calls.",
+                })
+                continue
+            self.start_spawned(call_id, pool, args, method)
+
+    # -- apps and functions ---------------------------------------------------------------
+    def install_function(self, app: App, function_id: str, tag: str, definition: dict,
+                         *, persist: bool = True) -> None:
+        if persist and app.state is AppState.DEPLOYED:
+            self.store.upsert_function(function_id, app.id, tag, definition)
+        pool = self.scheduler.pools.get(function_id)
+        if pool is None:
+            self.scheduler.pools[function_id] = Pool(function_id=function_id, app=app, tag=tag,
+                                                     definition=definition)
+            return
+        if pool.definition != definition:  # redeploy: new containers run the new code
+            for bound in self._pools_of(function_id):
+                bound.definition = definition
+                for container in list(bound.containers.values()):
+                    self.containers.shutdown(container, "replaced by a new deployment")
+
+    def _pools_of(self, function_id: str) -> list[Pool]:
+        return [p for fid, p in self.scheduler.pools.items()
+                if fid == function_id or fid.startswith(function_id + "/")]
+
+    def remove_function(self, function_id: str) -> None:
+        for pool in self._pools_of(function_id):
+            for container in list(pool.containers.values()):
+                self.containers.shutdown(container, "function removed")
+            self.scheduler.fail_queued(pool, {"status": OutputStatus.STOPPED.value,
+                                              "msg": f"{pool.tag} was removed from its app."})
+            self.scheduler.pools.pop(pool.function_id, None)
+
+    async def stop_app(self, app: App, reason: str) -> None:
+        if not app.live:
+            return
+        app.state = AppState.STOPPED
+        self.store.set_app_state(app.id, "stopped")
+        pools = [p for p in self.scheduler.pools.values() if p.app is app]
+        containers = [c for p in pools for c in p.containers.values()]
+        for pool in pools:
+            self.scheduler.fail_queued(pool, {"status": OutputStatus.STOPPED.value,
+                                              "msg": f"App {app.name!r} stopped ({reason})."})
+        await self.containers.stop_all(containers)
+        for pool in pools:
+            self.scheduler.pools.pop(pool.function_id, None)
+        self.logs.flush()
+
+    def cancel_call(self, call: Call) -> None:
+        for container in self.scheduler.cancel(call):
+            self.containers.kill(container, "its input was cancelled")
+
+    def start_spawned(self, call_id: str, pool: Pool, args: dict, method: str | None) -> None:
+        def deliver(entry: Input, item: dict[str, Any]) -> None:
+            if item["status"] != OutputStatus.ITEM.value:
+                self.api.spawned_finished(call_id, item)
+
+        call = Call(id=call_id, pool=pool, kind="spawn", deliver=deliver, closed=True)
+        self.scheduler.open_call(call)
+        self.scheduler.submit(call, [(0, args, method)])
+
+    # -- connections ----------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            import socket as _socket
+
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        conn = Connection(reader, writer)
+        try:
+            hello = await asyncio.wait_for(read_frame(reader), timeout=10)
+        except Exception:
+            conn.close()
+            return
+        if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+            conn.send({"t": "refused", "msg": (
+                f"This server speaks Ferry protocol v{PROTOCOL_VERSION}; the peer sent "
+                f"{hello.get('v')!r}. Upgrade the older side.")})
+            conn.close()
+            return
+        role = hello.get("role")
+        if role == "client":
+            conn.role = "client"
+            conn.send({"t": "welcome", "v": PROTOCOL_VERSION, "server": self.url})
+            await conn.serve(self.api.handlers(), self._on_client_push)
+        elif role == "container":
+            await self._serve_container(conn, hello)
+        else:
+            conn.send({"t": "refused", "msg": f"Unknown role {role!r}."})
+            conn.close()
+
+    def _on_client_push(self, conn: Connection, frame: dict) -> None:
+        if frame.get("k") == "map.inputs":
+            self.api.on_map_inputs(conn, frame)
+
+    async def _serve_container(self, conn: Connection, hello: dict) -> None:
+        container = self.containers.containers.get(hello.get("container_id", ""))
+        if container is None or container.state is ContainerState.STOPPED or container.conn is not None:
+            conn.send({"t": "refused", "msg": "Unknown or already connected container."})
+            conn.close()
+            return
+        conn.role = "container"
+        conn.peer_id = container.id
+        container.conn = conn
+        conn.send({"t": "welcome", "v": PROTOCOL_VERSION, **self.containers.welcome(container)})
+
+        def on_push(conn: Connection, frame: dict) -> None:
+            kind = frame.get("k")
+            if kind == "outputs":
+                self.scheduler.on_outputs(container, frame["items"])
+            elif kind == "log":
+                pool = container.pool
+                self.logs.add(pool.app.id, pool.tag, container.id, frame["stream"], frame["text"])
+            elif kind == "ready":
+                self.containers.on_ready(container, frame["enter"])
+            elif kind == "init_failed":
+                self.containers.on_init_failed(container, frame["exc"])
+            elif kind == "requeue":
+                self.scheduler.requeue(container, list(frame["ids"]))
+            elif kind == "timeout":
+                container.stop_reason = frame["msg"]
+
+        await conn.serve(self.api.handlers(), on_push)
+
+
+async def _main(home: Path, host: str, port: int, runtime: str) -> None:
+    server = Server(home, host, port, runtime)
+    await server.serve_forever()
+
+
+def run(*, host: str | None = None, port: int | None = None, fallback_port: bool = False) -> None:
+    """Run the control plane in the foreground until SIGTERM/SIGINT."""
+    logging.basicConfig(level=_config.get("log_level").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    home = _config.home()
+    runtime = _config.get("runtime")
+    runtime_named(runtime)  # fail fast on a bad setting
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if host is None:
+        host = _config.get("host")
+    if port is None:
+        port = _config.get("port")
+    try:
+        asyncio.run(_main(home, host, port, runtime))
+    except OSError as exc:
+        if not fallback_port or port == 0:
+            raise InvalidError(f"Could not start the server on {host}:{port}: {exc}") from None
+        log.warning("port %s is taken (%s); listening on a free port instead", port, exc)
+        asyncio.run(_main(home, host, 0, runtime))

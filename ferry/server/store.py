@@ -1,0 +1,205 @@
+"""Durable control-plane state in SQLite (WAL) under `$FERRY_HOME/state.db`.
+
+What survives a restart: apps and their function definitions, spawned calls with their inputs
+and outputs, container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
+only: their callers hold a live connection and see an error if the server goes away.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apps (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+    created REAL NOT NULL, stopped REAL, version INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS apps_by_name ON apps(name, state);
+CREATE TABLE IF NOT EXISTS functions (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, tag TEXT NOT NULL, definition BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS functions_by_app ON functions(app_id);
+CREATE TABLE IF NOT EXISTS spawned_calls (
+    id TEXT PRIMARY KEY, function_id TEXT NOT NULL, method TEXT, args BLOB NOT NULL,
+    state TEXT NOT NULL, output BLOB, created REAL NOT NULL, finished REAL
+);
+CREATE INDEX IF NOT EXISTS spawned_by_state ON spawned_calls(state);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, function_id TEXT NOT NULL, state TEXT NOT NULL,
+    started REAL NOT NULL, stopped REAL, exit_code INTEGER, reason TEXT
+);
+CREATE INDEX IF NOT EXISTS containers_by_app ON containers(app_id);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL, function TEXT NOT NULL,
+    container_id TEXT NOT NULL, stream TEXT NOT NULL, ts REAL NOT NULL, text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_app ON logs(app_id, seq);
+"""
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class Store:
+    """A thin, synchronous layer over the SQLite database. Called from the server's loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        self._pending_logs: list[tuple] = []
+
+    def close(self) -> None:
+        self.flush_logs()
+        self._db.close()
+
+    # -- apps -----------------------------------------------------------------------------
+    def insert_app(self, app_id: str, name: str, kind: str, state: str) -> None:
+        self._db.execute(
+            "INSERT INTO apps(id, name, kind, state, created) VALUES (?, ?, ?, ?, ?)",
+            (app_id, name, kind, state, time.time()),
+        )
+
+    def set_app_state(self, app_id: str, state: str) -> None:
+        stopped = time.time() if state == "stopped" else None
+        self._db.execute("UPDATE apps SET state=?, stopped=? WHERE id=?", (state, stopped, app_id))
+
+    def bump_app_version(self, app_id: str) -> int:
+        self._db.execute("UPDATE apps SET version = version + 1 WHERE id=?", (app_id,))
+        return self._db.execute("SELECT version FROM apps WHERE id=?", (app_id,)).fetchone()[0]
+
+    def apps(self, *, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, name, kind, state, created, stopped, version FROM apps ORDER BY created"
+        ).fetchall()
+        keys = ("id", "name", "kind", "state", "created", "stopped", "version")
+        result = [dict(zip(keys, row)) for row in rows]
+        if states is not None:
+            wanted = set(states)
+            result = [a for a in result if a["state"] in wanted]
+        return result
+
+    # -- functions ------------------------------------------------------------------------
+    def upsert_function(self, function_id: str, app_id: str, tag: str, definition: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO functions(id, app_id, tag, definition, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (function_id, app_id, tag, pack(definition), time.time()),
+        )
+
+    def delete_functions(self, app_id: str, keep: Iterable[str]) -> None:
+        keep = set(keep)
+        for (fid,) in self._db.execute("SELECT id FROM functions WHERE app_id=?", (app_id,)).fetchall():
+            if fid not in keep:
+                self._db.execute("DELETE FROM functions WHERE id=?", (fid,))
+
+    def functions(self, app_id: str) -> list[tuple[str, str, dict]]:
+        rows = self._db.execute(
+            "SELECT id, tag, definition FROM functions WHERE app_id=? ORDER BY created", (app_id,)
+        ).fetchall()
+        return [(fid, tag, unpack(d)) for fid, tag, d in rows]
+
+    # -- spawned calls --------------------------------------------------------------------
+    def insert_spawned(self, call_id: str, function_id: str, method: str | None, args: Any) -> None:
+        self._db.execute(
+            "INSERT INTO spawned_calls(id, function_id, method, args, state, created) "
+            "VALUES (?, ?, ?, ?, 'pending', ?)",
+            (call_id, function_id, method, pack(args), time.time()),
+        )
+
+    def finish_spawned(self, call_id: str, output: dict) -> None:
+        self._db.execute(
+            "UPDATE spawned_calls SET state='done', output=?, finished=? WHERE id=?",
+            (pack(output), time.time(), call_id),
+        )
+
+    def spawned(self, call_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT function_id, method, args, state, output FROM spawned_calls WHERE id=?",
+            (call_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        fid, method, args, state, output = row
+        return {
+            "function_id": fid, "method": method, "args": unpack(args), "state": state,
+            "output": unpack(output) if output is not None else None,
+        }
+
+    def pending_spawned(self) -> list[tuple[str, str, str | None, Any]]:
+        rows = self._db.execute(
+            "SELECT id, function_id, method, args FROM spawned_calls WHERE state='pending' "
+            "ORDER BY created"
+        ).fetchall()
+        return [(cid, fid, method, unpack(args)) for cid, fid, method, args in rows]
+
+    # -- containers -----------------------------------------------------------------------
+    def insert_container(self, container_id: str, app_id: str, function_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO containers(id, app_id, function_id, state, started) "
+            "VALUES (?, ?, ?, 'starting', ?)",
+            (container_id, app_id, function_id, time.time()),
+        )
+
+    def set_container_state(
+        self, container_id: str, state: str, *, exit_code: int | None = None, reason: str = ""
+    ) -> None:
+        if state == "stopped":
+            self._db.execute(
+                "UPDATE containers SET state=?, stopped=?, exit_code=?, reason=? WHERE id=?",
+                (state, time.time(), exit_code, reason, container_id),
+            )
+        else:
+            self._db.execute("UPDATE containers SET state=? WHERE id=?", (state, container_id))
+
+    def mark_orphaned_containers(self) -> None:
+        self._db.execute(
+            "UPDATE containers SET state='stopped', stopped=?, reason='server restarted' "
+            "WHERE state != 'stopped'",
+            (time.time(),),
+        )
+
+    # -- logs -----------------------------------------------------------------------------
+    def add_log(self, app_id: str, function: str, container_id: str, stream: str, ts: float,
+                text: str) -> None:
+        self._pending_logs.append((app_id, function, container_id, stream, ts, text))
+
+    def flush_logs(self) -> None:
+        if not self._pending_logs:
+            return
+        rows, self._pending_logs = self._pending_logs, []
+        self._db.executemany(
+            "INSERT INTO logs(app_id, function, container_id, stream, ts, text) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def logs(self, app_id: str, *, after_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+        self.flush_logs()
+        rows = self._db.execute(
+            "SELECT seq, function, container_id, stream, ts, text FROM logs "
+            "WHERE app_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (app_id, after_seq, limit),
+        ).fetchall()
+        keys = ("seq", "function", "container_id", "stream", "ts", "text")
+        return [dict(zip(keys, row)) for row in rows]

@@ -1,0 +1,370 @@
+# Host packages these tests need (Debian 12, run as root):
+#     apt-get update && apt-get install -y bubblewrap mmdebstrap uidmap
+# (plus `mount` and `util-linux`, which every Debian has), network access to deb.debian.org,
+# cgroups (v1 or v2) with the memory and cpu controllers, and overlayfs.
+"""Real sandboxes: a bookworm root filesystem, bubblewrap, overlayfs and cgroups, not mocks.
+
+The base root filesystem is built once (about 15 s) into `$FERRY_TEST_ROOTFS_CACHE` or
+/var/cache/ferry-test/rootfs-bookworm and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferry.exception import InvalidError
+from ferry.server.runtimes.sandbox import cgroups
+from ferry.server.runtimes.sandbox.bwrap import (
+    DEFAULT_ENV,
+    SETUP_FAILED_EXIT_CODE,
+    BindMount,
+    SandboxSpec,
+    build_bwrap_argv,
+    check_sandbox_support,
+    launch,
+    launch_async,
+    signal_command,
+)
+from ferry.server.runtimes.sandbox.cgroups import (
+    Cgroup,
+    CgroupLimits,
+    cgroups_available,
+    cgroups_unavailable_reason,
+)
+from ferry.server.runtimes.sandbox.rootfs import (
+    PYTHON_SUITES,
+    build_base_rootfs,
+    suite_for_python,
+)
+
+DEFAULT_CACHE = Path("/var/cache/ferry-test/rootfs-bookworm")
+
+
+@pytest.fixture(scope="session")
+def rootfs() -> Path:
+    """A complete bookworm root filesystem (an existing `dest` is complete: builds rename)."""
+    check_sandbox_support()
+    path = Path(os.environ.get("FERRY_TEST_ROOTFS_CACHE") or DEFAULT_CACHE)
+    if not path.exists():
+        started = time.monotonic()
+        build_base_rootfs("bookworm", path, log=lambda line: print(f"mmdebstrap: {line}"))
+        print(f"built {path} in {time.monotonic() - started:.1f} s")
+    assert (path / "usr/bin/python3").exists(), f"{path} is not a root filesystem; delete it"
+    return path
+
+
+@pytest.fixture
+def cgroup_name() -> Iterator[str]:
+    yield f"test-{uuid.uuid4().hex[:12]}"
+
+
+def run(spec: SandboxSpec, cgroup: Cgroup | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    process = launch(spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cgroup=cgroup)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(spec.argv, process.returncode, out.decode(), err.decode())
+
+
+def python(rootfs: Path, code: str, **kwargs: object) -> SandboxSpec:
+    return SandboxSpec([rootfs], ["python3", "-c", code], **kwargs)  # type: ignore[arg-type]
+
+
+def test_python_inside_is_debian_3_11(rootfs: Path) -> None:
+    result = run(python(rootfs, "import sys; print(sys.version_info[:2], open('/etc/debian_version').read())"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("(3, 11) 12.")
+
+
+def test_host_files_are_invisible(rootfs: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host only")
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    code = f"import os; print(os.path.exists({str(secret)!r}), os.path.exists({__file__!r}), os.listdir('/data'))"
+    result = run(python(rootfs, code, binds=[(bound, "/data", True)]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "[]"]
+
+
+def test_host_processes_are_invisible(rootfs: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        result = run(python(rootfs, "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 2]"  # bwrap's init and python itself
+    assert sleeper.pid not in (1, 2)
+
+
+def test_writes_go_to_the_upper_layer_and_lower_layers_stay_unchanged(rootfs: Path, tmp_path: Path) -> None:
+    before = sorted(os.listdir(rootfs)), (rootfs / "etc/issue").read_bytes()
+    upper, work = tmp_path / "layer1", tmp_path / "work1"
+    code = (
+        "import os; open('/hello.txt', 'w').write('hi'); os.remove('/etc/issue');"
+        "open('/etc/motd', 'a').write('changed')"
+    )
+    result = run(python(rootfs, code, upper_dir=upper, work_dir=work))
+    assert result.returncode == 0, result.stderr
+    assert (upper / "hello.txt").read_text() == "hi"
+    assert stat.S_ISCHR((upper / "etc/issue").lstat().st_mode)  # an overlayfs whiteout
+    assert (upper / "etc/motd").read_text().endswith("changed")
+    assert (sorted(os.listdir(rootfs)), (rootfs / "etc/issue").read_bytes()) == before
+    assert not (rootfs / "etc/motd").read_text().endswith("changed")
+
+    # The upper layer stacks as a read-only layer of the next sandbox (an image step).
+    check = "import os; print(open('/hello.txt').read(), os.path.exists('/etc/issue'))"
+    stacked = run(SandboxSpec([rootfs, upper], ["python3", "-c", check]))
+    assert stacked.returncode == 0, stacked.stderr
+    assert stacked.stdout.split() == ["hi", "False"]
+
+
+def test_tmpfs_upper_layer_is_discarded(rootfs: Path) -> None:
+    assert run(python(rootfs, "open('/scratch.txt', 'w').write('x')")).returncode == 0
+    result = run(python(rootfs, "import os; print(os.path.exists('/scratch.txt'))"))
+    assert result.stdout.strip() == "False"
+    assert not (rootfs / "scratch.txt").exists()
+
+
+def test_read_only_bind_can_be_read_not_written(rootfs: Path, tmp_path: Path) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "data.txt").write_text("payload")
+    code = (
+        "print(open('/ro/data.txt').read())\n"
+        "try:\n    open('/ro/new.txt', 'w')\nexcept OSError as e:\n    print(e.errno)\n"
+        "open('/rw/out.txt', 'w').write('written')\n"
+    )
+    result = run(python(rootfs, code, binds=[BindMount(ro, "/ro", True), BindMount(rw, "/rw", False)]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["payload", "30"]  # EROFS
+    assert not (ro / "new.txt").exists()
+    assert (rw / "out.txt").read_text() == "written"
+
+
+def test_tmp_is_private(rootfs: Path, tmp_path: Path) -> None:
+    assert str(tmp_path).startswith("/tmp/")
+    code = (
+        "import os; print(os.listdir('/tmp')); open('/tmp/inside.txt', 'w').write('x');"
+        "print([l.split()[2] for l in open('/proc/mounts') if l.split()[1] == '/tmp'])"
+    )
+    result = run(python(rootfs, code))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "['tmpfs']"]
+    assert not Path("/tmp/inside.txt").exists()
+
+
+def test_environment_is_exactly_the_spec(rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_TEST_HOST_ONLY", "leak")
+    env = {**DEFAULT_ENV, "GREETING": "hello world", "EMPTY": ""}
+    result = run(python(rootfs, "import os; print(repr(dict(os.environ)))", env=env, cwd="/tmp"))
+    assert result.returncode == 0, result.stderr
+    assert eval(result.stdout) == {**env, "PWD": "/tmp"}  # bwrap adds PWD
+
+
+def test_memory_limit_oom_kills(rootfs: Path, cgroup_name: str) -> None:
+    with Cgroup.create(cgroup_name, CgroupLimits(memory_mb=64)) as cgroup:
+        assert cgroup.limits().memory_mb == 64
+        assert not cgroup.oom_killed()
+        result = run(python(rootfs, "data = b'x' * (256 << 20); print('survived')"), cgroup)
+        assert "survived" not in result.stdout
+        assert result.returncode == 128 + signal.SIGKILL
+        assert cgroup.oom_killed()
+        peak = cgroup.memory_peak_bytes()
+        assert peak is None or peak <= 64 << 20
+
+
+def test_cpu_limit_is_applied_and_throttles(rootfs: Path, cgroup_name: str) -> None:
+    with Cgroup.create(cgroup_name, CgroupLimits(cpu=0.25)) as cgroup:
+        assert cgroup.limits() == CgroupLimits(memory_mb=None, cpu=0.25)
+        (cpu_dir,) = [p for p in cgroup.paths if cgroup.version == "v2" or "cpu" in p.parts]
+        if cgroup.version == "v2":
+            assert (cpu_dir / "cpu.max").read_text().split() == ["25000", "100000"]
+        else:
+            assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "25000"
+            assert (cpu_dir / "cpu.cfs_period_us").read_text().strip() == "100000"
+        result = run(python(rootfs, "import time\nend = time.time() + 0.5\nwhile time.time() < end: pass"), cgroup)
+        assert result.returncode == 0, result.stderr
+        throttled = dict(line.split() for line in (cpu_dir / "cpu.stat").read_text().splitlines())
+        assert int(throttled["nr_throttled"]) > 0
+
+
+def test_process_is_in_the_cgroup_and_destroy_kills_it(rootfs: Path, cgroup_name: str) -> None:
+    cgroup = Cgroup.create(cgroup_name, CgroupLimits(memory_mb=256, cpu=1))
+    process = launch(python(rootfs, "import time; print('up', flush=True); time.sleep(60)"),
+                     stdout=subprocess.PIPE, cgroup=cgroup)
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    pids = cgroup.pids()
+    assert process.pid in pids and len(pids) == 3  # bwrap, bwrap's init, python
+    cgroup.destroy()
+    assert process.wait(timeout=10) == -signal.SIGKILL
+    assert not any(path.exists() for path in cgroup.paths)
+    cgroup.destroy()  # idempotent
+
+
+def test_cgroups_are_available_here() -> None:
+    assert cgroups_available() in ("v1", "v2"), cgroups_unavailable_reason()
+    assert cgroups_unavailable_reason() is None
+
+
+def test_cgroup_v2_files(tmp_path: Path) -> None:
+    """This host uses v1, so the v2 file formats are checked on a plain directory."""
+    hierarchy = cgroups._Hierarchy("v2", {"memory": tmp_path, "cpu": tmp_path})
+    group = Cgroup(hierarchy, {"memory": tmp_path, "cpu": tmp_path})
+    (tmp_path / "memory.swap.max").write_text("max\n")
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    group._apply(CgroupLimits(memory_mb=64, cpu=1.5))
+    assert (tmp_path / "memory.max").read_text() == str(64 << 20)
+    assert (tmp_path / "memory.swap.max").read_text() == "0"
+    assert (tmp_path / "cpu.max").read_text() == "150000 100000"
+    assert group.limits() == CgroupLimits(memory_mb=64, cpu=1.5)
+    assert group.oom_killed() and group.memory_peak_bytes() is None
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(InvalidError, match="positive"):
+        CgroupLimits(memory_mb=0)
+    with pytest.raises(InvalidError, match="cores"):
+        CgroupLimits(cpu=-1)
+    with pytest.raises(InvalidError, match="cgroup name"):
+        Cgroup.create("../escape", CgroupLimits())
+
+
+def test_suite_for_python() -> None:
+    assert suite_for_python("3.11") == "bookworm"
+    assert suite_for_python("3.11.9") == "bookworm"
+    assert suite_for_python("3.13") == "trixie"
+    with pytest.raises(InvalidError) as error:
+        suite_for_python("3.12")
+    assert "3.11 (bookworm)" in str(error.value) and "3.13 (trixie)" in str(error.value)
+    assert dict(PYTHON_SUITES) == {"3.11": "bookworm", "3.13": "trixie"}
+
+
+def test_network_shared_with_dns_or_private(rootfs: Path) -> None:
+    code = "import socket; print(len(socket.getaddrinfo('deb.debian.org', 80)) > 0)"
+    shared = run(python(rootfs, code))
+    assert shared.returncode == 0, shared.stderr
+    assert shared.stdout.strip() == "True"
+    private = run(python(rootfs, "import socket; print(socket.if_nameindex())", share_network=False))
+    assert private.stdout.strip() == "[(1, 'lo')]"
+
+
+def test_sandbox_cannot_mount(rootfs: Path) -> None:
+    result = run(SandboxSpec([rootfs], ["mount", "-t", "tmpfs", "none", "/mnt"]))
+    assert result.returncode != 0
+    assert "permission denied" in result.stderr.lower()
+
+
+def test_devices_are_exposed_on_request(rootfs: Path) -> None:
+    code = "import os, stat; print(os.path.exists('/dev/kmsg') and stat.S_ISCHR(os.stat('/dev/kmsg').st_mode))"
+    assert run(python(rootfs, code)).stdout.strip() == "False"
+    assert run(python(rootfs, code, devices=["/dev/kmsg"])).stdout.strip() == "True"
+
+
+def test_setup_failure_has_its_own_exit_code(rootfs: Path, tmp_path: Path) -> None:
+    shm = Path("/dev/shm") / f"ferry-test-{uuid.uuid4().hex[:8]}"
+    try:  # upper and work dirs on different filesystems: overlayfs refuses
+        result = run(python(rootfs, "pass", upper_dir=tmp_path / "upper", work_dir=shm))
+    finally:
+        shm.rmdir()
+    assert result.returncode == SETUP_FAILED_EXIT_CODE
+    assert "ferry sandbox setup failed: mounting the overlay root" in result.stderr
+
+
+def test_signal_command_reaches_the_command(rootfs: Path) -> None:
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    process = launch(python(rootfs, code), stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    assert len(signal_command(process.pid, signal.SIGTERM)) == 1
+    assert process.wait(timeout=10) == 7
+
+
+def test_launch_async(rootfs: Path) -> None:
+    async def main() -> tuple[bytes, int]:
+        process = await launch_async(python(rootfs, "print('async')"), stdout=asyncio.subprocess.PIPE)
+        out, _ = await process.communicate()
+        return out, await process.wait()
+
+    assert asyncio.run(main()) == (b"async\n", 0)
+
+
+def test_spec_validation(rootfs: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidError, match="both `upper_dir` and `work_dir`"):
+        SandboxSpec([rootfs], ["true"], upper_dir=tmp_path)
+    with pytest.raises(InvalidError, match="absolute"):
+        SandboxSpec([rootfs], ["true"], binds=[(tmp_path, "data", True)])
+    with pytest.raises(InvalidError, match="overlayfs options"):
+        SandboxSpec([tmp_path / "a,b"], ["true"])
+    with pytest.raises(InvalidError, match="command"):
+        SandboxSpec([rootfs], [])
+    with pytest.raises(InvalidError, match="not found"):
+        launch(SandboxSpec([tmp_path / "missing"], ["true"]))
+
+
+def test_bwrap_argv(rootfs: Path, tmp_path: Path) -> None:
+    spec = SandboxSpec([rootfs], ["python3"], binds=[(tmp_path, "/a/b", False), (tmp_path, "/a", True)])
+    argv = build_bwrap_argv(spec)
+    for flag in ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in argv
+    assert argv[argv.index("--proc") + 1] == "/proc" and argv[argv.index("--tmpfs") + 1] == "/tmp"
+    assert argv.index("/a") < argv.index("/a/b")  # parents are bound first
+    assert "--unshare-net" not in argv and "/etc/resolv.conf" in argv
+    private = build_bwrap_argv(SandboxSpec([rootfs], ["python3"], share_network=False))
+    assert "--unshare-net" in private and "/etc/resolv.conf" not in private
+    assert argv[-2:] == ["--", "python3"]
+
+
+def test_start_to_exit_is_fast(rootfs: Path) -> None:
+    spec = SandboxSpec([rootfs], ["python3", "-c", "pass"])
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert launch(spec).wait() == 0
+        times.append(time.perf_counter() - started)
+    assert statistics.median(times) < 0.25  # measured ~16 ms on a 2-core machine
+
+
+def test_interrupted_build_leaves_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "rootfs"
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_base_rootfs("bookworm", dest, log=interrupt)
+    assert list(tmp_path.iterdir()) == []
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(tmp_path) in _cmdline(p)]
+    assert leftovers == []
+
+
+def test_build_refuses_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(InvalidError, match="already exists"):
+        build_base_rootfs("bookworm", tmp_path)
+    with pytest.raises(InvalidError, match="suite"):
+        build_base_rootfs("Bookworm!", tmp_path / "x")
+    with pytest.raises(InvalidError, match="package"):
+        build_base_rootfs("bookworm", tmp_path / "x", include=["bad name"])
+    assert not (tmp_path / "x").exists()
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
