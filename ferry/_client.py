@@ -14,7 +14,7 @@ from typing import Any, Callable
 from . import _config
 from ._protocol import PROTOCOL_VERSION, encode, hello, parse_url, read_frame
 from ._serialization import error_from_wire
-from ._sync import client_loop, run_sync
+from ._sync import run_sync
 from .exception import ConnectionError
 
 LogHandler = Callable[[dict[str, Any]], None]
@@ -181,6 +181,3 @@ def _wire_error(payload: dict[str, str]) -> BaseException:
         return NotImplementedError(payload.get("msg", ""))
     return error_from_wire(payload)
 
-
-def loop() -> asyncio.AbstractEventLoop:
-    return client_loop()

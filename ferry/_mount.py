@@ -67,6 +67,7 @@ def _is_under(path: Path, root: Path) -> bool:
 def collect(root: Path, entry_files: list[Path]) -> Mount:
     """The entry files plus every module under `root` that is imported right now."""
     excluded = [p for p in _excluded_prefixes() if not _is_under(root, p) or p == root]
+    excluded.append(Path(__file__).resolve().parent)  # Ferry itself is installed in containers
     wanted: set[Path] = {f.resolve() for f in entry_files}
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)

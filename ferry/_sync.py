@@ -10,6 +10,7 @@ Async generators become iterators (`for r in f.map(xs)`) and async iterators
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
@@ -28,8 +29,29 @@ def client_loop() -> asyncio.AbstractEventLoop:
         if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="ferry-client-loop", daemon=True).start()
+            if _loop is None:
+                atexit.register(_stop_client_loop)
             _loop, _loop_pid = loop, os.getpid()
         return _loop
+
+
+def _stop_client_loop() -> None:
+    """At interpreter exit: cancel the client loop's tasks (open connections) and stop it."""
+    loop = _loop
+    if loop is None or _loop_pid != os.getpid() or not loop.is_running():
+        return
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=2)
+    except Exception:
+        pass
+    loop.call_soon_threadsafe(loop.stop)
 
 
 def _check_not_on_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -31,10 +31,11 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import IO, Any, Final, Mapping, NamedTuple, Sequence, Union
+from typing import IO, Any, Final, NamedTuple
 
 from ....exception import ExecutionError, InvalidError
 from .cgroups import Cgroup
@@ -59,7 +60,7 @@ _ENV_NAME = re.compile(r"^[^=\0]+$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _CAPABILITY = re.compile(r"^CAP_[A-Z_]+$")
 
-Redirect = Union[int, IO[Any], None]
+Redirect = int | IO[Any] | None
 
 
 class BindMount(NamedTuple):
@@ -97,6 +98,8 @@ class SandboxSpec:
     mount_dir: Path = DEFAULT_MOUNT_DIR
 
     def __post_init__(self) -> None:
+        if isinstance(self.argv, str):
+            raise InvalidError(f"`argv` must be a list of arguments, e.g. {self.argv.split()!r}.")
         set_ = object.__setattr__
         set_(self, "layers", tuple(Path(p).absolute() for p in self.layers))
         set_(self, "argv", tuple(self.argv))
@@ -142,9 +145,9 @@ class SandboxSpec:
                     f"{path} cannot be an overlay layer: overlayfs options cannot contain "
                     f"',', ':' or '\\'. Store layers under a plainer path."
                 )
-        for path in (self.cwd, *(b.container_path for b in self.binds), *self.devices):
-            if not PurePosixPath(path).is_absolute():
-                raise InvalidError(f"{path!r} must be an absolute path inside the sandbox.")
+        for inside in (self.cwd, *(b.container_path for b in self.binds), *self.devices):
+            if not PurePosixPath(inside).is_absolute():
+                raise InvalidError(f"{inside!r} must be an absolute path inside the sandbox.")
         bad_env = [k for k, v in self.env.items() if not _ENV_NAME.match(k) or "\0" in v]
         if bad_env:
             raise InvalidError(f"Invalid environment variable name(s) or value(s): {bad_env}.")
@@ -191,7 +194,9 @@ def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap") -> list[str]:
 def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None) -> list[str]:
     """The full command: join `cgroup`, mount the overlay root privately, exec bwrap."""
     tools = _tools()
-    lines = [f'fail() {{ echo "ferry sandbox setup failed: $1" >&2; exit {SETUP_FAILED_EXIT_CODE}; }}']
+    lines = [
+        f'fail() {{ echo "ferry sandbox setup failed: $1" >&2; exit {SETUP_FAILED_EXIT_CODE}; }}'
+    ]
     if cgroup is not None:
         for procs in cgroup.procs_files:
             lines.append(f"echo $$ > {_q(procs)} || fail {_q(f'joining cgroup {procs.parent}')}")
@@ -200,7 +205,8 @@ def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None) -> list[s
         upper, work = scratch / "upper", scratch / "work"
         lines.append(
             f"{_q(tools['mount'])} -t tmpfs -o mode=0755 ferry-upper {_q(scratch)} "
-            f"&& {_q(tools['mkdir'])} {_q(upper)} {_q(work)} || fail 'mounting the tmpfs upper layer'"
+            f"&& {_q(tools['mkdir'])} {_q(upper)} {_q(work)} "
+            "|| fail 'mounting the tmpfs upper layer'"
         )
     else:
         assert spec.upper_dir is not None and spec.work_dir is not None
@@ -209,10 +215,14 @@ def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None) -> list[s
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     lines.append(
         f"{_q(tools['mount'])} -t overlay ferry-root -o {_q(options)} {_q(spec.root_mount)} "
-        f"|| fail 'mounting the overlay root (are the layers on a filesystem overlayfs accepts?)'"
+        "|| fail 'mounting the overlay root: the upper and work directories must be on one "
+        "filesystem (ext4, xfs, btrfs or tmpfs), the layers readable; the kernel log (dmesg) "
+        "says more'"
     )
     lines.append("exec " + shlex.join(build_bwrap_argv(spec, bwrap=tools["bwrap"])))
-    return [tools["unshare"], "--mount", "--propagation", "private", "--", tools["sh"], "-c", "\n".join(lines)]
+    script = "\n".join(lines)
+    unshare = [tools["unshare"], "--mount", "--propagation", "private", "--"]
+    return [*unshare, tools["sh"], "-c", script]
 
 
 def check_sandbox_support() -> None:
@@ -241,7 +251,12 @@ def launch(
     """
     argv = _prepare(spec, cgroup)
     return subprocess.Popen(
-        argv, stdin=stdin, stdout=stdout, stderr=stderr, env=dict(_LAUNCHER_ENV), start_new_session=True
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(_LAUNCHER_ENV),
+        start_new_session=True,
     )
 
 
@@ -256,7 +271,12 @@ async def launch_async(
     """`launch` for asyncio: the same sandbox, as an `asyncio.subprocess.Process`."""
     argv = _prepare(spec, cgroup)
     return await asyncio.create_subprocess_exec(
-        *argv, stdin=stdin, stdout=stdout, stderr=stderr, env=dict(_LAUNCHER_ENV), start_new_session=True
+        *argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(_LAUNCHER_ENV),
+        start_new_session=True,
     )
 
 

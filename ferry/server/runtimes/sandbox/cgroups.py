@@ -20,9 +20,10 @@ import os
 import re
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, Mapping
+from typing import Final, Literal
 
 from ....exception import ExecutionError, InvalidError
 
@@ -87,7 +88,9 @@ def _detect() -> _Hierarchy | str:
         return _check_writable(_Hierarchy("v1", dict(v1)))
     if v2_root is None and not v1:
         return "no cgroup filesystem is mounted; mount one at /sys/fs/cgroup (cgroup2 preferred)."
-    found = f"cgroup v2 at {v2_root} offers {sorted(_read_words(v2_root / 'cgroup.controllers'))}" if v2_root else "no cgroup v2"
+    found = "no cgroup v2"
+    if v2_root is not None:
+        found = f"cgroup v2 at {v2_root} offers {_read_words(v2_root / 'cgroup.controllers')}"
     return (
         f"the memory and cpu controllers are not both available ({found}; cgroup v1 controllers "
         f"mounted: {sorted(v1) or 'none'}). Enable them (on v2: boot with the controllers in "
@@ -143,7 +146,8 @@ class Cgroup:
         for name in (container_id, *parent.split("/")):
             if not _NAME_RE.match(name) or name in (".", ".."):
                 raise InvalidError(
-                    f"{name!r} is not usable as a cgroup name: use letters, digits, '_', '.' and '-'."
+                    f"{name!r} is not usable as a cgroup name: "
+                    "use letters, digits, '_', '.' and '-'."
                 )
         detected = _detect()
         if isinstance(detected, str):
@@ -175,6 +179,10 @@ class Cgroup:
     def paths(self) -> tuple[Path, ...]:
         """The container's cgroup directories (one on v2, one per controller on v1)."""
         return tuple(sorted(set(self._paths.values())))
+
+    def path(self, controller: str) -> Path:
+        """The directory holding `controller`'s files ("memory" or "cpu")."""
+        return self._paths[controller]
 
     @property
     def procs_files(self) -> tuple[Path, ...]:

@@ -27,21 +27,25 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Final, Literal, Mapping, Sequence
+from typing import Final, Literal
 
 from ....exception import ExecutionError, InvalidError
 
 PYTHON_SUITES: Final[Mapping[str, str]] = MappingProxyType({"3.11": "bookworm", "3.13": "trixie"})
 """Python version -> the Debian suite whose `python3` is that version."""
 
-BASE_PACKAGES: Final[tuple[str, ...]] = ("ca-certificates", "python3", "python3-pip", "python3-venv")
+BASE_PACKAGES: Final[tuple[str, ...]] = (
+    "ca-certificates", "python3", "python3-pip", "python3-venv",
+)
 """Packages every base root filesystem has, whatever `include` adds."""
 
 DEBIAN_MIRROR: Final[str] = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR: Final[str] = "http://deb.debian.org/debian-security"
 
+_ROLLING_SUITES = frozenset({"sid", "unstable", "experimental"})
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(:[a-z0-9]+)?(=[A-Za-z0-9.+~:\-]+)?$")
 DEFAULT_HOSTNAME: Final[str] = "ferry"
@@ -106,10 +110,11 @@ def build_base_rootfs(
         suite,
         str(partial),
         f"deb {mirror} {suite} main",
-        f"deb {mirror} {suite}-updates main",
     ]
-    if security_mirror is not None:
-        argv.append(f"deb {security_mirror} {suite}-security main")
+    if suite not in _ROLLING_SUITES:  # stable releases get point updates and security fixes
+        argv.append(f"deb {mirror} {suite}-updates main")
+        if security_mirror is not None:
+            argv.append(f"deb {security_mirror} {suite}-security main")
     try:
         _run_streaming(argv, log)
         _neutralise_host_files(partial)
@@ -117,7 +122,9 @@ def build_base_rootfs(
             os.rename(partial, dest)
         except OSError as exc:
             if not dest.is_dir():
-                raise ExecutionError(f"Could not move the new root filesystem to {dest}: {exc}") from exc
+                raise ExecutionError(
+                    f"Could not move the new root filesystem to {dest}: {exc}"
+                ) from exc
             if log is not None:
                 log(f"{dest} was completed by another build meanwhile; keeping it")
             _remove_partial(partial, log)

@@ -1,0 +1,37 @@
+"""Start and stop a throwaway `ferry server` for the benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def start_server(home: Path) -> dict[str, Any]:
+    log = open(home / "server.log", "ab")
+    env = {**os.environ, "FERRY_HOME": str(home)}
+    env.pop("FERRY_SERVER_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0"], env=env,
+                               stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads((home / "server.json").read_text())
+            if state["pid"] == process.pid:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("ferry server did not start")
+
+    def stop() -> None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+
+    return {"url": state["url"], "stop": stop}

@@ -1,0 +1,120 @@
+"""`ferry app list | show | stop | logs`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .._client import Client, print_log
+from ..exception import Error
+
+cli = typer.Typer(help="Manage running and deployed apps.", no_args_is_help=True)
+out = Console(highlight=False)
+
+
+def _client() -> Client:
+    return Client.from_env_sync()
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _guard(fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Error as error:
+            from . import report
+
+            report(error)
+            raise typer.Exit(1)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__signature__ = __import__("inspect").signature(fn)  # type: ignore[attr-defined]
+    return wrapper
+
+
+@cli.command("list")
+@_guard
+def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stopped over an hour ago.")) -> None:  # noqa: A002
+    """List apps: running (ferry run), deployed, and recently stopped."""
+    rows = _client().request_sync("app.list", all=all)
+    table = Table()
+    for column in ("app id", "name", "state", "functions", "containers", "created", "stopped"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["state"], str(row["functions"]), str(row["containers"]),
+                      _when(row["created"]), _when(row["stopped"]))
+    out.print(table)
+
+
+@cli.command("show")
+@_guard
+def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
+    """Show an app's functions, their settings, containers and timings."""
+    info = _client().request_sync("app.show", app=app)
+    out.print(f"[bold]{info['name']}[/bold] ({info['app_id']}) — {info['state']}, created {_when(info['created'])}")
+    for fn in info["functions"]:
+        stats = fn["stats"]
+        label = fn["tag"] + (" (bound instance)" if fn["bound"] else "")
+        out.print(f"\n[bold]{label}[/bold] [{fn['kind']}]")
+        settings = {**fn["config"], **fn["overrides"]}
+        if settings:
+            out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+        out.print(f"  queued inputs: {fn['queued']}; containers: {len(fn['containers'])}")
+        for c in fn["containers"]:
+            boot = "-" if c["boot_seconds"] is None else f"{c['boot_seconds'] * 1000:.0f} ms"
+            out.print(f"    {c['id']}  {c['state']}  running {c['inflight']}  start {boot}")
+        if stats["exec_count"]:
+            out.print(f"  calls: {stats['exec_count']}, mean {stats['exec_mean'] * 1000:.1f} ms; "
+                      f"containers started: {stats['containers_started']}, mean start "
+                      f"{(stats['boot_mean'] or 0) * 1000:.0f} ms, @enter {(stats['enter_mean'] or 0) * 1000:.0f} ms")
+        if fn["init_error"]:
+            out.print(f"  [red]last start failed:[/red] {fn['init_error']}", markup=True)
+
+
+@cli.command("stop")
+@_guard
+def stop(app: str = typer.Argument(..., help="App name or id.")) -> None:
+    """Stop an app: its containers finish their inputs and exit; queued inputs fail."""
+    result = _client().request_sync("app.stop", app=app, reason="ferry app stop")
+    out.print(f"Stopped {app} ({result['app_id']}).")
+
+
+@cli.command("logs")
+@_guard
+def logs(app: str = typer.Argument(..., help="App name or id."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new logs.")) -> None:
+    """Print an app's container logs; with --follow, keep streaming them."""
+    client = _client()
+    done = threading.Event()
+    if follow:
+        result_holder: dict[str, Any] = {}
+
+        def handler(entry: dict[str, Any]) -> None:
+            if result_holder.get("ready"):
+                print_log(entry)
+
+        result = client.request_sync("app.logs", app=app, follow=True)
+        client.log_handlers[result["app_id"]] = handler
+        result_holder["ready"] = True
+    else:
+        result = client.request_sync("app.logs", app=app)
+    for entry in result["entries"]:
+        print_log(entry)
+    if follow:
+        try:
+            while not done.wait(0.5):
+                if not client.connected:
+                    break
+                time.sleep(0)
+        except KeyboardInterrupt:
+            pass

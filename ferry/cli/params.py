@@ -1,0 +1,72 @@
+"""A function's signature as command-line options: `def main(who: str, n: int = 1)` becomes
+`--who TEXT [--n INTEGER]`."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any, Callable
+
+import click
+
+from ..exception import InvalidError
+
+_TYPES: dict[Any, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def _click_type(annotation: Any, name: str) -> click.ParamType | None:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return click.STRING
+    if annotation is bool:
+        return None  # a flag
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union:
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(options) == 1:
+            return _click_type(options[0], name)
+    if annotation in _TYPES:
+        return _TYPES[annotation]
+    raise InvalidError(f"Parameter {name!r} has type {annotation!r}; command-line arguments can be "
+                       "str, int, float or bool.")
+
+
+def options_for(fn: Callable[..., Any]) -> list[click.Parameter]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    params: list[click.Parameter] = []
+    for name, param in inspect.signature(fn).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(name, param.annotation)
+        flag = "--" + name.replace("_", "-")
+        required = param.default is inspect.Parameter.empty
+        default = None if required else param.default
+        click_type = _click_type(annotation, name)
+        if click_type is None:
+            params.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", name],
+                                       default=bool(default), show_default=True))
+        else:
+            params.append(click.Option([flag, name], type=click_type, required=required,
+                                       default=default, show_default=not required))
+    return params
+
+
+def parse_args(fn: Callable[..., Any], argv: list[str], prog: str) -> dict[str, Any] | None:
+    """Parse `argv` against `fn`'s options. Returns None when --help was shown."""
+    result: dict[str, Any] = {}
+
+    def capture(**kwargs: Any) -> None:
+        result.update(kwargs)
+
+    command = click.Command(prog, params=options_for(fn), callback=capture, help=inspect.getdoc(fn))
+    try:
+        command.main(argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:
+        return None
+    except click.ClickException as exc:
+        raise InvalidError(exc.format_message()) from None
+    if not result and any(a in ("--help", "-h") for a in argv):
+        return None
+    return result

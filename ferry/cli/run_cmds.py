@@ -1,0 +1,121 @@
+"""`ferry run` and `ferry deploy`."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .._sync import run_sync
+from . import loader, params
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _fail(error: BaseException) -> None:
+    from . import report
+
+    report(error)
+    raise typer.Exit(1)
+
+
+def run(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="FILE[::NAME]", help="Script (or module) and optionally what to run in it."),
+    profile: bool = typer.Option(False, "--profile", help="Print container start, @enter and execution times per function."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream container logs."),
+) -> None:
+    """Run an app ephemerally: call its local entrypoint (or FILE::function) and stop it."""
+    path, name = loader.split_ref(ref)
+    try:
+        module = loader.import_file(path)
+        target = loader.find_target(module, name)
+        fn = target_fn = loader.target_callable(target)
+        kwargs = params.parse_args(target_fn, list(ctx.args), prog=f"ferry run {ref}")
+    except Exception as error:  # noqa: BLE001 - user import errors are reported, not raised
+        _fail(error)
+        return
+    if kwargs is None:  # --help was shown
+        return
+    app = target.app
+    try:
+        run_sync(app._start(show_logs=not quiet))
+    except Exception as error:  # noqa: BLE001
+        _fail(error)
+    failure: BaseException | None = None
+    try:
+        result = loader.call_target(target, (), kwargs)
+        if inspect.iscoroutine(result):
+            import asyncio
+
+            result = asyncio.run(result)
+        if target.entrypoint is None and result is not None:
+            out.print(repr(result) if not isinstance(result, str) else result, markup=False)
+    except KeyboardInterrupt:
+        err.print("Interrupted; stopping the app.")
+        failure = KeyboardInterrupt()
+    except BaseException as error:  # noqa: BLE001
+        failure = error
+    stats = None
+    try:
+        if profile and app.app_id:
+            stats = run_sync(app._client.request("app.stats", app_id=app.app_id))  # type: ignore[union-attr]
+        run_sync(app._stop())
+    except Exception as error:  # noqa: BLE001
+        failure = failure or error
+    if stats is not None:
+        _print_profile(stats)
+    del fn
+    if failure is not None:
+        if isinstance(failure, KeyboardInterrupt):
+            raise typer.Exit(130)
+        _fail(failure)
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+def _print_profile(stats: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="Profile", title_justify="left")
+    for column in ("function", "containers", "container start", "@enter", "calls", "exec mean", "exec max"):
+        table.add_column(column)
+    for entry in stats.values():
+        table.add_row(entry["tag"], str(entry["containers_started"]), _seconds(entry["boot_mean"]),
+                      _seconds(entry["enter_mean"]), str(entry["exec_count"]),
+                      _seconds(entry["exec_mean"]), _seconds(entry["exec_max"]))
+    err.print(table)
+
+
+def deploy(
+    ref: str = typer.Argument(..., metavar="FILE", help="Script (or module) defining the app."),
+    name: str = typer.Option(None, "--name", help="Deploy under this name instead of the app's own."),
+) -> None:
+    """Deploy an app persistently: its functions stay callable (Function.from_name) until stopped."""
+    path, app_var = loader.split_ref(ref)
+    try:
+        module = loader.import_file(path)
+        app = loader.find_app(module, app_var)
+        result = app.deploy(name=name)
+    except Exception as error:  # noqa: BLE001
+        _fail(error)
+        return
+    app_name = name or app.name
+    out.print(f"Deployed app [bold]{app_name}[/bold] ({result['app_id']}).")
+    for tag in result["objects"]:
+        out.print(f"  • {tag}")
+    out.print(f"Call it with ferry.Function.from_name({app_name!r}, NAME); stop it with `ferry app stop {app_name}`.")
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                  "help_option_names": ["--help"]})(run)
+    cli.command()(deploy)
+
+
+__all__ = ["register", "sys"]

@@ -1,0 +1,73 @@
+"""`ferry server` (foreground) and `ferry server start | stop | status`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import typer
+from rich.console import Console
+
+from .. import _config
+from .._local_server import read_state, reachable, running_server_url, start_background_server
+
+cli = typer.Typer(help="Run or manage the local control plane.", invoke_without_command=True)
+out = Console(highlight=False)
+
+
+@cli.callback()
+def server(ctx: typer.Context,
+           host: str = typer.Option(None, "--host", help="Bind address (default FERRY_HOST, 127.0.0.1)."),
+           port: int = typer.Option(None, "--port", help="Port (default FERRY_PORT, 7788).")) -> None:
+    """Run the control plane in the foreground (Ctrl-C stops it)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..server.server import run
+
+    run(host=host, port=port)
+
+
+@cli.command()
+def start() -> None:
+    """Start a local server in the background (does nothing if one is running)."""
+    url = running_server_url()
+    if url:
+        out.print(f"A Ferry server is already running at {url}.")
+        return
+    url = start_background_server()
+    out.print(f"Started a Ferry server at {url} (state in {_config.home()}).")
+
+
+@cli.command()
+def stop() -> None:
+    """Stop the local background server; its containers are stopped too."""
+    state = read_state(_config.home())
+    if not state or not reachable(state["url"]):
+        out.print("No Ferry server is running.")
+        return
+    try:
+        os.kill(int(state["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        out.print("No Ferry server is running.")
+        return
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and reachable(state["url"], timeout=0.2):
+        time.sleep(0.1)
+    out.print(f"Stopped the Ferry server at {state['url']}.")
+
+
+@cli.command()
+def status() -> None:
+    """Say whether a server is running, where, and what it holds."""
+    from .._client import Client
+
+    url = _config.get("server_url") or running_server_url()
+    if not url:
+        out.print(f"No Ferry server is running (state directory {_config.home()}).")
+        raise typer.Exit(1)
+    info = Client.for_url(url).request_sync("server.status")
+    out.print(f"Ferry {info['version']} server at {info['url']} (pid {info['pid']})")
+    out.print(f"  state: {info['home']}")
+    out.print(f"  runtime: {info['runtime']}")
+    out.print(f"  apps running or deployed: {info['apps']}; containers: {info['containers']}")

@@ -1,0 +1,95 @@
+"""Shared fixtures. Integration tests talk to a real `ferry server` subprocess (one per test
+session, with its own FERRY_HOME) that starts real container processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServerProcess:
+    """A control plane running as a subprocess of the tests."""
+
+    home: Path
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def start(cls, home: Path, *, port: int = 0, extra_env: dict[str, str] | None = None) -> "ServerProcess":
+        home.mkdir(parents=True, exist_ok=True)
+        state = home / "server.json"
+        if state.exists():
+            state.unlink()
+        log = home / "server.log"
+        env = {**os.environ, "FERRY_HOME": str(home), **(extra_env or {})}
+        env.pop("FERRY_SERVER_URL", None)
+        handle = open(log, "ab")
+        process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", str(port)],
+                                   env=env, stdout=handle, stderr=handle, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if state.exists():
+                try:
+                    data = json.loads(state.read_text())
+                except ValueError:
+                    data = {}
+                if data.get("pid") == process.pid:
+                    return cls(home=home, url=data["url"], process=process, log=log)
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"ferry server did not start:\n{log.read_text()}")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (e.g. the `ferry` CLI) that should use this server."""
+        return {**os.environ, "FERRY_HOME": str(self.home), "FERRY_SERVER_URL": self.url,
+                "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """The session's server; FERRY_SERVER_URL points the in-process client at it."""
+    home = tmp_path_factory.mktemp("ferry-home")
+    proc = ServerProcess.start(home)
+    old = {k: os.environ.get(k) for k in ("FERRY_SERVER_URL", "FERRY_HOME")}
+    os.environ["FERRY_SERVER_URL"] = proc.url
+    os.environ["FERRY_HOME"] = str(home)
+    yield proc
+    proc.stop()
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run_cli(args: list[str], server: ServerProcess, *, cwd: Path | None = None, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the `ferry` CLI against `server`, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "ferry", *args], cwd=cwd or REPO, env={**server.env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
