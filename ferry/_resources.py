@@ -60,6 +60,18 @@ def _number(name: str, value: Any, low: float, high: float, *, integer: bool = F
     return value
 
 
+def _memory(value: Any) -> int | None:
+    """`memory=` in MiB, or a `(request, limit)` tuple of which the limit is enforced."""
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise InvalidError(f"memory= takes MiB or a (request, limit) tuple, got {value!r}.")
+        request, limit = (_number("memory", v, 1, 1024 * 1024, integer=True) for v in value)
+        if limit < request:
+            raise InvalidError(f"memory=(request, limit) needs limit >= request, got {value!r}.")
+        return limit
+    return _number("memory", value, 1, 1024 * 1024, integer=True)
+
+
 def _not_yet(option: str, what: str) -> NotImplementedError:
     return NotImplementedError(
         f"{option}= is not supported by Ferry yet ({what} are still being built). "
@@ -114,7 +126,7 @@ def function_config(
         "timeout": _number("timeout", timeout, 1, MAX_TIMEOUT),
         "retries": _retries(retries),
         "cpu": _number("cpu", cpu, 0.125, 64),
-        "memory": _number("memory", memory, 1, 1024 * 1024, integer=True),
+        "memory": _memory(memory),
         "min_containers": _number("min_containers", min_containers, 0, 1000, integer=True),
         "max_containers": _number("max_containers", max_containers, 1, 1000, integer=True),
         "buffer_containers": _number("buffer_containers", buffer_containers, 0, 100, integer=True),
@@ -131,8 +143,6 @@ def function_config(
 
         parse_gpu(gpu)  # a wrong name fails as InvalidError first
         raise _not_yet("gpu", "GPU placement and isolation")
-    if cpu is not None or memory is not None:
-        raise _not_yet("cpu" if cpu is not None else "memory", "cgroup resource limits")
     if secrets:
         raise _not_yet("secrets", "secrets")
     if volumes:

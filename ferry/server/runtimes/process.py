@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import sys
 
 from ...exception import InvalidError
 from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
+from .cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 
 
 class ProcessHandle(ContainerHandle):
-    def __init__(self, process: asyncio.subprocess.Process, readers: list[asyncio.Task]) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, readers: list[asyncio.Task],
+                 cgroup: Cgroup | None, memory_mb: int | None) -> None:
         self._process = process
         self._readers = readers
+        self._cgroup = cgroup
+        self._memory_mb = memory_mb
 
     async def wait(self) -> ExitStatus:
         code = await self._process.wait()
         await asyncio.gather(*self._readers, return_exceptions=True)
-        return ExitStatus(code=code)
+        oom = False
+        if self._cgroup is not None:
+            oom = self._cgroup.oom_killed()
+            self._cgroup.destroy()
+        return ExitStatus(code=code, oom_killed=oom, memory_mb=self._memory_mb)
 
     def _signal(self, sig: int) -> None:
         if self._process.returncode is not None:
@@ -50,16 +59,10 @@ class ProcessRuntime(Runtime):
     name = "process"
 
     def check(self, spec: ContainerSpec) -> None:
-        if spec.memory_mb is not None:
-            raise NotImplementedError(
-                "memory= limits are enforced by the sandbox runtime (cgroups), which is not "
-                "built yet; remove memory= for now."
-            )
-        if spec.cpu is not None:
-            raise NotImplementedError(
-                "cpu= limits are enforced by the sandbox runtime (cgroups), which is not built "
-                "yet; remove cpu= for now."
-            )
+        if spec.memory_mb is not None or spec.cpu is not None:
+            reason = cgroups_unavailable_reason()
+            if reason is not None:
+                raise InvalidError(f"This server cannot enforce cpu=/memory= limits: {reason}")
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
@@ -73,9 +76,16 @@ class ProcessRuntime(Runtime):
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        argv = [sys.executable, "-m", "ferry._container"]
+        cgroup = None
+        if spec.memory_mb is not None or spec.cpu is not None:
+            cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
+            # join the cgroup before anything of the container runs, then become it
+            joins = " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in cgroup.procs_files)
+            argv = ["/bin/sh", "-c", f'{joins} && exec "$0" "$@"', *argv]
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ferry._container",
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -83,11 +93,13 @@ class ProcessRuntime(Runtime):
                 start_new_session=True,
             )
         except OSError as exc:
+            if cgroup is not None:
+                cgroup.destroy()
             raise InvalidError(f"Could not start a container process: {exc}") from None
         assert process.stdout is not None and process.stderr is not None
         readers = [
             asyncio.create_task(_pump(process.stdout, "stdout", on_output)),
             asyncio.create_task(_pump(process.stderr, "stderr", on_output)),
         ]
-        return ProcessHandle(process, readers)
+        return ProcessHandle(process, readers, cgroup, spec.memory_mb)
 

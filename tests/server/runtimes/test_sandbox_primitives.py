@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ferry.exception import InvalidError
-from ferry.server.runtimes.sandbox import cgroups
+from ferry.server.runtimes import cgroups
 from ferry.server.runtimes.sandbox.bwrap import (
     DEFAULT_ENV,
     SETUP_FAILED_EXIT_CODE,
@@ -36,7 +36,7 @@ from ferry.server.runtimes.sandbox.bwrap import (
     launch_async,
     signal_command,
 )
-from ferry.server.runtimes.sandbox.cgroups import (
+from ferry.server.runtimes.cgroups import (
     Cgroup,
     CgroupLimits,
     cgroups_available,

@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import IO, Any, Final, NamedTuple
 
 from ....exception import ExecutionError, InvalidError
-from .cgroups import Cgroup
+from ..cgroups import Cgroup
 from .rootfs import DEFAULT_HOSTNAME
 
 DEFAULT_PATH: Final[str] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

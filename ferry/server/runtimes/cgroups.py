@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from ....exception import ExecutionError, InvalidError
+from ...exception import ExecutionError, InvalidError
 
 CgroupVersion = Literal["v1", "v2"]
 
