@@ -87,9 +87,9 @@ class App:
         config = function_config(**options)
 
         def decorator(f: Any) -> Function:
-            raw, marks = _unwrap(f, "function")
             if isinstance(f, Function):
                 raise InvalidError("@app.function() was applied twice to the same function.")
+            raw, marks = _unwrap(f, "function")
             if inspect.isclass(raw):
                 raise InvalidError(f"{raw.__name__} is a class: decorate it with @app.cls() instead.")
             function_conf = dict(config)
@@ -123,6 +123,9 @@ class App:
                 raise InvalidError("@app.cls() decorates a class; use @app.function() for functions.")
             if serialized:
                 raise NotImplementedError("@app.cls(serialized=True) is not supported by Ferry yet.")
+            from ._cls import class_parameters
+
+            class_parameters(user_cls)  # unsupported parameter types fail here, not at first call
             cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
             if not cls._methods:
                 warnings.warn(f"Class {user_cls.__name__} has no @ferry.method(); nothing can be "

@@ -48,7 +48,13 @@ def class_parameters(user_cls: type) -> dict[str, tuple[Any, _Parameter]]:
             if isinstance(value, _Parameter):
                 annotation = annotations.get(name, Any)
                 if isinstance(annotation, str):
-                    annotation = {"str": str, "int": int, "bool": bool, "bytes": bytes, "float": float}.get(annotation, Any)
+                    names = {"str": str, "int": int, "bool": bool, "bytes": bytes, "float": float}
+                    if annotation not in names:
+                        raise InvalidError(
+                            f"Parameter {user_cls.__name__}.{name} has type {annotation!r}; class "
+                            f"parameters must be one of str, int, bool, bytes, float."
+                        )
+                    annotation = names[annotation]
                 if annotation is not Any and annotation not in PARAMETER_TYPES:
                     raise InvalidError(
                         f"Parameter {user_cls.__name__}.{name} has type {annotation!r}; class "
@@ -207,7 +213,7 @@ class Cls:
         """A variant of this class with some options changed (timeout, retries, ...)."""
         from ._resources import function_config
 
-        overrides = {k: v for k, v in function_config(**options, stacklevel=3).items() if v is not None}
+        overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._methods = self._methods
         variant._variant_of = (self, overrides)

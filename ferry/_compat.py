@@ -12,12 +12,13 @@ ALIASED_SUBMODULES = ("exception", "gpu")
 def install_modal_alias() -> bool:
     """Make `import modal` (and `modal.exception`, `modal.gpu`) resolve to Ferry.
     Returns False, changing nothing, when a real `modal` package is importable."""
+    import ferry
+
     current = sys.modules.get("modal")
     if current is not None:
-        return getattr(current, "__ferry_alias__", False)
+        return current is ferry
     if importlib.util.find_spec("modal") is not None:
         return False
-    import ferry
 
     sys.modules["modal"] = ferry
     for name in ALIASED_SUBMODULES:

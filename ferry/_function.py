@@ -303,7 +303,7 @@ class Function(Invocable):
         """A variant of this function with some options changed (timeout, retries, ...)."""
         from ._resources import function_config
 
-        overrides = {k: v for k, v in function_config(**options, stacklevel=3).items() if v is not None}
+        overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
         variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._variant_of = (self, overrides)
         return variant

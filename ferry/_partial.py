@@ -91,8 +91,11 @@ def exit(_warn_parentheses: Any = None) -> Callable[[F], Any]:  # noqa: A001 - p
     return wrapper
 
 
-def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], Any]:
+def batched(_warn_parentheses: Any = None, *, max_batch_size: int = 0, wait_ms: int = 0) -> Callable[[F], Any]:
     """Dynamic batching: callers pass single inputs, the function receives lists of them."""
+    if _warn_parentheses is not None:
+        raise InvalidError("Use @ferry.batched(max_batch_size=..., wait_ms=...) with its arguments. "
+                           "Did you forget the parentheses?")
     if not isinstance(max_batch_size, int) or not 1 <= max_batch_size <= 1000:
         raise InvalidError(f"max_batch_size must be an int between 1 and 1000, got {max_batch_size!r}.")
     if not isinstance(wait_ms, int) or not 0 <= wait_ms <= 10 * 60 * 1000:
@@ -104,9 +107,13 @@ def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[F], Any]:
     return wrapper
 
 
-def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:
+def concurrent(_warn_parentheses: Any = None, *, max_inputs: int = 0,
+               target_inputs: int | None = None) -> Callable[[Any], Any]:
     """Let one container serve up to `max_inputs` inputs at once (threads for sync code,
     tasks on one event loop for async code). Works on functions and on classes."""
+    if _warn_parentheses is not None:
+        raise InvalidError("Use @ferry.concurrent(max_inputs=...) with its arguments. "
+                           "Did you forget the parentheses?")
     if not isinstance(max_inputs, int) or max_inputs < 1:
         raise InvalidError(f"max_inputs must be a positive int, got {max_inputs!r}.")
     if target_inputs is not None and (not isinstance(target_inputs, int) or not 1 <= target_inputs <= max_inputs):

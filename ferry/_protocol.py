@@ -41,9 +41,13 @@ def decode(body: bytes) -> dict[str, Any]:
 def parse_url(url: str) -> tuple[str, int]:
     """Split `ferry://HOST:PORT` (or `HOST:PORT`) into host and port."""
     parsed = urlparse(url if "://" in url else f"ferry://{url}")
-    if parsed.scheme != "ferry" or not parsed.hostname or not parsed.port:
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme != "ferry" or not parsed.hostname or not port:
         raise InvalidError(f"Invalid server address {url!r}: expected ferry://HOST:PORT.")
-    return parsed.hostname, parsed.port
+    return parsed.hostname, port
 
 
 def make_url(host: str, port: int) -> str:

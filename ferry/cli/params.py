@@ -48,8 +48,8 @@ def options_for(fn: Callable[..., Any]) -> list[click.Parameter]:
             params.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", name],
                                        default=bool(default), show_default=True))
         else:
-            params.append(click.Option([flag, name], type=click_type, required=required,
-                                       default=default, show_default=not required))
+            extra = {} if required else {"default": default, "show_default": True}
+            params.append(click.Option([flag, name], type=click_type, required=required, **extra))
     return params
 
 
