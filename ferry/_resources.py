@@ -27,6 +27,10 @@ class Retries:
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 10:
             raise InvalidError(f"Retries(max_retries=...) must be an int from 0 to 10, got {self.max_retries!r}.")
+        for field_name in ("backoff_coefficient", "initial_delay", "max_delay"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidError(f"Retries({field_name}=...) must be a number, got {value!r}.")
         if not 1.0 <= self.backoff_coefficient <= 10.0:
             raise InvalidError(f"Retries(backoff_coefficient=...) must be from 1.0 to 10.0, got {self.backoff_coefficient!r}.")
         if not 0.0 <= self.initial_delay <= 60.0:
@@ -152,7 +156,7 @@ def function_config(
 
         if not isinstance(schedule, Schedule):
             raise InvalidError(f"schedule= takes ferry.Period(...) or ferry.Cron(...), got {schedule!r}.")
-        raise _not_yet("schedule", "schedules")
+        config["schedule"] = schedule.to_dict()  # run by the server for deployed apps
     return config
 
 

@@ -44,13 +44,23 @@ def deserialize_args(data: bytes) -> tuple[tuple, dict]:
 
 def serialize_exception(error: BaseException) -> dict[str, Any]:
     """Package a user exception with its formatted traceback for the trip home."""
-    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    frames = error.__traceback__
+    while frames is not None and frames.tb_next is not None and _is_ferry_frame(frames):
+        frames = frames.tb_next  # start the remote traceback at the user's code
+    tb = "".join(traceback.format_exception(type(error), error, frames))
     try:
         data = cloudpickle.dumps(error)
         pickle.loads(data)  # exceptions with odd __init__ signatures fail here
     except Exception:
         data = b""
     return {"exc": data, "tb": tb, "type": type(error).__name__, "repr": repr(error)}
+
+
+_FERRY_DIR = __file__.rsplit("/", 1)[0] + "/"
+
+
+def _is_ferry_frame(frames: Any) -> bool:
+    return frames.tb_frame.f_code.co_filename.startswith(_FERRY_DIR)
 
 
 def rebuild_exception(payload: dict[str, Any]) -> BaseException:

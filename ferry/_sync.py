@@ -28,11 +28,16 @@ def client_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="ferry-client-loop", daemon=True).start()
+            threading.Thread(target=_run_loop, args=(loop,), name="ferry-client-loop", daemon=True).start()
             if _loop is None:
                 atexit.register(_stop_client_loop)
             _loop, _loop_pid = loop, os.getpid()
         return _loop
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_forever()
+    loop.close()
 
 
 def _stop_client_loop() -> None:
@@ -52,6 +57,9 @@ def _stop_client_loop() -> None:
     except Exception:
         pass
     loop.call_soon_threadsafe(loop.stop)
+    for thread in threading.enumerate():
+        if thread.name == "ferry-client-loop":
+            thread.join(timeout=1)
 
 
 def _check_not_on_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .. import _config
 from .._protocol import FrameSocket, hello
 from .._serialization import deserialize_args, serialize, serialize_exception
-from .uplink import LogStream, Outbox, Uplink
+from .uplink import LogStream, Uplink
 from .user_code import apps_in, load_target, materialise_mount
 
 _STOP = object()
@@ -35,7 +35,6 @@ class ContainerRunner:
         self.welcome = welcome
         self.definition: dict[str, Any] = welcome["definition"]
         self.config: dict[str, Any] = self.definition.get("config", {})
-        self.outbox = Outbox(uplink)
         self.inputs: queue.Queue = queue.Queue()
         self.running: dict[int, float] = {}
         self.running_lock = threading.Lock()
@@ -119,7 +118,6 @@ class ContainerRunner:
             self.inputs.put(_STOP)
         for thread in self._workers:
             thread.join()
-        self.outbox.flush()
         if self.instance is not None:
             for hook in self._lifecycle_methods("exit"):
                 try:
@@ -134,7 +132,6 @@ class ContainerRunner:
                 stream.flush()
             except Exception:
                 pass
-        self.outbox.flush()
         self.uplink.close()
         os._exit(code)
 
@@ -143,9 +140,7 @@ class ContainerRunner:
             item = self.inputs.get()
             if item is _STOP:
                 return
-            result = self._execute(item)
-            if result is not None:
-                self.outbox.add(result, more_coming=not self.inputs.empty())
+            self.uplink.send_outputs([self._execute(item)])
 
     def _batch_worker(self) -> None:
         max_size = int(self.config["max_batch_size"])
@@ -167,9 +162,7 @@ class ContainerRunner:
                     stop = True
                     break
                 batch.append(item)
-            for output in self._execute_batch(batch):
-                self.outbox.add(output, more_coming=True)
-            self.outbox.flush()
+            self.uplink.send_outputs(self._execute_batch(batch))
             if stop:
                 return
 
@@ -200,7 +193,7 @@ class ContainerRunner:
         with self.running_lock:
             self.running.pop(input_id, None)
 
-    def _execute(self, item: dict[str, Any]) -> dict[str, Any] | None:
+    def _execute(self, item: dict[str, Any]) -> dict[str, Any]:
         input_id = item["id"]
         self._track(input_id)
         started = time.perf_counter()
@@ -240,8 +233,7 @@ class ContainerRunner:
         return count
 
     def _send_item(self, input_id: int, n: int, value: Any) -> None:
-        self.outbox.add({"id": input_id, "status": "item", "n": n, **self._encode_result(value)},
-                        more_coming=False)
+        self.uplink.send_outputs([{"id": input_id, "status": "item", "n": n, **self._encode_result(value)}])
 
     def _execute_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         started = time.perf_counter()
@@ -310,7 +302,6 @@ class ContainerRunner:
                 break
             if item is not _STOP:
                 unstarted.append(item["id"])
-        self.outbox.flush()
         if unstarted:
             self.uplink.push("requeue", ids=unstarted)
         self.uplink.push("timeout", msg=(
@@ -344,8 +335,8 @@ def main() -> None:
     runner = ContainerRunner(uplink, welcome)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     send_log = lambda stream, text: uplink.push("log", stream=stream, text=text)  # noqa: E731
-    sys.stdout = LogStream("stdout", send_log, runner.outbox.flush)
-    sys.stderr = LogStream("stderr", send_log, runner.outbox.flush)
+    sys.stdout = LogStream("stdout", send_log)
+    sys.stderr = LogStream("stderr", send_log)
 
     reader = threading.Thread(target=runner.serve, name="ferry-reader", daemon=True)
     # responses to requests made during start-up (blob fetches) need the reader running,

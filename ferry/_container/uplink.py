@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-import time
 from typing import Any, Callable
 
 from .._protocol import FrameSocket
@@ -36,6 +35,11 @@ class Uplink:
 
     def push(self, kind: str, **fields: Any) -> None:
         self.send({"t": "push", "k": kind, **fields})
+
+    def send_outputs(self, items: list[dict[str, Any]]) -> None:
+        """Outputs leave as soon as they exist: a finished result is never held back behind
+        the next input (which might crash), so a crash can be blamed on the right input."""
+        self.push("outputs", items=items)
 
     def request(self, method: str, /, **args: Any) -> Any:
         """Ask the server something and wait for the answer (the reader thread delivers it)."""
@@ -65,45 +69,12 @@ class Uplink:
         self._sock.close()
 
 
-class Outbox:
-    """Collects outputs of fast inputs and sends them in batches; flushes at once when the
-    container has nothing else queued, so a lone `.remote()` never waits."""
-
-    MAX_ITEMS = 256
-    MAX_AGE = 0.002
-
-    def __init__(self, uplink: Uplink) -> None:
-        self._uplink = uplink
-        self._items: list[dict[str, Any]] = []
-        self._first = 0.0
-        self._lock = threading.Lock()
-
-    def add(self, item: dict[str, Any], *, more_coming: bool) -> None:
-        with self._lock:
-            if not self._items:
-                self._first = time.monotonic()
-            self._items.append(item)
-            if (not more_coming or len(self._items) >= self.MAX_ITEMS
-                    or time.monotonic() - self._first > self.MAX_AGE):
-                self._flush_locked()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if self._items:
-            items, self._items = self._items, []
-            self._uplink.push("outputs", items=items)
-
-
 class LogStream(io.TextIOBase):
     """Replaces sys.stdout/sys.stderr in a container: lines go to the server as log frames."""
 
-    def __init__(self, name: str, send: Callable[[str, str], None], before_send: Callable[[], None]) -> None:
+    def __init__(self, name: str, send: Callable[[str, str], None]) -> None:
         self._name = name
         self._send = send
-        self._before_send = before_send
         self._buffer: list[str] = []
         self._lock = threading.Lock()
 
@@ -133,5 +104,4 @@ class LogStream(io.TextIOBase):
     def _flush_locked(self) -> None:
         if self._buffer:
             text, self._buffer = "".join(self._buffer), []
-            self._before_send()
             self._send(self._name, text)

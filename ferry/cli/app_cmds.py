@@ -26,6 +26,18 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
+def _schedule_line(info: dict[str, Any]) -> str:
+    """`schedule: Period(hours=5); next run 2025-01-01 08:00:00 (in 4h 59m); last run ... (ok)`."""
+    wait = max(0, int(info["next_run"] - time.time()))
+    days, hours, minutes, seconds = wait // 86400, wait % 86400 // 3600, wait % 3600 // 60, wait % 60
+    left = (f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours
+            else f"{minutes}m {seconds}s" if minutes else f"{seconds}s")
+    line = f"schedule: {info['schedule']}; next run {_when(info['next_run'])} (in {left})"
+    if info.get("last_run"):
+        line += f"; last run {_when(info['last_run'])} ({info['last_status']})"
+    return line
+
+
 def _guard(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -66,9 +78,11 @@ def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
         stats = fn["stats"]
         label = fn["tag"] + (" (bound instance)" if fn["bound"] else "")
         out.print(f"\n[bold]{label}[/bold] [{fn['kind']}]")
-        settings = {**fn["config"], **fn["overrides"]}
+        settings = {k: v for k, v in {**fn["config"], **fn["overrides"]}.items() if k != "schedule"}
         if settings:
             out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+        if fn.get("schedule"):
+            out.print("  " + _schedule_line(fn["schedule"]), markup=False)
         out.print(f"  queued inputs: {fn['queued']}; containers: {len(fn['containers'])}")
         for c in fn["containers"]:
             boot = "-" if c["boot_seconds"] is None else f"{c['boot_seconds'] * 1000:.0f} ms"

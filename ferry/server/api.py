@@ -181,6 +181,8 @@ class API:
                 ],
                 "stats": pool.stats.summary(),
                 "init_error": (pool.last_init_error or {}).get("repr"),
+                # {schedule, next_run, last_run, last_status} of a scheduled function, else None
+                "schedule": self.server.schedules.describe(pool.function_id),
             })
         return {"app_id": app.id, "name": app.name, "state": app.state.value,
                 "created": app.created, "functions": functions}

@@ -146,6 +146,10 @@ class ContainerManager:
         container.state = ContainerState.STOPPED
         reason = reason or container.stop_reason or f"container {status.describe()}"
         if container.inflight:
+            # a container takes its inputs in order and runs at most `running_slots` at once:
+            # later ones were never started, so they go back to the queue without an attempt
+            unstarted = list(container.inflight)[pool.running_slots():]
+            self.scheduler.requeue(container, unstarted)
             self.scheduler.fail_inflight(container, self._crash_item(container, status))
         if previous is ContainerState.STARTING and pool.app.live:
             self._init_failed(container, status, reason)

@@ -194,6 +194,10 @@ class Pool:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_dict(self.setting("retries"))
 
+    def running_slots(self) -> int:
+        """Inputs a container runs at the same time (the rest of what it holds waits)."""
+        return self.concurrency * max(1, int(self.setting("max_batch_size") or 1))
+
     def capacity(self) -> int:
         """Inputs a container may hold at once: its concurrency plus a prefetch window that
         grows for fast functions, so that trivial inputs travel in batches."""

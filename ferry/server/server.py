@@ -24,6 +24,7 @@ from .logs import LogHub
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
 from .scheduler import Scheduler
+from .schedules import ScheduleRunner
 from .store import Store
 
 log = logging.getLogger("ferry.server")
@@ -45,6 +46,7 @@ class Server:
         self.containers: ContainerManager  # set in start(), once the port is known
         self.autoscaler: Autoscaler
         self.api = API(self)
+        self.schedules = ScheduleRunner(self)
         self._stop = asyncio.Event()
         self._tcp: asyncio.base_events.Server | None = None
 
@@ -65,6 +67,7 @@ class Server:
         self.autoscaler = Autoscaler(self.scheduler, self.containers, self.logs)
         self._restore()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
+        self._schedules_task = asyncio.create_task(self.schedules.run())
         (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
 
@@ -82,6 +85,7 @@ class Server:
     async def shutdown(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
+        self._schedules_task.cancel()  # no new scheduled runs while containers stop
         live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
         await self.containers.stop_all(live, timeout=5.0)
         self._autoscaler_task.cancel()
@@ -124,6 +128,8 @@ class Server:
                          *, persist: bool = True) -> None:
         if persist and app.state is AppState.DEPLOYED:
             self.store.upsert_function(function_id, app.id, tag, definition)
+        if app.state is AppState.DEPLOYED:
+            self.schedules.on_install(app, function_id, definition, redeploy=persist)
         pool = self.scheduler.pools.get(function_id)
         if pool is None:
             self.scheduler.pools[function_id] = Pool(function_id=function_id, app=app, tag=tag,

@@ -1,12 +1,14 @@
 """Durable control-plane state in SQLite (WAL) under `$FERRY_HOME/state.db`.
 
 What survives a restart: apps and their function definitions, spawned calls with their inputs
-and outputs, container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
+and outputs, schedule state (next and last run per scheduled function), container records and
+logs. Inputs of `.remote()`/`.map()` calls live in memory
 only: their callers hold a live connection and see an error if the server goes away.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -43,6 +45,14 @@ CREATE TABLE IF NOT EXISTS logs (
     container_id TEXT NOT NULL, stream TEXT NOT NULL, ts REAL NOT NULL, text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_app ON logs(app_id, seq);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY, ciphertext BLOB NOT NULL, anonymous INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    function_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, schedule TEXT NOT NULL,
+    next_run REAL NOT NULL, last_run REAL, last_status TEXT
+);
 """
 
 
@@ -153,6 +163,26 @@ class Store:
         ).fetchall()
         return [(cid, fid, method, unpack(args)) for cid, fid, method, args in rows]
 
+    # -- schedules (see server/schedules.py) ----------------------------------------------
+    def upsert_schedule(self, function_id: str, app_id: str, schedule: dict, next_run: float,
+                        last_run: float | None, last_status: str | None) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO schedules(function_id, app_id, schedule, next_run, last_run, "
+            "last_status) VALUES (?, ?, ?, ?, ?, ?)",
+            (function_id, app_id, json.dumps(schedule, sort_keys=True), next_run, last_run,
+             last_status),
+        )
+
+    def delete_schedule(self, function_id: str) -> None:
+        self._db.execute("DELETE FROM schedules WHERE function_id=?", (function_id,))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT function_id, app_id, schedule, next_run, last_run, last_status FROM schedules"
+        ).fetchall()
+        keys = ("function_id", "app_id", "schedule", "next_run", "last_run", "last_status")
+        return [dict(zip(keys, (*row[:2], json.loads(row[2]), *row[3:]))) for row in rows]
+
     # -- containers -----------------------------------------------------------------------
     def insert_container(self, container_id: str, app_id: str, function_id: str) -> None:
         self._db.execute(
@@ -178,6 +208,30 @@ class Store:
             "WHERE state != 'stopped'",
             (time.time(),),
         )
+
+    # -- secrets (values encrypted by server/secrets.py; never stored in clear) ------------
+    def put_secret(self, name: str, ciphertext: bytes, *, anonymous: bool) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO secrets(name, ciphertext, anonymous, created, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET ciphertext=excluded.ciphertext, updated=excluded.updated",
+            (name, ciphertext, int(anonymous), now, now),
+        )
+
+    def secret(self, name: str) -> tuple[bytes, float, float] | None:
+        """(ciphertext, created, updated) of secret `name`, or None."""
+        row = self._db.execute("SELECT ciphertext, created, updated FROM secrets WHERE name=?", (name,)).fetchone()
+        return (bytes(row[0]), row[1], row[2]) if row else None
+
+    def secrets(self) -> list[dict[str, Any]]:
+        """Names and dates of the named (not anonymous) secrets."""
+        rows = self._db.execute(
+            "SELECT name, created, updated FROM secrets WHERE anonymous=0 ORDER BY name"
+        ).fetchall()
+        return [{"name": n, "created": c, "updated": u} for n, c, u in rows]
+
+    def delete_secret(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM secrets WHERE name=? AND anonymous=0", (name,)).rowcount > 0
 
     # -- logs -----------------------------------------------------------------------------
     def add_log(self, app_id: str, function: str, container_id: str, stream: str, ts: float,
