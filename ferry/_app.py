@@ -14,7 +14,7 @@ from ._cls import Cls
 from ._function import Function
 from ._mount import Mount, collect, source_root
 from ._partial import BATCHED, PartialFunction
-from ._resources import _check_image, function_config
+from ._resources import _check_image, check_schedulable, function_config, reject_schedule
 from ._serialization import serialize
 from ._sync import run_sync
 from .exception import InvalidError
@@ -100,6 +100,8 @@ class App:
                 function_conf["max_batch_size"] = marks["max_batch_size"]
                 function_conf["wait_ms"] = marks["wait_ms"]
             tag = name or raw.__name__
+            if "schedule" in function_conf:
+                check_schedulable(raw, tag)
             extra: dict[str, Any] = {}
             if serialized or "<locals>" in raw.__qualname__:
                 extra["pickled"] = serialize(raw, what=f"function {tag}")
@@ -115,6 +117,7 @@ class App:
             **options: Any) -> Callable[[type], Cls]:
         """Turn a class into a served class: containers build one instance and run its @enter."""
         _check_options("cls", _warn_parentheses, options)
+        reject_schedule(options, "@app.cls()")
         options.setdefault("image", self._image)
         config = function_config(**options)
 
@@ -195,6 +198,10 @@ class App:
 
     async def _start(self, *, show_logs: bool, log_handler: Callable[[dict], None] | None = None) -> str:
         client = await Client.from_env()
+        for tag, function in self._functions.items():
+            if function._config.get("schedule"):
+                print(f"Note: {tag} has a schedule; schedules run only for deployed apps "
+                      "(ferry deploy).", file=sys.stderr)
         result = await self._publish(client, "ephemeral", self.name or "ephemeral-app")
         if show_logs:
             client.log_handlers[result["app_id"]] = log_handler or print_log
@@ -218,8 +225,13 @@ class App:
         run_sync(self._start(show_logs=show_logs))
         try:
             yield self
-        finally:
-            run_sync(self._stop())
+        except BaseException:
+            try:
+                run_sync(self._stop())
+            except Exception:  # the original error matters more (e.g. the server died)
+                pass
+            raise
+        run_sync(self._stop())
 
     async def _deploy(self, name: str | None = None) -> dict[str, Any]:
         app_name = name or self.name
