@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import secrets as _tokens
 import sys
 import warnings
 from contextlib import contextmanager
@@ -12,9 +13,11 @@ from typing import Any, Callable, Iterator
 from ._client import Client, print_log
 from ._cls import Cls
 from ._function import Function
+from ._image import Image
 from ._mount import Mount, collect, source_root
-from ._partial import BATCHED, PartialFunction
+from ._partial import BATCHED, WEB, PartialFunction
 from ._resources import _check_image, check_schedulable, function_config, reject_schedule
+from ._secret import check_secrets
 from ._serialization import serialize
 from ._sync import run_sync
 from .exception import InvalidError
@@ -47,7 +50,8 @@ class App:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidError(f"App name must be a non-empty string, got {name!r}.")
         _check_image(image)
-        function_config(secrets=secrets, volumes=volumes)  # NotImplementedError until built
+        function_config(secrets=secrets, volumes=volumes)  # volumes: NotImplementedError until built
+        self._secrets = check_secrets(secrets)  # injected before each function's own secrets
         if include_source is False:
             raise NotImplementedError("include_source=False is not supported by Ferry yet.")
         self.name = name
@@ -84,6 +88,7 @@ class App:
         """Turn a function into a serverless Function of this app. Options: see the docs."""
         _check_options("function", _warn_parentheses, options)
         options.setdefault("image", self._image)
+        self._add_app_secrets(options)
         config = function_config(**options)
 
         def decorator(f: Any) -> Function:
@@ -105,9 +110,15 @@ class App:
             extra: dict[str, Any] = {}
             if serialized or "<locals>" in raw.__qualname__:
                 extra["pickled"] = serialize(raw, what=f"function {tag}")
+            if "web" in marks:  # a web endpoint (see _web.py): served by the gateway
+                if "max_batch_size" in marks:
+                    raise InvalidError(f"{tag}: a web endpoint cannot be @batched; HTTP requests are "
+                                       "served one input each.")
+                extra["web"] = marks["web"]
             function = Function(raw, app=self, tag=tag, config=function_conf, definition_extra=extra)
             if is_generator is not None:
                 function._is_generator = is_generator
+            function._ferry_image = options["image"]
             self._register(tag, function, self._functions)
             return function
 
@@ -119,6 +130,7 @@ class App:
         _check_options("cls", _warn_parentheses, options)
         reject_schedule(options, "@app.cls()")
         options.setdefault("image", self._image)
+        self._add_app_secrets(options)
         config = function_config(**options)
 
         def decorator(user_cls: type) -> Cls:
@@ -129,10 +141,16 @@ class App:
             from ._cls import class_parameters
 
             class_parameters(user_cls)  # unsupported parameter types fail here, not at first call
+            web_methods = [n for n, v in vars(user_cls).items() if isinstance(v, PartialFunction) and WEB in v.flags]
+            if web_methods:
+                raise NotImplementedError(
+                    f"Web endpoints on @app.cls() methods ({', '.join(web_methods)}) are not supported by "
+                    "Ferry yet: put the endpoint on an @app.function() and call the class from it.")
             cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
             if not cls._methods:
                 warnings.warn(f"Class {user_cls.__name__} has no @ferry.method(); nothing can be "
                               "called on it remotely.", stacklevel=2)
+            cls._ferry_image = options["image"]
             self._register(user_cls.__name__, cls, self._classes)
             return cls
 
@@ -149,6 +167,11 @@ class App:
             return entrypoint
 
         return decorator
+
+    def _add_app_secrets(self, options: dict[str, Any]) -> None:
+        """App-level secrets first, then the function's own (later ones override earlier)."""
+        if self._secrets:
+            options["secrets"] = [*self._secrets, *check_secrets(options.get("secrets"))]
 
     def _register(self, tag: str, obj: Any, table: dict[str, Any]) -> None:
         if tag in self._functions or tag in self._classes:
@@ -179,20 +202,47 @@ class App:
             entry_files = [Path(sys.modules[m].__file__) for m, (r, _) in roots.items() if r == root]  # type: ignore[arg-type]
             mount = collect(root, entry_files)
         specs = []
+        self._image_blobs: dict[str, bytes] = {}
+        wires: dict[int, dict[str, Any]] = {}  # one resolution per Image object
         for tag, obj in objects:
             module_name = obj._ferry_raw.__module__
             module = roots.get(module_name, (None, module_name))[1]
-            specs.append({"tag": tag, "definition": obj.definition(mount.wire() if mount else None, module)})
+            definition = obj.definition(mount.wire() if mount else None, module)
+            image = getattr(obj, "_ferry_image", None) or Image.debian_slim()
+            if id(image) not in wires:
+                wire = image._wire()
+                wires[id(image)] = wire.definition
+                self._image_blobs.update(wire.blobs)
+            definition["image"] = wires[id(image)]
+            specs.append({"tag": tag, "definition": definition})
         return specs, mount
 
-    async def _publish(self, client: Client, kind: str, name: str) -> dict[str, Any]:
+    async def _publish(self, client: Client, kind: str, name: str, *, show_build: bool = True) -> dict[str, Any]:
         specs, mount = self._definitions()
-        if mount is not None:
-            missing = await client.request("blob.missing", hashes=list(mount.contents))
+        blobs = {**(mount.contents if mount is not None else {}), **self._image_blobs}
+        if blobs:
+            missing = await client.request("blob.missing", hashes=list(blobs))
             for digest in missing:
-                await client.request("blob.put", data=mount.contents[digest], hash=digest)
-        result = await client.request("app.create", name=name, kind=kind, functions=specs)
+                await client.request("blob.put", data=blobs[digest], hash=digest)
+        progress_id = _tokens.token_hex(8)
+        display = None
+        if show_build:
+            from ._image_progress import BuildDisplay  # rich: client side only, not in containers
+
+            display = BuildDisplay()
+        if display is not None:
+            client.image_handlers[progress_id] = display
+        try:
+            result = await client.request("app.create", name=name, kind=kind, functions=specs,
+                                          progress_id=progress_id)
+        finally:
+            client.image_handlers.pop(progress_id, None)
+            if display is not None:
+                display.close()
         self._hydrate(result["app_id"], result["objects"])
+        for tag, url in (result.get("web_urls") or {}).items():
+            if tag in self._functions:
+                self._functions[tag]._web_url = url
         self._client = client
         return result
 
@@ -202,7 +252,7 @@ class App:
             if function._config.get("schedule"):
                 print(f"Note: {tag} has a schedule; schedules run only for deployed apps "
                       "(ferry deploy).", file=sys.stderr)
-        result = await self._publish(client, "ephemeral", self.name or "ephemeral-app")
+        result = await self._publish(client, "ephemeral", self.name or "ephemeral-app", show_build=show_logs)
         if show_logs:
             client.log_handlers[result["app_id"]] = log_handler or print_log
             await client.request("app.subscribe_logs", app_id=result["app_id"])
@@ -216,6 +266,8 @@ class App:
         finally:
             self._client.log_handlers.pop(self._app_id, None)
             self._app_id = None
+            for obj in [*self._functions.values(), *self._classes.values()]:
+                obj._hydrate(None)  # calls after the run fail clearly, not with a stale id
 
     @contextmanager
     def run(self, *, show_logs: bool = True, detach: bool = False) -> Iterator["App"]:
@@ -257,7 +309,7 @@ def _check_options(decorator: str, warn_parentheses: Any, options: dict[str, Any
 def _unwrap(f: Any, decorator: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The raw function under any Ferry marks, and the marks' parameters."""
     if isinstance(f, PartialFunction):
-        if f.flags - {BATCHED, "concurrent"}:
+        if f.flags - {BATCHED, "concurrent", WEB}:
             raise InvalidError(f"@app.{decorator}() cannot take a function marked "
                                f"{', '.join(sorted(f.flags))}; those marks belong inside @app.cls().")
         return f.raw_f, dict(f.params)

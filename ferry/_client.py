@@ -41,6 +41,7 @@ class Client:
         self._connect_lock: asyncio.Lock | None = None
         self.output_queues: dict[str, asyncio.Queue] = {}
         self.log_handlers: dict[str, LogHandler] = {}
+        self.image_handlers: dict[str, LogHandler] = {}  # progress_id -> image build events
 
     # -- finding a client -----------------------------------------------------------------
     @classmethod
@@ -145,6 +146,10 @@ class Client:
                 queue.put_nowait([frame["item"]])
         elif kind == "log":
             handler = self.log_handlers.get(frame.get("app", ""))
+            if handler is not None:
+                handler(frame)
+        elif kind == "image":
+            handler = self.image_handlers.get(frame.get("id", ""))
             if handler is not None:
                 handler(frame)
 

@@ -13,7 +13,7 @@ from ._client import Client
 from ._function import Invocable
 from ._partial import ENTER, METHOD, PartialFunction, lifecycle_methods
 from ._serialization import serialize_args
-from ._sync import synced
+from ._sync import run_sync, synced
 from .exception import ExecutionError, InvalidError
 
 if TYPE_CHECKING:
@@ -135,18 +135,18 @@ class Obj:
     def __init__(self, cls: "Cls", params: dict[str, Any]) -> None:
         self._cls = cls
         self._params = params
-        self._bound_id: str | None = None
+        self._bound: tuple[str, str] | None = None  # (class pool id, instance pool id)
         self._local: Any = None
 
     async def _bound_target(self) -> tuple[Client, str]:
         client, function_id = await self._cls._base_target()
         if not self._params:
             return client, function_id
-        if self._bound_id is None:
+        if self._bound is None or self._bound[0] != function_id:
             result = await client.request("function.bind", function_id=function_id,
                                           params=serialize_args((), self._params))
-            self._bound_id = result["function_id"]
-        return client, self._bound_id
+            self._bound = (function_id, result["function_id"])
+        return client, self._bound[1]
 
     def _local_instance(self) -> Any:
         user_cls = self._cls._user_cls
@@ -162,6 +162,8 @@ class Obj:
     def __getattr__(self, name: str) -> Method:
         if name.startswith("_"):
             raise AttributeError(name)
+        if self._cls._lookup is not None and self._cls._function_id is None:
+            run_sync(self._cls._base_target())  # learn the methods of a class looked up by name
         methods = self._cls._methods
         if name not in methods:
             available = ", ".join(sorted(methods)) or "none"
@@ -185,6 +187,7 @@ class Cls:
         self._function_id: str | None = None
         self._lookup: tuple[str, str] | None = None
         self._variant_of: tuple[Cls, dict[str, Any]] | None = None
+        self._variant_cache: tuple[str, str] | None = None  # (parent id, variant id)
         self._methods: dict[str, PartialFunction] = methods_of(user_cls) if user_cls else {}
         if user_cls is not None:
             self.__doc__ = user_cls.__doc__
@@ -211,19 +214,28 @@ class Cls:
 
     def with_options(self, **options: Any) -> "Cls":
         """A variant of this class with some options changed (timeout, retries, ...)."""
-        from ._resources import function_config
+        from ._resources import function_config, reject_schedule
 
+        reject_schedule(options, "with_options()")
         overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._methods = self._methods
         variant._variant_of = (self, overrides)
         return variant
 
-    def _hydrate(self, function_id: str) -> None:
+    def _hydrate(self, function_id: str | None) -> None:
+        """Bind to the server-side class pool (None: unbind, e.g. when the app run ended)."""
         self._function_id = function_id
 
     async def _base_target(self) -> tuple[Client, str]:
         client = await Client.from_env()
+        if self._variant_of is not None:
+            parent, overrides = self._variant_of
+            _, parent_id = await parent._base_target()
+            if self._variant_cache is None or self._variant_cache[0] != parent_id:
+                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                self._variant_cache = (parent_id, found["function_id"])
+            return client, self._variant_cache[1]
         if self._function_id is None:
             if self._lookup is not None:
                 found = await client.request("function.lookup", app=self._lookup[0], tag=self._lookup[1])
@@ -232,11 +244,6 @@ class Cls:
                     raise InvalidError(f"{self._lookup[1]!r} is a function; use Function.from_name().")
                 self._methods = {name: PartialFunction(_remote_only(name), {METHOD}, dict(info))
                                  for name, info in definition.get("methods", {}).items()}
-                self._function_id = found["function_id"]
-            elif self._variant_of is not None:
-                parent, overrides = self._variant_of
-                _, parent_id = await parent._base_target()
-                found = await client.request("function.variant", function_id=parent_id, config=overrides)
                 self._function_id = found["function_id"]
             else:
                 raise ExecutionError(

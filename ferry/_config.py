@@ -65,8 +65,20 @@ SETTINGS: dict[str, Setting] = {
         Setting("port", int, lambda: 7788, "Port `ferry server` listens on."),
         Setting("autostart", _parse_bool, lambda: True,
                 "Start a local server in the background when none is running."),
-        Setting("runtime", str, lambda: "process",
-                "Container runtime the server uses: `process`."),
+        Setting("runtime", str, lambda: "auto",
+                "Container runtime the server uses: `sandbox` (Linux namespaces over image root "
+                "filesystems), `process` (plain subprocesses, one venv per image), or `auto`: "
+                "sandbox where the host supports it, else process."),
+        Setting("force_build", _parse_bool, lambda: False,
+                "Rebuild every image step of the apps this client runs or deploys, ignoring the cache."),
+        Setting("base_rootfs_dir", lambda v: Path(v).expanduser(), lambda: get("home") / "images" / "base",
+                "Directory of the sandbox runtime's Debian base root filesystems (`rootfs-<suite>`), "
+                "built once with mmdebstrap and shared by every image."),
+        Setting("build_ca_bundle", str, lambda: "/etc/ssl/certs/ca-certificates.crt",
+                "Host CA bundle bound read-only into image build steps (SSL_CERT_FILE, PIP_CERT...), "
+                "so HTTPS through a TLS-intercepting proxy works while building. Empty: none."),
+        Setting("image_build_timeout", float, lambda: 3600.0,
+                "Seconds one image build step may run before it is killed."),
         Setting("default_max_containers", int, lambda: max(2, (os.cpu_count() or 1) * 2),
                 "Containers per function when `max_containers` is not given."),
         Setting("default_scaledown_window", float, lambda: 60.0,
@@ -76,8 +88,26 @@ SETTINGS: dict[str, Setting] = {
         Setting("inline_payload_limit", int, lambda: 2 * 1024 * 1024,
                 "Payloads up to this many bytes travel inline; larger ones via the blob store."),
         Setting("log_level", str, lambda: "WARNING", "Log level of the server process."),
+        Setting("web_host", str, lambda: "",
+                "Address the web gateway binds to. Empty: the same as FERRY_HOST (loopback)."),
+        Setting("web_port", int, lambda: 7789,
+                "Port of the web gateway (HTTP endpoints). 0 picks a free port. When left at the "
+                "default and 7789 is taken, a free port is used (reported by `ferry server status`)."),
+        Setting("web_domain", str, lambda: "localhost",
+                "Endpoint URLs are `http://LABEL.<web_domain>:PORT/`; browsers resolve `*.localhost` "
+                "to loopback."),
+        Setting("web_max_body_size", int, lambda: 16 * 1024 * 1024,
+                "Largest HTTP request body (and WebSocket message) the gateway accepts, in bytes; "
+                "larger requests get 413."),
+        Setting("web_request_timeout", float, lambda: 150.0,
+                "Seconds the gateway waits for an endpoint to start its response before answering 504."),
     ]
 }
+
+
+def is_set(name: str) -> bool:
+    """Whether setting `name` was given explicitly in the environment."""
+    return bool(os.environ.get(SETTINGS[name].env_var))
 
 
 def get(name: str):

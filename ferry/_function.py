@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 from . import _config
 from ._client import Client
 from ._serialization import deserialize, rebuild_exception, serialize_args
-from ._sync import synced, synced_batches
+from ._sync import run_sync, synced, synced_batches
 from .exception import (
     ContainerCrashError,
     ExecutionError,
@@ -275,7 +275,9 @@ class Function(Invocable):
         self._function_id: str | None = None
         self._is_generator = bool(raw_f and (inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)))
         self._lookup: tuple[str, str] | None = None
+        self._web_url: str | None = None  # set when the app is published (web endpoints only)
         self._variant_of: tuple[Function, dict[str, Any]] | None = None
+        self._variant_cache: tuple[str, str] | None = None  # (parent id, variant id)
         if raw_f is not None:
             self.__doc__ = raw_f.__doc__
             self.__name__ = getattr(raw_f, "__name__", tag)
@@ -301,27 +303,35 @@ class Function(Invocable):
 
     def with_options(self, **options: Any) -> "Function":
         """A variant of this function with some options changed (timeout, retries, ...)."""
-        from ._resources import function_config
+        from ._resources import function_config, reject_schedule
 
+        reject_schedule(options, "with_options()")
         overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
         variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._variant_of = (self, overrides)
         return variant
 
-    def _hydrate(self, function_id: str) -> None:
+    def _hydrate(self, function_id: str | None) -> None:
+        """Bind to the server-side function (None: unbind, e.g. when the app run ended)."""
         self._function_id = function_id
 
     async def _target(self) -> tuple[Client, str, str | None]:
         client = await Client.from_env()
+        if self._variant_of is not None:
+            # a variant follows its parent: a new run of the app means a new variant
+            parent, overrides = self._variant_of
+            _, parent_id, _ = await parent._target()
+            if self._variant_cache is None or self._variant_cache[0] != parent_id:
+                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                self._variant_cache = (parent_id, found["function_id"])
+            return client, self._variant_cache[1], None
         if self._function_id is None:
             if self._lookup is not None:
                 found = await client.request("function.lookup", app=self._lookup[0], tag=self._lookup[1])
+                if found["definition"].get("kind") == "class":
+                    raise InvalidError(f"{self._lookup[1]!r} is a class; use Cls.from_name().")
                 self._is_generator = bool(found["definition"].get("is_generator"))
-                self._function_id = found["function_id"]
-            elif self._variant_of is not None:
-                parent, overrides = self._variant_of
-                _, parent_id, _ = await parent._target()
-                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                self._web_url = found.get("web_url")
                 self._function_id = found["function_id"]
             else:
                 raise ExecutionError(
@@ -329,6 +339,16 @@ class Function(Invocable):
                     "inside `with app.run():`, or run the script with `ferry run`."
                 )
         return client, self._function_id, None
+
+    def get_web_url(self) -> str | None:
+        """The URL of this web endpoint (`http://LABEL.localhost:PORT`), or None for a function
+        without a web decorator. Known once its app runs or is deployed (or looked up)."""
+        if self._web_url is None and self._lookup is not None:
+            run_sync(self._target())
+        if self._web_url is None and self._extra.get("web"):
+            raise ExecutionError(f"{self._describe()} has no URL yet: its app is not running. Start it "
+                                 "with `ferry serve`, `ferry run`, `ferry deploy` or `with app.run():`.")
+        return self._web_url
 
     def _local_callable(self) -> Callable[..., Any]:
         if self._ferry_raw is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, TypeVar
 
-from .exception import InvalidError, deprecation_warning
+from .exception import InvalidError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,25 +140,5 @@ def lifecycle_methods(cls: type, flag: str) -> list[str]:
     return names
 
 
-def _web_not_ready(name: str) -> Callable[..., Any]:
-    def decorator(*args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"@{name} is not available yet: Ferry's web gateway is still being built. "
-            "Remove the web decorator, or call the function with .remote() for now."
-        )
-
-    decorator.__name__ = name
-    decorator.__doc__ = f"Serve the function over HTTP (`@{name}`); not available yet."
-    return decorator
-
-
-fastapi_endpoint = _web_not_ready("fastapi_endpoint")
-asgi_app = _web_not_ready("asgi_app")
-wsgi_app = _web_not_ready("wsgi_app")
-web_server = _web_not_ready("web_server")
-
-
-def web_endpoint(*args: Any, **kwargs: Any) -> Any:
-    """The guide's older name of `fastapi_endpoint`."""
-    deprecation_warning("web_endpoint is deprecated; use fastapi_endpoint instead.")
-    return fastapi_endpoint(*args, **kwargs)
+# The web decorators live in _web.py (they mark functions with WEB); re-exported here.
+from ._web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app  # noqa: E402

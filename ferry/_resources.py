@@ -147,8 +147,11 @@ def function_config(
 
         parse_gpu(gpu)  # a wrong name fails as InvalidError first
         raise _not_yet("gpu", "GPU placement and isolation")
-    if secrets:
-        raise _not_yet("secrets", "secrets")
+    if secrets is not None:
+        from ._secret import check_secrets, secret_references
+
+        # references only: the server stores values given by value and keeps just their name
+        config["secrets"] = secret_references(check_secrets(secrets))
     if volumes:
         raise _not_yet("volumes", "volumes")
     if schedule is not None:
@@ -160,6 +163,31 @@ def function_config(
     return config
 
 
+def reject_schedule(options: dict[str, Any], where: str) -> None:
+    """Schedules belong to plain functions declared with `@app.function(schedule=...)`."""
+    if options.get("schedule") is not None:
+        raise InvalidError(
+            f"{where} cannot take schedule=: only @app.function(schedule=...) on a function with "
+            "no required arguments is scheduled. Move the schedule to such a function, e.g. one "
+            "that calls this one with .remote()."
+        )
+
+
+def check_schedulable(raw: Any, tag: str) -> None:
+    """A scheduled function is started with no arguments, so it must accept being called so."""
+    import inspect
+
+    required = [
+        p.name for p in inspect.signature(raw).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if required:
+        raise InvalidError(
+            f"Scheduled function {tag!r} has required parameter(s) {', '.join(required)}, but "
+            "scheduled runs pass no arguments. Give them defaults or remove them."
+        )
+
+
 def _check_image(image: Any) -> None:
     if image is None:
         return
@@ -167,4 +195,3 @@ def _check_image(image: Any) -> None:
 
     if not isinstance(image, Image):
         raise InvalidError(f"image= takes a ferry.Image, got {type(image).__name__}.")
-    image.check_supported()

@@ -28,14 +28,14 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ANONYMOUS_PREFIX = "anon-"
 
 
-def check_secret_name(name: Any, *, user_created: bool = True) -> str:
+def check_secret_name(name: Any) -> str:
     """A valid secret name, or InvalidError saying what a name may contain."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidError(
             f"Invalid secret name {name!r}: use 1 to 64 letters, digits, '.', '-' or '_', "
             "starting with a letter or digit."
         )
-    if user_created and name.startswith(ANONYMOUS_PREFIX):
+    if name.startswith(ANONYMOUS_PREFIX):
         raise InvalidError(f"Secret names starting with {ANONYMOUS_PREFIX!r} are reserved; choose another name.")
     return name
 
@@ -103,7 +103,7 @@ class Secret:
         if environment_name is not None:
             raise NotImplementedError("Secret.from_name(environment_name=...) is not supported by Ferry "
                                       "(it has no environments); remove environment_name=.")
-        check_secret_name(name, user_created=False)
+        check_secret_name(name)
         if isinstance(required_keys, str) or not isinstance(required_keys, (list, tuple, type(None))):
             raise InvalidError("required_keys= takes a list of key names, e.g. required_keys=['API_KEY'].")
         keys = list(required_keys or [])

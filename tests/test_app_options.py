@@ -222,24 +222,28 @@ def test_app_name_must_be_a_non_empty_string():
 
 NOT_BUILT: list[tuple[str, Callable[[], Any]]] = [
     ("gpu", lambda: {"gpu": "A10G"}),
-    ("secrets", lambda: {"secrets": [ferry.Secret.from_dict({"A": "b"})]}),
     ("volumes", lambda: {"volumes": {"/x": ferry.Volume.from_name("v")}}),
-    ("schedule", lambda: {"schedule": ferry.Period(hours=1)}),
-    ("schedule", lambda: {"schedule": ferry.Cron("0 8 * * 1")}),
 ]
 
 
 @pytest.mark.parametrize("decorator", ["function", "cls"])
-@pytest.mark.parametrize("option, make_options", NOT_BUILT, ids=[o for o, _ in NOT_BUILT[:-1]] + ["cron"])
+@pytest.mark.parametrize("option, make_options", NOT_BUILT, ids=[o for o, _ in NOT_BUILT])
 def test_options_not_built_yet_raise_not_implemented_naming_them(decorator, option, make_options, app):
     with pytest.raises(NotImplementedError, match=f"{option}= is not supported"):
         getattr(app, decorator)(**make_options())
 
 
-@pytest.mark.parametrize("option, make_options", NOT_BUILT[1:3], ids=["secrets", "volumes"])
+@pytest.mark.parametrize("option, make_options", NOT_BUILT[1:2], ids=["volumes"])
 def test_app_level_options_not_built_yet_raise_not_implemented(option, make_options):
     with pytest.raises(NotImplementedError, match=f"{option}="):
         ferry.App("test-app-options-level", **make_options())
+
+
+@pytest.mark.parametrize("decorator", ["function", "cls"])
+def test_secrets_are_accepted_at_app_and_function_level(decorator):
+    """secrets= is built (tests/test_secret.py, tests/integration/test_secrets.py)."""
+    app = ferry.App("test-app-options-secrets", secrets=[ferry.Secret.from_dict({"A": "b"})])
+    getattr(app, decorator)(secrets=[ferry.Secret.from_name("s")])
 
 
 def test_image_with_a_pip_install_step_raises_not_implemented_naming_the_step(app):
@@ -427,3 +431,52 @@ def test_concurrent_without_parentheses_is_invalid():
         @ferry.concurrent
         def handle(x: int) -> int:
             return x
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def _nightly() -> str:
+    return "done"
+
+
+def _with_default(limit: int = 10, *rest: Any, **extra: Any) -> int:
+    return limit
+
+
+@pytest.mark.parametrize("schedule", [ferry.Period(minutes=30), ferry.Cron("0 8 * * 1", timezone="Europe/Paris")])
+def test_schedule_is_stored_in_the_definition_as_its_dict(schedule, app):
+    function = app.function(schedule=schedule)(_nightly)
+    stored = function.definition(None, __name__)["config"]["schedule"]
+    assert stored == schedule.to_dict()
+    assert ferry.Period.from_dict(stored) == schedule
+
+
+def test_scheduled_function_may_have_parameters_with_defaults(app):
+    function = app.function(schedule=ferry.Period(hours=1))(_with_default)
+    assert function.definition(None, __name__)["config"]["schedule"] == {"type": "period", "hours": 1}
+
+
+def test_scheduled_function_with_a_required_parameter_is_invalid(app):
+    with pytest.raises(InvalidError, match=r"Scheduled function '_square' has required parameter\(s\) x.*defaults"):
+        app.function(schedule=ferry.Period(hours=1))(_square)
+
+
+def test_class_cannot_take_a_schedule(app):
+    with pytest.raises(InvalidError, match=r"@app\.cls\(\) cannot take schedule="):
+        app.cls(schedule=ferry.Cron("0 * * * *"))
+
+
+def test_with_options_cannot_set_a_schedule(app):
+    function = app.function()(_nightly)
+    with pytest.raises(InvalidError, match=r"with_options\(\) cannot take schedule="):
+        function.with_options(schedule=ferry.Period(hours=1))
+
+
+def test_invalid_schedules_fail_at_construction_before_deploy():
+    with pytest.raises(InvalidError, match="positive interval"):
+        ferry.Period(seconds=0)
+    with pytest.raises(InvalidError, match="non-negative"):
+        ferry.Period(minutes=-5)
+    with pytest.raises(InvalidError, match="Unknown timezone"):
+        ferry.Cron("0 8 * * 1", timezone="Mars/Olympus")

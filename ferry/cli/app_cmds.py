@@ -9,10 +9,11 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .._client import Client, print_log
-from ..exception import Error
+from .errors import guard
 
 cli = typer.Typer(help="Manage running and deployed apps.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -38,24 +39,8 @@ def _schedule_line(info: dict[str, Any]) -> str:
     return line
 
 
-def _guard(fn: Any) -> Any:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Error as error:
-            from . import report
-
-            report(error)
-            raise typer.Exit(1)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__signature__ = __import__("inspect").signature(fn)  # type: ignore[attr-defined]
-    return wrapper
-
-
 @cli.command("list")
-@_guard
+@guard
 def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stopped over an hour ago.")) -> None:  # noqa: A002
     """List apps: running (ferry run), deployed, and recently stopped."""
     rows = _client().request_sync("app.list", all=all)
@@ -69,7 +54,7 @@ def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stoppe
 
 
 @cli.command("show")
-@_guard
+@guard
 def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
     """Show an app's functions, their settings, containers and timings."""
     info = _client().request_sync("app.show", app=app)
@@ -77,10 +62,10 @@ def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
     for fn in info["functions"]:
         stats = fn["stats"]
         label = fn["tag"] + (" (bound instance)" if fn["bound"] else "")
-        out.print(f"\n[bold]{label}[/bold] [{fn['kind']}]")
+        out.print(f"\n[bold]{escape(label)}[/bold] {escape('[' + str(fn['kind']) + ']')}")
         settings = {k: v for k, v in {**fn["config"], **fn["overrides"]}.items() if k != "schedule"}
         if settings:
-            out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
+            out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), markup=False)
         if fn.get("schedule"):
             out.print("  " + _schedule_line(fn["schedule"]), markup=False)
         out.print(f"  queued inputs: {fn['queued']}; containers: {len(fn['containers'])}")
@@ -92,11 +77,11 @@ def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
                       f"containers started: {stats['containers_started']}, mean start "
                       f"{(stats['boot_mean'] or 0) * 1000:.0f} ms, @enter {(stats['enter_mean'] or 0) * 1000:.0f} ms")
         if fn["init_error"]:
-            out.print(f"  [red]last start failed:[/red] {fn['init_error']}", markup=True)
+            out.print(f"  [red]last start failed:[/red] {escape(str(fn['init_error']))}", markup=True)
 
 
 @cli.command("stop")
-@_guard
+@guard
 def stop(app: str = typer.Argument(..., help="App name or id.")) -> None:
     """Stop an app: its containers finish their inputs and exit; queued inputs fail."""
     result = _client().request_sync("app.stop", app=app, reason="ferry app stop")
@@ -104,7 +89,7 @@ def stop(app: str = typer.Argument(..., help="App name or id.")) -> None:
 
 
 @cli.command("logs")
-@_guard
+@guard
 def logs(app: str = typer.Argument(..., help="App name or id."),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new logs.")) -> None:
     """Print an app's container logs; with --follow, keep streaming them."""

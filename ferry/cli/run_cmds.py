@@ -17,20 +17,22 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 
-def _fail(error: BaseException) -> None:
-    from . import report
-
-    report(error)
-    raise typer.Exit(1)
+from .errors import fail as _fail
 
 
 def run(
     ctx: typer.Context,
-    ref: str = typer.Argument(..., metavar="FILE[::NAME]", help="Script (or module) and optionally what to run in it."),
+    ref: str = typer.Argument(None, metavar="FILE[::NAME]", help="Script (or module) and optionally what to run in it."),
     profile: bool = typer.Option(False, "--profile", help="Print container start, @enter and execution times per function."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream container logs."),
 ) -> None:
-    """Run an app ephemerally: call its local entrypoint (or FILE::function) and stop it."""
+    """Run an app ephemerally: call its local entrypoint (or FILE::function) and stop it.
+
+    Options after FILE go to the entrypoint: `ferry run app.py --who Ferry`;
+    `ferry run app.py --help` lists them."""
+    if ref is None or ref == "--help":
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0 if ref == "--help" else 2)
     path, name = loader.split_ref(ref)
     try:
         module = loader.import_file(path)
@@ -113,8 +115,9 @@ def deploy(
 
 
 def register(cli: typer.Typer) -> None:
+    # --help after FILE belongs to the entrypoint, so the run command handles help itself
     cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                                  "help_option_names": ["--help"]})(run)
+                                  "help_option_names": []}, add_help_option=False)(run)
     cli.command()(deploy)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from .. import __version__
 from ..exception import InvalidError, NotFoundError
 from .connection import Connection
+from .images import rpc as image_rpc
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool, new_future
 
 if TYPE_CHECKING:
@@ -102,13 +103,41 @@ class API:
     async def blob_get(self, conn: Connection, args: dict) -> bytes:
         return self.server.blobs.get(args["hash"])
 
+    # -- secrets (values go in, never out: see server/secrets.py) --------------------------
+    @rpc("secret.create")
+    async def secret_create(self, conn: Connection, args: dict) -> dict:
+        return self.server.secrets.create(args["name"], args["values"], force=bool(args.get("force")))
+
+    @rpc("secret.list")
+    async def secret_list(self, conn: Connection, args: dict) -> list[dict]:
+        return self.server.secrets.list()
+
+    @rpc("secret.delete")
+    async def secret_delete(self, conn: Connection, args: dict) -> dict:
+        name = args["name"]
+        self.server.secrets.delete(name)
+        used_by = sorted({p.app.name for p in self.server.scheduler.pools.values() if p.app.live and any(
+            ref.get("name") == name for ref in p.definition.get("config", {}).get("secrets") or [])})
+        return {"name": name, "used_by": used_by}
+
+    def _resolve_secrets(self, functions: list[dict]) -> list[dict]:
+        """Function specs whose secret references are names only; raises NotFoundError naming
+        every missing secret or required key (before anything is created)."""
+        configs = [spec["definition"].get("config") or {} for spec in functions]
+        resolved = self.server.secrets.resolve(
+            (spec["tag"], config.get("secrets") or []) for spec, config in zip(functions, configs))
+        return [dict(spec, definition=dict(spec["definition"], config=dict(config, secrets=refs)))
+                if refs else spec for spec, config, refs in zip(functions, configs, resolved)]
+
     # -- apps -----------------------------------------------------------------------------
     @rpc("app.create")
     async def app_create(self, conn: Connection, args: dict) -> dict:
         """Create (or, for `deployed`, update) an app with its functions."""
         name: str = args["name"]
         kind: str = args.get("kind", "ephemeral")
-        functions: list[dict] = args.get("functions", [])
+        functions: list[dict] = self._resolve_secrets(args.get("functions", []))
+        # images first (off the event loop, progress pushed to conn): a failed build creates nothing
+        functions = await image_rpc.build_functions(self.server, functions, conn, args.get("progress_id"))
         server = self.server
         if kind == "deployed":
             existing = [a for a in server.apps.values() if a.name == name and a.state is AppState.DEPLOYED]
@@ -232,26 +261,17 @@ class API:
         base = self._pool(args["function_id"])
         params: bytes = args["params"]
         bound_id = f"{base.function_id}/{hashlib.sha256(params).hexdigest()[:16]}"
-        if bound_id not in self.server.scheduler.pools:
-            self.server.scheduler.pools[bound_id] = Pool(
-                function_id=bound_id, app=base.app, tag=base.tag, definition=base.definition,
-                params=params, overrides=base.overrides,
-            )
+        self.server.derive_pool(bound_id, base, params=params, config_overrides={})
         return {"function_id": bound_id}
 
     @rpc("function.variant")
     async def function_variant(self, conn: Connection, args: dict) -> dict:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
-        overrides: dict = args["config"]
+        overrides: dict = self.server.secrets.resolve_config(args["config"], base.tag)
         digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:16]
         variant_id = f"{base.function_id}~{digest}"
-        if variant_id not in self.server.scheduler.pools:
-            definition = dict(base.definition, config={**base.definition.get("config", {}), **overrides})
-            self.server.scheduler.pools[variant_id] = Pool(
-                function_id=variant_id, app=base.app, tag=base.tag, definition=definition,
-                params=base.params,
-            )
+        self.server.derive_pool(variant_id, base, params=base.params, config_overrides=overrides)
         return {"function_id": variant_id}
 
     @rpc("function.update_autoscaler")
@@ -365,6 +385,23 @@ class API:
             pool.function_id: {"tag": pool.tag, **pool.stats.summary()}
             for pool in self.server.scheduler.pools.values() if pool.app is app
         }
+
+    # -- images (ferry/server/images/rpc.py) -----------------------------------------------
+    @rpc("image.build")
+    async def image_build(self, conn: Connection, args: dict) -> dict:
+        return await image_rpc.image_build(self.server, conn, args)
+
+    @rpc("image.list")
+    async def image_list(self, conn: Connection, args: dict) -> dict:
+        return await image_rpc.image_list(self.server, conn, args)
+
+    @rpc("image.rm")
+    async def image_rm(self, conn: Connection, args: dict) -> dict:
+        return await image_rpc.image_rm(self.server, conn, args)
+
+    @rpc("image.logs")
+    async def image_logs(self, conn: Connection, args: dict) -> dict:
+        return await image_rpc.image_logs(self.server, conn, args)
 
     def containers_of(self, app: App) -> list:
         return [c for p in self.server.scheduler.pools.values() if p.app is app

@@ -19,6 +19,7 @@ from .logs import LogHub
 from .model import Container, ContainerState, OutputStatus, Pool, now
 from .runtimes import ContainerSpec, ExitStatus, Runtime
 from .scheduler import Scheduler
+from .secrets import SecretStore
 from .store import Store
 
 log = logging.getLogger("ferry.server")
@@ -29,8 +30,11 @@ MAX_START_BACKOFF = 60.0
 
 class ContainerManager:
     def __init__(self, *, server_url: str, runtime: Runtime, store: Store, scheduler: Scheduler,
-                 logs: LogHub, wake_autoscaler: Callable[[Pool], None]) -> None:
+                 logs: LogHub, wake_autoscaler: Callable[[Pool], None],
+                 secrets: SecretStore, images: Any = None) -> None:
         self.server_url = server_url
+        self.images = images  # ImageService: the image and mounts of each container
+        self.secret_store = secrets
         self.runtime = runtime
         self.store = store
         self.scheduler = scheduler
@@ -42,11 +46,15 @@ class ContainerManager:
     # -- starting -------------------------------------------------------------------------
     def spec_for(self, container: Container) -> ContainerSpec:
         config = container.pool.definition.get("config", {})
+        env = dict(container.pool.definition.get("env") or {})
+        if config.get("secrets"):
+            # decrypted here, for this container only; never logged (a missing secret fails the start)
+            env.update(self.secret_store.environment(config["secrets"], container.pool.tag))
         return ContainerSpec(
             container_id=container.id,
             function_id=container.pool.function_id,
             server_url=self.server_url,
-            env=dict(container.pool.definition.get("env") or {}),
+            env=env,
             cpu=config.get("cpu"),
             memory_mb=config.get("memory"),
         )
@@ -71,11 +79,16 @@ class ContainerManager:
             self.logs.add(pool.app.id, pool.tag, container.id, stream, text)
 
         try:
-            container.handle = await self.runtime.start(self.spec_for(container), on_output)
+            spec = self.spec_for(container)
+            if self.images is not None:
+                spec = await self.images.complete_spec(spec, pool.definition)
+            container.handle = await self.runtime.start(spec, on_output)
         except Exception as exc:
             log.warning("could not start a container for %s: %s", pool.tag, exc)
             self._ended(container, ExitStatus(code=None), reason=f"{type(exc).__name__}: {exc}")
             return
+        if container.state is ContainerState.DRAINING:  # stopped while it was being launched
+            container.handle.terminate()
         status = await container.handle.wait()
         self._ended(container, status)
 

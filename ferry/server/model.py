@@ -175,6 +175,14 @@ class Pool:
     next_start_at: float = 0.0                # back-off after containers fail to start
     last_init_error: dict[str, Any] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # update_autoscaler()
+    base_id: str | None = None                # the pool this one derives from (instance, variant)
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # with_options()
+
+    def derive_definition(self, base_definition: dict[str, Any]) -> dict[str, Any]:
+        """This pool's definition: its base's, with its `with_options` overrides applied."""
+        if not self.config_overrides:
+            return base_definition
+        return dict(base_definition, config={**base_definition.get("config", {}), **self.config_overrides})
 
     def setting(self, name: str, default: Any = None) -> Any:
         if name in self.overrides:

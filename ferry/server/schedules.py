@@ -83,6 +83,7 @@ class ScheduleState:
     next_run: datetime            # UTC
     last_run: datetime | None = None
     last_status: str | None = None  # "running", then the run's output status ("ok", "error", ...)
+    last_call: str | None = None    # the latest run's call id (in memory only)
 
 
 class ScheduleRunner:
@@ -108,6 +109,8 @@ class ScheduleRunner:
                 state.last_status = INTERRUPTED
                 self._save(state)
         self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopped = False
 
     # -- deploys ---------------------------------------------------------------------------
     def on_install(self, app: App, function_id: str, definition: dict[str, Any], *,
@@ -124,14 +127,14 @@ class ScheduleRunner:
             not redeploy or isinstance(schedule, Cron))
         if keep:
             return
-        now = self.clock()
-        self.states[function_id] = state = ScheduleState(
-            function_id=function_id, app_id=app.id, spec=spec, schedule=schedule,
-            next_run=schedule.next_after(now),
-            last_run=current.last_run if current else None,
-            last_status=current.last_status if current else None,
-        )
-        self._save(state)
+        next_run = schedule.next_after(self.clock())
+        if current is None:
+            self.states[function_id] = current = ScheduleState(
+                function_id=function_id, app_id=app.id, spec=spec, schedule=schedule,
+                next_run=next_run)
+        else:  # in place: a run still going reports its outcome to this state
+            current.spec, current.schedule, current.next_run = spec, schedule, next_run
+        self._save(current)
         self._wake.set()
 
     def forget(self, function_id: str) -> None:
@@ -147,6 +150,16 @@ class ScheduleRunner:
                 "last_run": _ts(state.last_run), "last_status": state.last_status}
 
     # -- the control loop ------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    def stop(self) -> None:
+        """The server is stopping: start no more runs, and leave runs still going as "running"
+        in the store, so that the next server start reports them as interrupted."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def run(self) -> None:
         """Tick until cancelled; sleep until the earliest due run, at most TICK_SECONDS."""
         while True:
@@ -167,7 +180,9 @@ class ScheduleRunner:
 
     def tick(self, now: datetime) -> list[str]:
         """Start every due run as of `now` (UTC-aware); return the started call ids."""
-        started = []
+        started: list[str] = []
+        if self._stopped:
+            return started
         for function_id, state in list(self.states.items()):
             pool = self.server.scheduler.pools.get(function_id)
             if pool is None or pool.app.state is not AppState.DEPLOYED:
@@ -179,7 +194,8 @@ class ScheduleRunner:
             state.next_run = first_slot_after(state.schedule, slot, now)
             state.last_run, state.last_status = now, RUNNING
             self._save(state)  # durable before the run starts: at most one run per slot
-            started.append(self._start_run(pool, state, slot))
+            state.last_call = self._start_run(pool, state, slot)
+            started.append(state.last_call)
         return started
 
     # -- steps -----------------------------------------------------------------------------
@@ -198,10 +214,11 @@ class ScheduleRunner:
         return call_id
 
     def _finished(self, pool: Pool, state: ScheduleState, call_id: str, item: dict) -> None:
-        if self.states.get(state.function_id) is not state:
-            return  # the schedule was redeployed or removed meanwhile
-        state.last_status = item["status"]
-        self._save(state)
+        if self._stopped or self.states.get(state.function_id) is not state:
+            return  # the server is stopping, or the schedule was removed
+        if state.last_call == call_id:  # not an earlier run that overlapped the latest one
+            state.last_status = item["status"]
+            self._save(state)
         if item["status"] != OutputStatus.OK.value:
             exc = item.get("exc") or {}
             detail = exc.get("tb") or exc.get("repr") or item.get("msg") or item["status"]

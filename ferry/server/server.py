@@ -20,11 +20,13 @@ from .autoscaler import Autoscaler
 from .blobs import BlobStore
 from .connection import Connection
 from .containers import ContainerManager
+from .images.builder import ImageService
 from .logs import LogHub
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
 from .scheduler import Scheduler
 from .schedules import ScheduleRunner
+from .secrets import KEY_FILE, SecretStore
 from .store import Store
 
 log = logging.getLogger("ferry.server")
@@ -39,7 +41,13 @@ class Server:
         self.started = time.time()
         self.store = Store(home / "state.db")
         self.blobs = BlobStore(home / "blobs")
+        self.secrets = SecretStore(self.store, home / KEY_FILE)
         self.runtime = runtime_named(runtime)
+        self.images = ImageService(
+            home, self.blobs, self.runtime.name, base_dir=_config.get("base_rootfs_dir"),
+            ca_bundle=_config.get("build_ca_bundle"), step_timeout=_config.get("image_build_timeout"),
+            secrets=self.secrets,
+        )
         self.apps: dict[str, App] = {}
         self.logs = LogHub(self.store)
         self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool))
@@ -62,12 +70,13 @@ class Server:
         self.containers = ContainerManager(
             server_url=self.url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,
-            wake_autoscaler=lambda pool: self.autoscaler.wake(pool),
+            wake_autoscaler=lambda pool: self.autoscaler.wake(pool), secrets=self.secrets,
+            images=self.images,
         )
         self.autoscaler = Autoscaler(self.scheduler, self.containers, self.logs)
         self._restore()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
-        self._schedules_task = asyncio.create_task(self.schedules.run())
+        self.schedules.start()
         (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
 
@@ -85,7 +94,7 @@ class Server:
     async def shutdown(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
-        self._schedules_task.cancel()  # no new scheduled runs while containers stop
+        self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
         live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
         await self.containers.stop_all(live, timeout=5.0)
         self._autoscaler_task.cancel()
@@ -111,10 +120,13 @@ class Server:
             for function_id, tag, definition in self.store.functions(app.id):
                 app.objects[tag] = function_id
                 self.install_function(app, function_id, tag, definition, persist=False)
+        for pool_id, base_id, params, overrides in self.store.derived():
+            base = self.scheduler.pools.get(base_id)
+            if base is not None:  # (bases come before what derives from them)
+                self.derive_pool(pool_id, base, params=params, config_overrides=overrides, persist=False)
         for call_id, function_id, method, args in self.store.pending_spawned():
-            base_id = function_id.split("/")[0]
-            pool = self.scheduler.pools.get(function_id) or self.scheduler.pools.get(base_id)
-            if pool is None or pool.function_id != function_id:
+            pool = self.scheduler.pools.get(function_id)
+            if pool is None:
                 self.store.finish_spawned(call_id, {
                     "status": OutputStatus.STOPPED.value, "idx": 0,
                     "msg": "The app of this call was not deployed when the server restarted, "
@@ -126,26 +138,50 @@ class Server:
     # -- apps and functions ---------------------------------------------------------------
     def install_function(self, app: App, function_id: str, tag: str, definition: dict,
                          *, persist: bool = True) -> None:
+        if app.state is AppState.DEPLOYED:  # first: a bad schedule fails before anything is stored
+            self.schedules.on_install(app, function_id, definition, redeploy=persist)
         if persist and app.state is AppState.DEPLOYED:
             self.store.upsert_function(function_id, app.id, tag, definition)
-        if app.state is AppState.DEPLOYED:
-            self.schedules.on_install(app, function_id, definition, redeploy=persist)
         pool = self.scheduler.pools.get(function_id)
         if pool is None:
             self.scheduler.pools[function_id] = Pool(function_id=function_id, app=app, tag=tag,
                                                      definition=definition)
             return
         if pool.definition != definition:  # redeploy: new containers run the new code
-            for bound in self._pools_of(function_id):
-                bound.definition = definition
-                for container in list(bound.containers.values()):
+            pool.definition = definition
+            for derived in self._pools_of(function_id):
+                base = self.scheduler.pools.get(derived.base_id or "")
+                if base is not None:
+                    derived.definition = derived.derive_definition(base.definition)
+                for container in list(derived.containers.values()):
                     self.containers.shutdown(container, "replaced by a new deployment")
 
+    def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,
+                    config_overrides: dict[str, Any], persist: bool = True) -> Pool:
+        """A pool running `base`'s code for one class instance (`params`) or with some
+        options changed (`config_overrides`); kept across restarts for deployed apps."""
+        pool = self.scheduler.pools.get(pool_id)
+        if pool is not None:
+            return pool
+        pool = Pool(function_id=pool_id, app=base.app, tag=base.tag, definition=base.definition,
+                    params=params, overrides=base.overrides, base_id=base.function_id,
+                    config_overrides=config_overrides)
+        pool.definition = pool.derive_definition(base.definition)
+        self.scheduler.pools[pool_id] = pool
+        if persist and base.app.state is AppState.DEPLOYED:
+            self.store.upsert_derived(pool_id, base.function_id, params, config_overrides)
+        return pool
+
     def _pools_of(self, function_id: str) -> list[Pool]:
-        return [p for fid, p in self.scheduler.pools.items()
-                if fid == function_id or fid.startswith(function_id + "/")]
+        """The pool of `function_id` and every pool derived from it, directly or not."""
+        found = [p for p in self.scheduler.pools.values() if p.function_id == function_id]
+        for pool in list(self.scheduler.pools.values()):
+            if pool.base_id == function_id:
+                found.extend(self._pools_of(pool.function_id))
+        return found
 
     def remove_function(self, function_id: str) -> None:
+        self.schedules.forget(function_id)
         for pool in self._pools_of(function_id):
             for container in list(pool.containers.values()):
                 self.containers.shutdown(container, "function removed")
@@ -158,6 +194,8 @@ class Server:
             return
         app.state = AppState.STOPPED
         self.store.set_app_state(app.id, "stopped")
+        for function_id in app.objects.values():
+            self.schedules.forget(function_id)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]
         containers = [c for p in pools for c in p.containers.values()]
         for pool in pools:

@@ -1,8 +1,8 @@
 """Durable control-plane state in SQLite (WAL) under `$FERRY_HOME/state.db`.
 
 What survives a restart: apps and their function definitions, spawned calls with their inputs
-and outputs, schedule state (next and last run per scheduled function), container records and
-logs. Inputs of `.remote()`/`.map()` calls live in memory
+and outputs, schedule state (next and last run per scheduled function), secrets (ciphertext
+only), container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
 only: their callers hold a live connection and see an error if the server goes away.
 """
 
@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS functions (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS functions_by_app ON functions(app_id);
+CREATE TABLE IF NOT EXISTS derived_pools (
+    id TEXT PRIMARY KEY, base_id TEXT NOT NULL, params BLOB, overrides BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS spawned_calls (
     id TEXT PRIMARY KEY, function_id TEXT NOT NULL, method TEXT, args BLOB NOT NULL,
     state TEXT NOT NULL, output BLOB, created REAL NOT NULL, finished REAL
@@ -122,6 +125,18 @@ class Store:
         for (fid,) in self._db.execute("SELECT id FROM functions WHERE app_id=?", (app_id,)).fetchall():
             if fid not in keep:
                 self._db.execute("DELETE FROM functions WHERE id=?", (fid,))
+
+    def upsert_derived(self, pool_id: str, base_id: str, params: bytes | None, overrides: dict) -> None:
+        """A pool derived from a deployed function: a class instance (`params`) or a
+        `with_options` variant (`overrides`)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO derived_pools(id, base_id, params, overrides) VALUES (?, ?, ?, ?)",
+            (pool_id, base_id, params, pack(overrides)),
+        )
+
+    def derived(self) -> list[tuple[str, str, bytes | None, dict]]:
+        rows = self._db.execute("SELECT id, base_id, params, overrides FROM derived_pools ORDER BY rowid")
+        return [(pid, base, params, unpack(overrides)) for pid, base, params, overrides in rows.fetchall()]
 
     def functions(self, app_id: str) -> list[tuple[str, str, dict]]:
         rows = self._db.execute(

@@ -98,3 +98,34 @@ def test_killed_client_stops_its_ephemeral_app(server, tmp_path: Path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+deployed = ferry.App("test-resilience-deployed")
+
+
+@deployed.cls()
+class Scaler:
+    factor: int = ferry.parameter(default=1)
+
+    @ferry.method()
+    def scale(self, x: int, delay: float) -> int:
+        time.sleep(delay)
+        return x * self.factor
+
+
+def test_spawned_call_on_a_class_instance_survives_a_server_kill(tmp_path: Path, monkeypatch):
+    home = tmp_path / "home"
+    first = ServerProcess.start(home)
+    monkeypatch.setenv("FERRY_SERVER_URL", first.url)
+    try:
+        deployed.deploy(name="test-resilience-deployed")
+        call = Scaler(factor=3).scale.spawn(5, 2.0)
+        os.killpg(first.process.pid, signal.SIGKILL)  # before the call can finish
+        first.process.wait(10)
+        second = ServerProcess.start(home, port=first.port)
+        try:
+            assert ferry.FunctionCall.from_id(call.object_id).get(timeout=60) == 15
+        finally:
+            second.stop()
+    finally:
+        first.stop(signal.SIGKILL)

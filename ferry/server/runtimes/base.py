@@ -10,21 +10,32 @@ from __future__ import annotations
 import abc
 import signal
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..images.model import BuiltImage
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
 
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """Everything a runtime needs to start one container."""
+    """Everything a runtime needs to start one container.
+
+    `image` is the built image (its layers or interpreter, env, workdir, and `add_local_*`
+    mounts written on this host); `code_dir` the user's source mount written on this host.
+    Both are filled by `ImageService.complete_spec`; None means the server's own Python.
+    """
 
     container_id: str
     function_id: str
     server_url: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # holds secret values
     cpu: float | None = None
     memory_mb: int | None = None
+    image: "BuiltImage | None" = None
+    code_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ class ProcessRuntime(Runtime):
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
         env = dict(os.environ)
+        image = spec.image
+        if image is not None:  # its venv (or the server's Python), env and python sources
+            env.update(image.env)
+            paths = [*image.pythonpath, *(str(m.host_dir) for m in image.mounts if m.kind == "python")]
+            if paths:
+                env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
         env.update(spec.env)
         env.update(
             {
@@ -76,7 +82,7 @@ class ProcessRuntime(Runtime):
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        argv = [sys.executable, "-m", "ferry._container"]
+        argv = [image.python if image is not None else sys.executable, "-m", "ferry._container"]
         cgroup = None
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
@@ -90,6 +96,7 @@ class ProcessRuntime(Runtime):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
+                cwd=image.workdir if image is not None else None,
                 start_new_session=True,
             )
         except OSError as exc:

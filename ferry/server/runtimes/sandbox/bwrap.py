@@ -165,7 +165,7 @@ def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap") -> list[str]:
         "--bind", str(spec.root_mount), "/",
         "--proc", "/proc",
         "--dev", "/dev",
-        "--tmpfs", "/tmp",
+        "--perms", "1777", "--tmpfs", "/tmp",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--hostname", spec.hostname,
         "--die-with-parent",

@@ -1,0 +1,226 @@
+"""The image service of the control plane: builds images for the server's runtime, off the
+event loop, streams their progress to the requesting client, and completes container specs.
+
+    app.create / image.build  ->  ImageService.build(wire, progress)  (worker thread, one
+                                   build per image at a time; later requests find the cache)
+    container start           ->  ImageService.complete_spec(spec, definition)  (a cached
+                                   lookup: the image was built when the app was published;
+                                   after a server restart the first start re-checks the layers)
+
+Progress events pushed to the client (`image` pushes carrying the request's `progress_id`):
+`{"event": "plan", "labels"}`, `{"event": "step", "index", "state": cached|building|built|
+failed, "seconds"}`, `{"event": "log", "index", "text"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from ...exception import ExecutionError, InvalidError
+from ..blobs import BlobStore
+from ..runtimes.base import ContainerSpec
+from .files import materialise_mount
+from .layers import LayerStore
+from .model import BuiltImage, ImageMount
+from .sandbox_builder import BuildFailed, SandboxBackend, build_sandbox_image, check_packages
+from .sandbox_steps import StepFailure
+from .venv_builder import VenvBackend
+
+log = logging.getLogger("ferry.server")
+Emit = Callable[[dict[str, Any]], None]
+CONTAINER_HOME = "/var/lib/ferry"
+"""FERRY_HOME inside sandbox containers; the source mount is bound at `<it>/mounts/<digest>`."""
+
+
+class Progress:
+    """Build events for one request, delivered from the build thread through `emit`."""
+
+    def __init__(self, emit: Emit | None) -> None:
+        self._emit = emit
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self._emit is not None:
+            self._emit(event)
+
+    def plan(self, labels: list[str], key: str = "") -> None:
+        self._send({"event": "plan", "labels": labels, "key": key})
+
+    def step(self, index: int, state: str, seconds: float | None = None) -> None:
+        self._send({"event": "step", "index": index, "state": state, "seconds": seconds})
+
+    def log(self, index: int, text: str) -> None:
+        self._send({"event": "log", "index": index, "text": text})
+
+
+class ImageService:
+    def __init__(self, home: Path, blobs: BlobStore, runtime_name: str, *, base_dir: Path,
+                 ca_bundle: str, step_timeout: float, secrets: Any = None) -> None:
+        self.store = LayerStore(home / "images")
+        self.store.clean_staging()
+        self.blobs = blobs
+        self.mounts_root = home / "mounts"
+        self.secrets = secrets
+        self.backend: SandboxBackend | VenvBackend
+        if runtime_name == "sandbox":
+            self.backend = SandboxBackend(self.store, blobs, base_dir=base_dir, ca_bundle=ca_bundle,
+                                          step_timeout=step_timeout)
+        else:
+            self.backend = VenvBackend(self.store, blobs, step_timeout)
+        self._built: dict[str, BuiltImage] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- secrets of build steps -----------------------------------------------------------
+    def resolve_secrets(self, wire: dict[str, Any], user: str) -> dict[str, Any]:
+        """The wire image with secret references of its steps stored by name only."""
+        if not any(s["args"].get("secrets") for s in wire["steps"]):
+            return wire
+        if self.secrets is None:
+            raise NotImplementedError("secrets= on image steps needs the server's secret store.")
+        steps = []
+        for step in wire["steps"]:
+            refs = step["args"].get("secrets")
+            if refs:
+                resolved = self.secrets.resolve([(f"{user} image step {step['label']!r}", refs)])[0]
+                step = {**step, "args": {**step["args"], "secrets": resolved}}
+            steps.append(step)
+        return {**wire, "steps": steps}
+
+    def _secret_env(self, refs: list[dict[str, Any]], user: str) -> dict[str, str]:
+        if not refs:
+            return {}
+        if self.secrets is None:
+            raise NotImplementedError("secrets= on image steps needs the server's secret store.")
+        return self.secrets.environment(refs, user)
+
+    # -- building -------------------------------------------------------------------------
+    async def build(self, wire: dict[str, Any], *, force: bool = False, emit: Emit | None = None) -> BuiltImage:
+        """Build (or find) `wire`; raises ExecutionError describing a failed step."""
+        _validate(wire)
+        lock = self._locks.setdefault(wire["key"], asyncio.Lock())
+        async with lock:
+            loop = asyncio.get_running_loop()
+            threadsafe: Emit | None = None
+            if emit is not None:
+                threadsafe = lambda event: loop.call_soon_threadsafe(emit, event)  # noqa: E731
+            progress = Progress(threadsafe)
+            try:
+                built = await asyncio.to_thread(self._build_sync, wire, force, progress)
+            except BuildFailed as failed:
+                raise _describe(failed) from None
+            self._built[wire["key"]] = built
+            return built
+
+    def _build_sync(self, wire: dict[str, Any], force: bool, progress: Progress) -> BuiltImage:
+        threading.current_thread().name = f"ferry-image-{wire['key'][:8]}"
+        if isinstance(self.backend, SandboxBackend):
+            return build_sandbox_image(self.backend, wire, force, progress, self._secret_env)
+        return self.backend.build(wire, force, progress, self._secret_env)
+
+    async def ensure(self, wire: dict[str, Any]) -> BuiltImage:
+        """The built image for a container start: cached, or checked/built without force."""
+        built = self._built.get(wire["key"])
+        if built is not None and all(p.is_dir() for p in built.layers):
+            return built
+        return await self.build(wire)
+
+    async def complete_spec(self, spec: ContainerSpec, definition: dict[str, Any]) -> ContainerSpec:
+        """`spec` with its image and mounts: the source mount and `add_local_*` files are
+        written from the blob store on this host (once per content) for the runtime to bind."""
+        wire = definition.get("image") or _default_image()
+        image = await self.ensure(wire)
+        mounts = []
+        for mount in wire.get("mounts") or []:
+            host_dir = await asyncio.to_thread(materialise_mount, mount, self.blobs, self.mounts_root)
+            mounts.append(ImageMount(mount["kind"], host_dir, mount["remote_path"]))
+        code = definition.get("mount")
+        code_dir = None
+        if code:
+            code_dir = await asyncio.to_thread(materialise_mount, code, self.blobs, self.mounts_root)
+        env = {**spec.env, "FERRY_IMAGE_RECIPE": image.recipe} if image.recipe else spec.env
+        return dataclasses.replace(spec, env=env, image=dataclasses.replace(image, mounts=tuple(mounts)),
+                                   code_dir=code_dir)
+
+    # -- the cache ------------------------------------------------------------------------
+    def list_images(self) -> dict[str, Any]:
+        records = self.store.all_records()
+        sizes: dict[str, int] = {}
+        for record in records:
+            for key in record.get("layers") or []:
+                meta = self.store.meta(key) or {}
+                if not meta.get("path"):
+                    sizes[key] = int(meta.get("size") or 0)
+        bases = {}
+        for record in records:
+            for key in record.get("layers") or []:
+                meta = self.store.meta(key) or {}
+                if meta.get("path"):
+                    bases[meta["path"]] = int(meta.get("size") or 0)
+        return {"images": records, "layers_bytes": sum(sizes.values()), "bases": bases,
+                "runtime": self.backend.target}
+
+    def remove(self, prefixes: list[str], in_use: set[str], *, everything: bool = False) -> dict[str, Any]:
+        records = self.store.all_records() if everything else [self.store.find(p) for p in prefixes]
+        busy = [r["key"] for r in records if r["key"] in in_use]
+        if busy and not everything:
+            raise InvalidError(f"Image(s) {', '.join(k[:12] for k in busy)} are used by running or deployed "
+                               "apps; stop them first (`ferry app stop`).")
+        removing = {r["key"] for r in records if r["key"] not in in_use}
+        keep: set[str] = set()
+        for record in self.store.all_records():
+            if record["key"] not in removing:
+                keep.update(record.get("layers") or [])
+        freed = 0
+        for record in records:
+            if record["key"] in removing:
+                freed += self.store.remove(record, keep)
+                self._built.pop(record["key"], None)
+        self._built = {k: v for k, v in self._built.items() if v.key not in removing}
+        return {"removed": sorted(removing), "freed_bytes": freed, "kept_in_use": busy}
+
+    def logs(self, prefix: str) -> dict[str, Any]:
+        record = self.store.find(prefix)
+        sections = []
+        for key in record.get("layers") or []:
+            meta = self.store.meta(key) or {}
+            sections.append({"key": key, "label": meta.get("label", ""), "log": self.store.read_log(key)})
+        return {"key": record["key"], "label": record.get("label"), "state": record.get("state"),
+                "error": record.get("error"), "layers": sections}
+
+
+def _default_image() -> dict[str, Any]:
+    """Functions published without an image (older clients): debian_slim, default Python."""
+    from ..._image import Image
+
+    return Image.debian_slim()._wire().definition
+
+
+def _validate(wire: Any) -> None:
+    if not isinstance(wire, dict) or not isinstance(wire.get("steps"), list) or not wire["steps"] \
+            or not isinstance(wire.get("key"), str):
+        raise InvalidError("Invalid image definition; upgrade the client to this server's version.")
+    for step in wire["steps"]:
+        if step["kind"] == "apt_install":
+            check_packages(step["args"]["packages"])
+
+
+def _describe(failed: BuildFailed) -> Exception:
+    error = failed.failure
+    where = f"step {failed.plan.index + 1}/{failed.total} ({failed.plan.label})"
+    if isinstance(error, StepFailure):
+        tail = "\n".join("    " + line for line in error.tail[-20:])
+        command = error.command if len(error.command) <= 300 else error.command[:300] + "…"
+        outcome = error.reason or f"exit code {error.code}"
+        return ExecutionError(
+            f"Image build failed at {where}: `{command}` failed ({outcome}). Earlier steps are "
+            f"cached; full log: `ferry image logs {failed.image_key[:12]}`.\n"
+            f"  command: {error.command}\n  {outcome}\n  last lines of output:\n{tail}"
+        )
+    if isinstance(error, (InvalidError, NotImplementedError)):
+        return type(error)(f"Image build failed at {where}: {error}")
+    log.warning("image build failed at %s", where, exc_info=error)
+    return ExecutionError(f"Image build failed at {where}: {type(error).__name__}: {error}")

@@ -1,0 +1,84 @@
+"""Image requests of the wire API (handlers in api.py delegate here).
+
+    image.build  {image, force?, progress_id?}   -> {key, python_version, steps: [...]}
+    image.list   {}                              -> {images, layers_bytes, bases, runtime}
+    image.rm     {keys, all?}                    -> {removed, freed_bytes, kept_in_use}
+    image.logs   {key}                           -> {key, label, state, error, layers: [{key, label, log}]}
+
+`app.create` builds the images of its functions first (`build_functions`), pushing progress
+as `image` pushes with the request's `progress_id`, so a failing build creates no app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..connection import Connection
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+
+def _emitter(conn: Connection, progress_id: str | None, image_key: str) -> Any:
+    if not progress_id:
+        return None
+
+    def emit(event: dict[str, Any]) -> None:
+        conn.push("image", id=progress_id, image=image_key, **event)  # dropped once closed
+
+    return emit
+
+
+async def build_functions(server: "Server", functions: list[dict], conn: Connection,
+                          progress_id: str | None) -> list[dict]:
+    """Build every distinct image of `functions` (in order); returns the specs with image
+    secrets stored by name."""
+    images = server.images
+    result = []
+    built: set[str] = set()
+    for spec in functions:
+        definition = spec["definition"]
+        wire = definition.get("image")
+        if wire is None:
+            result.append(spec)
+            continue
+        wire = images.resolve_secrets(wire, spec["tag"])
+        if wire["key"] not in built:
+            force = any(step.get("force") for step in wire["steps"])
+            await images.build(wire, force=force, emit=_emitter(conn, progress_id, wire["key"]))
+            built.add(wire["key"])
+        result.append({**spec, "definition": {**definition, "image": wire}})
+    return result
+
+
+async def image_build(server: "Server", conn: Connection, args: dict) -> dict:
+    wire = server.images.resolve_secrets(args["image"], "image build")
+    force = bool(args.get("force")) or any(step.get("force") for step in wire["steps"])
+    built = await server.images.build(wire, force=force, emit=_emitter(conn, args.get("progress_id"), wire["key"]))
+    record = server.images.store.record(built.key) or {}
+    return {"key": built.key, "python_version": built.python_version, "size": record.get("size"),
+            "label": record.get("label")}
+
+
+def in_use(server: "Server") -> set[str]:
+    """Keys of the images live apps run (they are not removed)."""
+    keys = set()
+    for pool in server.scheduler.pools.values():
+        wire = pool.definition.get("image")
+        if pool.app.live and wire is not None:
+            built = server.images._built.get(wire["key"])
+            if built is not None:
+                keys.add(built.key)
+    return keys
+
+
+async def image_list(server: "Server", conn: Connection, args: dict) -> dict:
+    return server.images.list_images()
+
+
+async def image_rm(server: "Server", conn: Connection, args: dict) -> dict:
+    return server.images.remove(list(args.get("keys") or []), in_use(server), everything=bool(args.get("all")))
+
+
+async def image_logs(server: "Server", conn: Connection, args: dict) -> dict:
+    return server.images.logs(args["key"])

@@ -1,0 +1,299 @@
+"""Building images for the sandbox runtime: a base root filesystem, the Ferry runtime layer,
+then one overlay layer per step (see `sandbox_steps` for what each step runs).
+
+    debian_slim(v)     base: Debian's root filesystem for Python v (rootfs.PYTHON_SUITES), built
+                       once per machine with mmdebstrap under FERRY_BASE_ROOTFS_DIR
+    from_registry(r)   base: the OCI image r, unpacked into a layer directory
+    ferry_runtime      cloudpickle and msgpack (the server's versions) in the image's Python,
+                       EXTERNALLY-MANAGED removed so pip installs into the system Python;
+                       Ferry itself is bind-mounted into containers, never copied
+    pip_install, uv_pip_install, apt_install, run_commands, run_function, copy, workdir
+                       commands in the sandbox; their writes are the layer
+    env, dockerfile_cmd metadata only (no layer directory)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shlex
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import ferry
+
+from ..._image_wire import step_key
+from ...exception import InvalidError
+from ..blobs import BlobStore
+from ..runtimes.sandbox.bwrap import BindMount
+from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, suite_for_python
+from . import oci
+from .files import materialise_files
+from .layers import LayerStore, tree_size
+from .model import BuiltImage, LayerPlan
+from .sandbox_steps import (
+    BUILD_DIR, FERRY_PACKAGE_DIR, RUN_FUNCTION, StepFailure, apt_command, build_env, pip_command,
+    run_sandboxed, runtime_command, scaffold, uv_command,
+)
+
+Log = Callable[[str], None]
+RUNTIME_PACKAGES = ("cloudpickle", "msgpack")
+
+
+def runtime_requirements() -> list[str]:
+    """The server's own versions of what containers need besides Ferry (pickles must agree)."""
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def available_pythons() -> list[str]:
+    return list(PYTHON_SUITES)
+
+
+class SandboxBackend:
+    """Builds one layer at a time; blocking (the ImageService calls it from a thread)."""
+
+    target = "sandbox"
+
+    def __init__(self, store: LayerStore, blobs: BlobStore, *, base_dir: Path, ca_bundle: str,
+                 step_timeout: float) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.base_dir = base_dir
+        self.ca_bundle = ca_bundle if ca_bundle and Path(ca_bundle).is_file() else ""
+        self.step_timeout = step_timeout
+        self.scaffold = scaffold(store.root / "scaffold")
+
+    # -- bases ----------------------------------------------------------------------------
+    def python_for(self, requested: str | None, client_python: str) -> str:
+        if requested is None:
+            return client_python if client_python in PYTHON_SUITES else max(PYTHON_SUITES)
+        suite_for_python(requested)  # InvalidError listing the available versions
+        return requested
+
+    def base_identity(self, step: dict[str, Any], client_python: str, log: Log) -> dict[str, Any]:
+        """The resolved base step (its args decide the base layer's key); builds a Debian
+        base root filesystem on first use."""
+        if step["kind"] == "debian_slim":
+            version = self.python_for(step["args"].get("python_version"), client_python)
+            suite = suite_for_python(version)
+            rootfs = self._debian_rootfs(suite, log)
+            status = (rootfs / "var/lib/dpkg/status").stat()
+            return {"suite": suite, "python_version": version,
+                    "build": f"{status.st_mtime_ns}-{status.st_size}", "path": str(rootfs)}
+        return {"ref": step["args"]["ref"], "digest": oci.identity(step["args"]["ref"])}
+
+    def _debian_rootfs(self, suite: str, log: Log) -> Path:
+        dest = self.base_dir / f"rootfs-{suite}"
+        if (dest / "usr/bin/python3").exists():
+            return dest
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.base_dir / f".rootfs-{suite}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per suite, across servers
+            if not dest.exists():
+                log(f"building the Debian {suite} base root filesystem (once per machine) in {dest}")
+                build_base_rootfs(suite, dest, log=log)
+        return dest
+
+    def build_base(self, plan: LayerPlan, log: Log) -> dict[str, Any]:
+        args = plan.args
+        if "path" in args:  # Debian: the root filesystem is shared, not copied
+            return self.store.commit(plan.key, None, {
+                "parent": "", "kind": "debian_slim", "label": plan.label, "path": args["path"],
+                "env": {}, "workdir": None, "python_version": args["python_version"],
+                "size": tree_size(Path(args["path"])),
+            })
+        staging = self.store.new_staging(plan.key)
+        try:
+            root = staging / "root"
+            root.mkdir()
+            config = oci.unpack(args["ref"], root, log)
+            meta = {"parent": "", "kind": "from_registry", "label": plan.label, "env": config.env,
+                    "workdir": config.workdir, "cmd": config.cmd, "entrypoint": config.entrypoint}
+            return self.store.commit(plan.key, root, meta)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # -- layers ---------------------------------------------------------------------------
+    def build_layer(self, plan: LayerPlan, parent: dict[str, Any], chain: list[dict[str, Any]],
+                    secret_env: dict[str, str], log: Log) -> dict[str, Any]:
+        """Run one step on top of `chain` (base first) and commit its layer."""
+        kind, args = plan.kind, plan.args
+        meta: dict[str, Any] = {
+            key: parent.get(key) for key in ("env", "workdir", "python", "python_version", "cmd", "entrypoint")
+        }
+        meta.update(parent=plan.parent, kind=kind, label=plan.label)
+        meta["env"] = dict(parent.get("env") or {})
+        if kind == "env":
+            meta["env"].update(args["vars"])
+            return self.store.commit(plan.key, None, meta)
+        if kind == "dockerfile_cmd":
+            meta["cmd" if args["instruction"] == "CMD" else "entrypoint"] = args["value"]
+            return self.store.commit(plan.key, None, meta)
+        staging = self.store.new_staging(plan.key)
+        try:
+            upper, work, files = staging / "upper", staging / "work", staging / "files"
+            for directory in (upper, work, files):
+                directory.mkdir()
+            commands, binds = self._commands(plan, parent, files, meta)
+            layers = [self._layer_path(m) for m in chain if m.get("has_dir") or m.get("path")]
+            env = build_env(meta["env"], self.ca_bundle, secret_env)
+            if kind == "run_function":
+                env["PYTHONPATH"] = ":".join(filter(None, [FERRY_PACKAGE_DIR, env.get("PYTHONPATH")]))
+            if self.ca_bundle:
+                binds.append(BindMount(Path(self.ca_bundle), f"{BUILD_DIR}/ca-certificates.crt"))
+            timeout = float(args.get("timeout") or self.step_timeout)
+            output: list[str] = []
+            for command in commands:
+                log(f"$ {command}" if len(command) < 400 else f"$ {command[:400]}…")
+                output += run_sandboxed(layers=[*layers, self.scaffold], upper=upper, work=work,
+                                        command=command, env=env, cwd=parent.get("workdir") or "/",
+                                        binds=binds, log=log, timeout=timeout)
+            if kind == "ferry_runtime":
+                found = [line.partition("=")[2].split() for line in output if line.startswith("FERRY_PYTHON=")]
+                if not found or len(found[-1]) != 2:
+                    raise StepFailure(commands[-1], 0, output[-20:], reason="could not find the image's Python")
+                meta["python"], meta["python_version"] = found[-1]
+            return self.store.commit(plan.key, upper, meta)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _layer_path(self, meta: dict[str, Any]) -> Path:
+        return Path(meta["path"]) if meta.get("path") else self.store.layer_dir(meta["key"])
+
+    def _commands(self, plan: LayerPlan, parent: dict[str, Any], files: Path,
+                  meta: dict[str, Any]) -> tuple[list[str], list[BindMount]]:
+        kind, args = plan.kind, plan.args
+        python = parent.get("python") or "python3"
+        binds: list[BindMount] = []
+
+        def bind_blob(digest: str, name: str) -> str:
+            path = files / name
+            path.write_bytes(self.blobs.get(digest))
+            binds.append(BindMount(path, f"{BUILD_DIR}/{name}"))
+            return f"{BUILD_DIR}/{name}"
+
+        if kind == "ferry_runtime":
+            return [runtime_command(args["requirements"])], binds
+        if kind in ("pip_install", "uv_pip_install"):
+            requirements = [bind_blob(d, f"requirements-{n}.txt") for n, d in enumerate(args.get("requirements") or [])]
+            make = pip_command if kind == "pip_install" else uv_command
+            return [make(python, args, requirements)], binds
+        if kind == "apt_install":
+            return [apt_command(args["packages"])], binds
+        if kind == "run_commands":
+            return list(args["commands"]), binds
+        if kind == "workdir":
+            meta["workdir"] = args["path"]
+            return [f"mkdir -p {_quote(args['path'])}"], binds
+        if kind == "run_function":
+            pickle_path = bind_blob(args["function"], "function.pkl")
+            binds.append(BindMount(Path(ferry.__file__).parent, f"{FERRY_PACKAGE_DIR}/ferry"))
+            code = RUN_FUNCTION.format(ferry=FERRY_PACKAGE_DIR, path=pickle_path)
+            return [f"{_quote(python)} -c {_quote(code)}"], binds
+        if kind == "copy":
+            source = files / "copy"
+            materialise_files(args["files"], self.blobs, source)
+            binds.append(BindMount(source, f"{BUILD_DIR}/copy"))
+            remote = args["remote_path"]
+            if args["kind"] == "file":
+                name = next(iter(args["files"]))
+                return [f"mkdir -p {_quote(str(Path(remote).parent))} && "
+                        f"cp -a {_quote(f'{BUILD_DIR}/copy/{name}')} {_quote(remote)}"], binds
+            return [f"mkdir -p {_quote(remote)} && cp -a {BUILD_DIR}/copy/. {_quote(remote)}/"], binds
+        raise InvalidError(f"Unknown image step {kind!r}.")
+
+
+def _quote(text: str) -> str:
+    return shlex.quote(text)
+
+
+def check_packages(packages: list[str]) -> None:
+    from ..runtimes.sandbox.rootfs import _PACKAGE_RE
+
+    bad = [p for p in packages if not _PACKAGE_RE.match(p)]
+    if bad:
+        raise InvalidError(f"apt_install: invalid Debian package name(s) {', '.join(map(repr, bad))}.")
+
+
+
+class BuildFailed(Exception):
+    """A step failed; earlier layers stay cached."""
+
+    def __init__(self, plan: LayerPlan, total: int, failure: BaseException, image_key: str) -> None:
+        super().__init__(str(failure))
+        self.plan = plan
+        self.total = total
+        self.failure = failure
+        self.image_key = image_key
+
+
+def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bool, progress: Any,
+                        secret_env: Callable[[list[dict[str, Any]], str], dict[str, str]]) -> BuiltImage:
+    """Find or build every layer of `wire`, base first; returns the built image."""
+    store = backend.store
+    steps = wire["steps"]
+    logs: dict[int, list[str]] = {}
+
+    def logger(index: int) -> Log:
+        lines = logs.setdefault(index, [])
+
+        def log(line: str) -> None:
+            lines.append(line)
+            progress.log(index, line)
+        return log
+
+    labels = [steps[0]["label"], "ferry runtime (" + ", ".join(RUNTIME_PACKAGES) + ")",
+              *(s["label"] for s in steps[1:])]
+    progress.plan(labels)
+    identity = backend.base_identity(steps[0], wire["client_python"], logger(0))
+    plans = [LayerPlan(0, step_key("", steps[0]["kind"], identity), "", steps[0]["kind"], identity,
+                       labels[0], steps[0]["force"])]
+    runtime_args = {"requirements": runtime_requirements()}
+    plans.append(LayerPlan(1, step_key(plans[0].key, "ferry_runtime", runtime_args), plans[0].key,
+                           "ferry_runtime", runtime_args, labels[1]))
+    for index, step in enumerate(steps[1:], 2):
+        parent = plans[-1].key
+        plans.append(LayerPlan(index, step_key(parent, step["kind"], step["args"]), parent, step["kind"],
+                               step["args"], step["label"], step["force"]))
+    image_key = plans[-1].key
+    progress.plan(labels, image_key)
+    record = {"label": " -> ".join(s["label"] for s in steps), "layers": [p.key for p in plans],
+              "target": backend.target, "recipe": wire.get("recipe", "")}
+    chain: list[dict[str, Any]] = []
+    forced = False
+    for plan in plans:
+        forced = forced or force or plan.force
+        meta = None if forced else store.complete(plan.key)
+        if meta is not None:
+            progress.step(plan.index, "cached")
+            chain.append(meta)
+            continue
+        progress.step(plan.index, "building")
+        started = time.monotonic()
+        log = logger(plan.index)
+        try:
+            if plan.index == 0:
+                meta = backend.build_base(plan, log)
+            else:
+                env = secret_env(plan.args.get("secrets") or [], plan.label)
+                meta = backend.build_layer(plan, chain[-1], chain, env, log)
+        except BaseException as exc:
+            store.write_log(plan.key, logs.get(plan.index, []))
+            progress.step(plan.index, "failed")
+            store.put_record(image_key, {**record, "state": "failed", "failed_step": plan.index,
+                                         "error": str(exc)})
+            raise BuildFailed(plan, len(plans), exc, image_key) from exc
+        store.write_log(plan.key, logs.get(plan.index, []))
+        progress.step(plan.index, "built", time.monotonic() - started)
+        chain.append(meta)
+    top = chain[-1]
+    store.put_record(image_key, {**record, "state": "built", "python_version": top.get("python_version"),
+                                 "size": sum(int(m.get("size") or 0) for m in chain)})
+    return BuiltImage(
+        key=image_key, python=top.get("python") or "python3",
+        layers=tuple(backend._layer_path(m) for m in chain if m.get("has_dir") or m.get("path")),
+        env=dict(top.get("env") or {}), workdir=top.get("workdir"), recipe=wire.get("recipe", ""),
+        python_version=top.get("python_version") or "",
+    )
