@@ -88,6 +88,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("inline_payload_limit", int, lambda: 2 * 1024 * 1024,
                 "Payloads up to this many bytes travel inline; larger ones via the blob store."),
         Setting("log_level", str, lambda: "WARNING", "Log level of the server process."),
+        Setting("gpus", str, lambda: "",
+                "GPU inventory override for the server, e.g. `H100:2,T4:1` (`none`: no GPUs). "
+                "Empty: discover the machine's NVIDIA GPUs with NVML, else nvidia-smi."),
         Setting("web_host", str, lambda: "",
                 "Address the web gateway binds to. Empty: the same as FERRY_HOST (loopback)."),
         Setting("web_port", int, lambda: 7789,

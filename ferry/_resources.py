@@ -145,8 +145,8 @@ def function_config(
     if gpu is not None:
         from ._gpu import parse_gpu
 
-        parse_gpu(gpu)  # a wrong name fails as InvalidError first
-        raise _not_yet("gpu", "GPU placement and isolation")
+        request = parse_gpu(gpu)  # a wrong name or count fails here, listing the valid ones
+        config["gpu"] = request.to_dict() if request is not None else None
     if secrets is not None:
         from ._secret import check_secrets, secret_references
 

@@ -70,4 +70,5 @@ def status() -> None:
     out.print(f"Ferry {info['version']} server at {info['url']} (pid {info['pid']})")
     out.print(f"  state: {info['home']}")
     out.print(f"  runtime: {info['runtime']}")
+    out.print(f"  GPUs: {info.get('gpus', 'unknown')}")
     out.print(f"  apps running or deployed: {info['apps']}; containers: {info['containers']}")

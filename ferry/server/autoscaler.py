@@ -73,7 +73,11 @@ class Autoscaler:
             # after init failures, probe with one container before starting many
             count = 1 if pool.init_failures else desired - len(live)
             for _ in range(count):
-                self.containers.start(pool)
+                if self.containers.start(pool) is None:
+                    # no free GPU of the kind it needs: the inputs wait, and an idle container
+                    # of another function that holds such GPUs is asked to give them back
+                    self._reclaim_gpus(pool)
+                    break
             return
         excess = len(live) - desired
         if excess <= 0:
@@ -86,6 +90,20 @@ class Autoscaler:
         for container in idle[:excess]:
             if not pool.app.live or now() - container.idle_since >= window:
                 self.containers.shutdown(container, "scaled down")
+
+    def _reclaim_gpus(self, needy: Pool) -> None:
+        request = needy.gpu_request()
+        if request is None or any(c.state is ContainerState.DRAINING and c.gpu for p in self.scheduler.pools.values()
+                                  for c in p.containers.values()):
+            return  # GPUs are already on their way back
+        for pool in self.scheduler.pools.values():
+            if pool is needy or len(pool.live_containers()) <= int(pool.setting("min_containers", 0)):
+                continue
+            for container in pool.live_containers():
+                holds = container.gpu is not None and any(o.matches(container.gpu[0]) for o in request.options)
+                if holds and container.state is ContainerState.READY and not container.inflight:
+                    self.containers.shutdown(container, "gave its GPU to queued work")
+                    return
 
     def enforce_timeouts(self, pool: Pool) -> None:
         timeout = float(pool.setting("timeout") or self._default_timeout)

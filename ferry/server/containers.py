@@ -15,6 +15,7 @@ import logging
 import secrets
 from typing import Any, Callable
 
+from .gpu_inventory import GPUAllocator
 from .logs import LogHub
 from .model import Container, ContainerState, OutputStatus, Pool, now
 from .runtimes import ContainerSpec, ExitStatus, Runtime
@@ -31,8 +32,9 @@ MAX_START_BACKOFF = 60.0
 class ContainerManager:
     def __init__(self, *, server_url: str, runtime: Runtime, store: Store, scheduler: Scheduler,
                  logs: LogHub, wake_autoscaler: Callable[[Pool], None],
-                 secrets: SecretStore, images: Any = None) -> None:
+                 secrets: SecretStore, images: Any = None, gpus: GPUAllocator | None = None) -> None:
         self.server_url = server_url
+        self.gpus = gpus or GPUAllocator([])
         self.images = images  # ImageService: the image and mounts of each container
         self.secret_store = secrets
         self.runtime = runtime
@@ -50,6 +52,7 @@ class ContainerManager:
         if config.get("secrets"):
             # decrypted here, for this container only; never logged (a missing secret fails the start)
             env.update(self.secret_store.environment(config["secrets"], container.pool.tag))
+        gpu_type, gpu_indices = container.gpu or (None, [])
         return ContainerSpec(
             container_id=container.id,
             function_id=container.pool.function_id,
@@ -57,10 +60,20 @@ class ContainerManager:
             env=env,
             cpu=config.get("cpu"),
             memory_mb=config.get("memory"),
+            gpu_type=gpu_type,
+            gpu_indices=tuple(gpu_indices),
         )
 
-    def start(self, pool: Pool) -> Container:
-        container = Container(id="ct-" + secrets.token_hex(6), pool=pool)
+    def start(self, pool: Pool) -> Container | None:
+        """Start a container for `pool`; None when the GPUs it needs are all taken (its inputs
+        wait in the queue until a container holding them ends)."""
+        gpu = None
+        request = pool.gpu_request()
+        if request is not None:
+            gpu = self.gpus.allocate(request)
+            if gpu is None:
+                return None
+        container = Container(id="ct-" + secrets.token_hex(6), pool=pool, gpu=gpu)
         pool.containers[container.id] = container
         self.containers[container.id] = container
         pool.stats.containers_started += 1
@@ -168,6 +181,9 @@ class ContainerManager:
             self._init_failed(container, status, reason)
         pool.containers.pop(container.id, None)
         self.containers.pop(container.id, None)
+        if container.gpu is not None:
+            self.gpus.release(container.gpu[1])
+            container.gpu = None
         if container.conn is not None:
             container.conn.close()
         self.store.set_container_state(container.id, "stopped", exit_code=status.code, reason=reason)

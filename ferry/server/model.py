@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    from .._gpu import GPURequest
     from .connection import Connection
     from .runtimes import ContainerHandle
 
@@ -88,6 +89,7 @@ class Container:
     enter_seconds: float | None = None
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stop_reason: str = ""
+    gpu: tuple[str, list[int]] | None = None   # GPU type and host device indices it holds
 
     @property
     def live(self) -> bool:
@@ -100,12 +102,13 @@ class Call:
 
     id: str
     pool: "Pool"
-    kind: str                                   # "remote" | "map" | "spawn"
+    kind: str                                   # "remote" | "map" | "spawn" | "web"
     deliver: Callable[["Input", dict], None]    # where finished outputs go
     owner: "Connection | None" = None
     remaining: int = 0                          # inputs submitted and not yet finished
     closed: bool = False                        # no more inputs will be added
     cancelled: bool = False
+    retries: bool = True                        # False: failures are never retried (HTTP requests)
 
     @property
     def finished(self) -> bool:
@@ -196,11 +199,19 @@ class Pool:
 
     @property
     def target_inputs(self) -> int:
-        return int(self.setting("target_inputs", None) or self.concurrency)
+        """Inputs the autoscaler aims at per container: `target_inputs`, else all a container
+        can run at once (`max_inputs`, or `max_batch_size` for a batched function)."""
+        return int(self.setting("target_inputs", None) or self.running_slots())
 
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy.from_dict(self.setting("retries"))
+
+    def gpu_request(self) -> "GPURequest | None":
+        from .._gpu import GPURequest
+
+        data = self.definition.get("config", {}).get("gpu")
+        return GPURequest.from_dict(data) if data else None
 
     def running_slots(self) -> int:
         """Inputs a container runs at the same time (the rest of what it holds waits)."""

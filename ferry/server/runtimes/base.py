@@ -36,6 +36,16 @@ class ContainerSpec:
     memory_mb: int | None = None
     image: "BuiltImage | None" = None
     code_dir: Path | None = None
+    gpu_type: str | None = None            # the GPUs placed on this container, if any
+    gpu_indices: tuple[int, ...] = ()      # host device indices, exclusively this container's
+
+    def gpu_env(self) -> dict[str, str]:
+        """What tells CUDA which devices this container owns."""
+        if not self.gpu_indices:
+            return {}
+        visible = ",".join(str(i) for i in self.gpu_indices)
+        return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
+                "FERRY_GPU_TYPE": self.gpu_type or ""}
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class ProcessRuntime(Runtime):
             if paths:
                 env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
         env.update(spec.env)
+        env.pop("CUDA_VISIBLE_DEVICES", None)  # only the devices placed on this container
+        env.update(spec.gpu_env())
         env.update(
             {
                 "FERRY_SERVER_URL": spec.server_url,
