@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
-def start_server(home: Path) -> dict[str, Any]:
+def start_server(home: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     log = open(home / "server.log", "ab")
-    env = {**os.environ, "FERRY_HOME": str(home)}
+    # the process runtime unless FERRY_RUNTIME says otherwise (`auto` may pick the sandbox)
+    env = {"FERRY_RUNTIME": "process", **os.environ, "FERRY_HOME": str(home), **(extra_env or {})}
     env.pop("FERRY_SERVER_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0"], env=env,
                                stdout=log, stderr=log, start_new_session=True)

@@ -15,9 +15,10 @@ from ._cls import Cls
 from ._function import Function
 from ._image import Image
 from ._mount import Mount, collect, source_root
-from ._partial import BATCHED, WEB, PartialFunction
+from ._partial import BATCHED, WEB, PartialFunction, check_batching
 from ._resources import _check_image, check_schedulable, function_config, reject_schedule
 from ._secret import check_secrets
+from ._volume import check_volumes
 from ._serialization import serialize
 from ._sync import run_sync
 from .exception import InvalidError
@@ -50,8 +51,9 @@ class App:
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidError(f"App name must be a non-empty string, got {name!r}.")
         _check_image(image)
-        function_config(secrets=secrets, volumes=volumes)  # volumes: NotImplementedError until built
+        function_config(secrets=secrets, volumes=volumes)
         self._secrets = check_secrets(secrets)  # injected before each function's own secrets
+        self._volumes = check_volumes(volumes)  # mounted on every function (a function's own win per path)
         if include_source is False:
             raise NotImplementedError("include_source=False is not supported by Ferry yet.")
         self.name = name
@@ -61,6 +63,7 @@ class App:
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         self._app_id: str | None = None
         self._client: Client | None = None
+        self._web_endpoints: dict[str, dict[str, str]] = {}  # tag -> url, path_url (once published)
 
     def __repr__(self) -> str:
         return f"<ferry.App {self.name!r}>"
@@ -89,6 +92,7 @@ class App:
         _check_options("function", _warn_parentheses, options)
         options.setdefault("image", self._image)
         self._add_app_secrets(options)
+        self._add_app_volumes(options)
         config = function_config(**options)
 
         def decorator(f: Any) -> Function:
@@ -104,6 +108,7 @@ class App:
             if "max_batch_size" in marks:
                 function_conf["max_batch_size"] = marks["max_batch_size"]
                 function_conf["wait_ms"] = marks["wait_ms"]
+                check_batching(f"Function {raw.__name__}", function_conf.get("max_inputs"))
             tag = name or raw.__name__
             if "schedule" in function_conf:
                 check_schedulable(raw, tag)
@@ -115,6 +120,13 @@ class App:
                     raise InvalidError(f"{tag}: a web endpoint cannot be @batched; HTTP requests are "
                                        "served one input each.")
                 extra["web"] = marks["web"]
+                if marks["web"]["type"] == "server":  # containers share the host's network: one per port
+                    if (function_conf.get("max_containers") or 1) > 1 or (function_conf.get("min_containers") or 0) > 1:
+                        raise InvalidError(
+                            f"{tag}: a @web_server function runs one container (its port is a port of this "
+                            "machine, which containers share); remove max_containers/min_containers above 1 "
+                            "and use @ferry.concurrent(max_inputs=...) to serve requests in parallel.")
+                    function_conf["max_containers"] = 1
             function = Function(raw, app=self, tag=tag, config=function_conf, definition_extra=extra)
             if is_generator is not None:
                 function._is_generator = is_generator
@@ -131,6 +143,7 @@ class App:
         reject_schedule(options, "@app.cls()")
         options.setdefault("image", self._image)
         self._add_app_secrets(options)
+        self._add_app_volumes(options)
         config = function_config(**options)
 
         def decorator(user_cls: type) -> Cls:
@@ -147,6 +160,10 @@ class App:
                     f"Web endpoints on @app.cls() methods ({', '.join(web_methods)}) are not supported by "
                     "Ferry yet: put the endpoint on an @app.function() and call the class from it.")
             cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
+            if any(BATCHED in p.flags for p in cls._methods.values()):
+                concurrency = getattr(user_cls, "_ferry_concurrency", None) or {}
+                check_batching(f"Class {user_cls.__name__}", concurrency.get("max_inputs") or config.get("max_inputs"),
+                               cls._methods)
             if not cls._methods:
                 warnings.warn(f"Class {user_cls.__name__} has no @ferry.method(); nothing can be "
                               "called on it remotely.", stacklevel=2)
@@ -167,6 +184,10 @@ class App:
             return entrypoint
 
         return decorator
+
+    def _add_app_volumes(self, options: dict[str, Any]) -> None:
+        if self._volumes:
+            options["volumes"] = {**self._volumes, **check_volumes(options.get("volumes"))}
 
     def _add_app_secrets(self, options: dict[str, Any]) -> None:
         """App-level secrets first, then the function's own (later ones override earlier)."""
@@ -240,6 +261,8 @@ class App:
             if display is not None:
                 display.close()
         self._hydrate(result["app_id"], result["objects"])
+        self._web_endpoints = {tag: {"url": url, "path_url": (result.get("web_path_urls") or {}).get(tag, url)}
+                               for tag, url in (result.get("web_urls") or {}).items()}
         for tag, url in (result.get("web_urls") or {}).items():
             if tag in self._functions:
                 self._functions[tag]._web_url = url

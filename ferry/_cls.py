@@ -218,6 +218,10 @@ class Cls:
 
         reject_schedule(options, "with_options()")
         overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
+        if any("max_batch_size" in p.params for p in self._methods.values()):
+            from ._partial import check_batching
+
+            check_batching(f"Class {self._tag}", overrides.get("max_inputs"))
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._methods = self._methods
         variant._variant_of = (self, overrides)

@@ -69,6 +69,10 @@ SETTINGS: dict[str, Setting] = {
                 "Container runtime the server uses: `sandbox` (Linux namespaces over image root "
                 "filesystems), `process` (plain subprocesses, one venv per image), or `auto`: "
                 "sandbox where the host supports it, else process."),
+        Setting("zygote", _parse_bool, lambda: True,
+                "Process runtime: fork new containers from a template process that has already "
+                "imported Ferry (one per interpreter), for faster cold starts. 0: start every "
+                "container as a fresh `python -m ferry._container`."),
         Setting("force_build", _parse_bool, lambda: False,
                 "Rebuild every image step of the apps this client runs or deploys, ignoring the cache."),
         Setting("base_rootfs_dir", lambda v: Path(v).expanduser(), lambda: get("home") / "images" / "base",

@@ -65,12 +65,12 @@ def expand(text: str, variables: dict[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "\\$":
             return "$"
-        name = match.group(1) or match.group(3)
+        name = match.group(1) or match.group(4)
         value = variables.get(name)
         if match.group(2) == "-":
-            return value if value else match.group(4)
+            return value if value else match.group(3)
         if match.group(2) == "+":
-            return match.group(4) if value else ""
+            return match.group(3) if value else ""
         return value or ""
 
     return _VARIABLE.sub(replace, text)

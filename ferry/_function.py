@@ -307,6 +307,10 @@ class Function(Invocable):
 
         reject_schedule(options, "with_options()")
         overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
+        if self._config.get("max_batch_size"):
+            from ._partial import check_batching
+
+            check_batching(f"Function {self._tag}", overrides.get("max_inputs"))
         variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._variant_of = (self, overrides)
         return variant

@@ -129,12 +129,13 @@ class Image:
                     extra_options: str = "", force_build: bool = False, secrets: Sequence[Any] = (),
                     gpu: Any = None) -> "Image":
         """Install Python packages with pip into the image's Python."""
+        _no_gpu(gpu)
         names = _packages(packages, "pip_install")
         if not names:
             return self
         return self._with("pip_install", force_build, packages=names,
                           **_pip_options(find_links, index_url, extra_index_url, pre, extra_options),
-                          secrets=_secrets(secrets), gpu=_no_gpu(gpu))
+                          secrets=_secrets(secrets))
 
     def uv_pip_install(self, *packages: str | list[str], requirements: Sequence[str] | None = None,
                        find_links: str | None = None, index_url: str | None = None,
@@ -142,6 +143,7 @@ class Image:
                        force_build: bool = False, uv_version: str | None = None,
                        secrets: Sequence[Any] = (), gpu: Any = None) -> "Image":
         """Install Python packages with uv (installed in the image from PyPI if missing)."""
+        _no_gpu(gpu)
         names = _packages(packages, "uv_pip_install")
         files = [str(r) for r in (requirements or [])]
         if not names and not files:
@@ -149,16 +151,17 @@ class Image:
         return self._with("uv_pip_install", force_build, packages=names, requirements=files,
                           uv_version=uv_version,
                           **_pip_options(find_links, index_url, extra_index_url, pre, extra_options),
-                          secrets=_secrets(secrets), gpu=_no_gpu(gpu))
+                          secrets=_secrets(secrets))
 
     def pip_install_from_requirements(self, requirements_txt: str | Path, find_links: str | None = None, *,
                                       index_url: str | None = None, extra_index_url: str | None = None,
                                       pre: bool = False, extra_options: str = "", force_build: bool = False,
                                       secrets: Sequence[Any] = (), gpu: Any = None) -> "Image":
         """Install the packages of a requirements file (`-r`/`-c` includes are not followed)."""
+        _no_gpu(gpu)
         return self._with("pip_install", force_build, packages=[], requirements=[str(requirements_txt)],
                           **_pip_options(find_links, index_url, extra_index_url, pre, extra_options),
-                          secrets=_secrets(secrets), gpu=_no_gpu(gpu))
+                          secrets=_secrets(secrets))
 
     def pip_install_from_pyproject(self, pyproject_toml: str | Path, optional_dependencies: Sequence[str] = (), *,
                                    find_links: str | None = None, index_url: str | None = None,
@@ -166,20 +169,21 @@ class Image:
                                    extra_options: str = "", force_build: bool = False,
                                    secrets: Sequence[Any] = (), gpu: Any = None) -> "Image":
         """Install `[project] dependencies` (and the named optional groups) of a pyproject.toml."""
+        _no_gpu(gpu)
         return self._with("pip_install", force_build, packages=[], pyproject=str(pyproject_toml),
                           optional_dependencies=list(optional_dependencies),
                           **_pip_options(find_links, index_url, extra_index_url, pre, extra_options),
-                          secrets=_secrets(secrets), gpu=_no_gpu(gpu))
+                          secrets=_secrets(secrets))
 
     # -- system ---------------------------------------------------------------------------
     def apt_install(self, *packages: str | list[str], force_build: bool = False,
                     secrets: Sequence[Any] = (), gpu: Any = None) -> "Image":
         """Install Debian packages with apt-get."""
+        _no_gpu(gpu)
         names = _packages(packages, "apt_install")
         if not names:
             return self
-        return self._with("apt_install", force_build, packages=names, secrets=_secrets(secrets),
-                          gpu=_no_gpu(gpu))
+        return self._with("apt_install", force_build, packages=names, secrets=_secrets(secrets))
 
     def env(self, vars: dict[str, str]) -> "Image":  # noqa: A002 - public API name
         """Set environment variables in the image (later builds steps and containers see them)."""
@@ -200,8 +204,9 @@ class Image:
     def run_commands(self, *commands: str | list[str], secrets: Sequence[Any] = (), gpu: Any = None,
                      force_build: bool = False) -> "Image":
         """Run shell commands in the image, in order, each with `sh -c`; stops at the first failure."""
+        _no_gpu(gpu)
         return self._with("run_commands", force_build, commands=_packages(commands, "run_commands"),
-                          secrets=_secrets(secrets), gpu=_no_gpu(gpu))
+                          secrets=_secrets(secrets))
 
     def run_function(self, raw_f: Callable[..., Any], *, secrets: Sequence[Any] = (), volumes: Any = None,
                      gpu: Any = None, cpu: float | None = None, memory: int | None = None,
@@ -209,6 +214,7 @@ class Image:
                      kwargs: dict[str, Any] | None = None) -> "Image":
         """Run a Python function in the image at build time (e.g. to download model weights).
         The function is pickled with its arguments; changing either rebuilds the step."""
+        _no_gpu(gpu)
         if volumes:
             raise NotImplementedError("Image.run_function(volumes=...) is not supported by Ferry yet "
                                       "(volumes are still being built).")
@@ -219,8 +225,7 @@ class Image:
         if not callable(raw):
             raise InvalidError(f"Image.run_function() takes a function, got {raw_f!r}.")
         return self._with("run_function", force_build, function=raw, args=tuple(args),
-                          kwargs=dict(kwargs or {}), timeout=timeout, secrets=_secrets(secrets),
-                          gpu=_no_gpu(gpu))
+                          kwargs=dict(kwargs or {}), timeout=timeout, secrets=_secrets(secrets))
 
     # -- local files ----------------------------------------------------------------------
     def add_local_dir(self, local_path: str | Path, remote_path: str, *, copy: bool = False,
@@ -266,8 +271,8 @@ class Image:
     def _recipe_id(self) -> str:
         """Identity of the recipe as written (paths, not file contents): the same here and
         in a container importing the same code."""
-        written = [[s.kind, _stable(s.args)] for s in self._steps]
-        written += [[m.kind, list(m.local), m.remote_path, _stable(m.ignore)] for m in self._mounts]
+        written = [[s.kind, _stable(_without_local_paths(s.kind, s.args))] for s in self._steps]
+        written += [[m.kind, [Path(p).name for p in m.local], m.remote_path] for m in self._mounts]
         return hashlib.sha256(json.dumps(written, sort_keys=True).encode()).hexdigest()[:32]
 
     def _wire(self) -> WireImage:
@@ -275,6 +280,22 @@ class Image:
         from ._image_wire import resolve
 
         return resolve(self, force_all=bool(_config.get("force_build")))
+
+
+def _without_local_paths(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Step arguments with local paths reduced to file names: a container imports the same
+    code from another directory, and must compute the same recipe id."""
+    names = lambda paths: [Path(p).name for p in paths]  # noqa: E731
+    if kind == "copy":
+        return {**args, "local": names(args["local"])}
+    if kind == "dockerfile":
+        return {**args, "path": Path(args["path"]).name, "context_dir": None}
+    if kind in ("pip_install", "uv_pip_install"):
+        result = {**args, "requirements": names(args.get("requirements") or [])}
+        if args.get("pyproject"):
+            result["pyproject"] = Path(args["pyproject"]).name
+        return result
+    return args
 
 
 def _python_version(version: Any) -> str | None:

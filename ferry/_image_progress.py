@@ -21,7 +21,7 @@ class BuildDisplay:
     """Renders the events of one or more image builds on stderr."""
 
     def __init__(self, *, verbose: bool = False, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.verbose = verbose
         self.live = self.console.is_terminal
         self._labels: dict[str, list[str]] = {}

@@ -49,8 +49,8 @@ def resolve(image: "Image", *, force_all: bool = False) -> "WireImage":
                            "Image.from_dockerfile().")
     _check_run_function_python(steps)
     key = ""
-    for step in steps:
-        key = step_key(key, step["kind"], step["args"])
+    for resolved in steps:
+        key = step_key(key, resolved["kind"], resolved["args"])
     mounts = [_resolve_mount(m, blobs) for m in image._mounts]
     definition = {"steps": steps, "mounts": mounts, "key": key, "recipe": image._recipe_id(),
                   "client_python": local_python_version()}

@@ -130,6 +130,22 @@ def concurrent(_warn_parentheses: Any = None, *, max_inputs: int = 0,
     return wrapper
 
 
+def check_batching(owner: str, max_inputs: int | None, methods: dict[str, "PartialFunction"] | None = None) -> None:
+    """Reject what @batched cannot do: concurrent inputs (a container runs one batch at a time,
+    `max_batch_size` inputs at once), and, in a class, methods beside the batched one."""
+    if max_inputs is not None and max_inputs > 1:
+        raise InvalidError(f"{owner}: @ferry.batched cannot be combined with @ferry.concurrent (or "
+                           "allow_concurrent_inputs): a batched container already runs up to "
+                           "max_batch_size inputs at once. Remove one of the two.")
+    if methods is not None:
+        batched_names = [name for name, p in methods.items() if BATCHED in p.flags]
+        if batched_names and len(methods) > 1:
+            others = ", ".join(sorted(set(methods) - set(batched_names[:1])))
+            raise InvalidError(f"{owner}: a class with a @ferry.batched method ({batched_names[0]}) "
+                               f"cannot have other methods ({others}): every input of its containers "
+                               "goes into a batch. Put the other methods on another class.")
+
+
 def lifecycle_methods(cls: type, flag: str) -> list[str]:
     """Names of the methods of `cls` (and its bases) marked with `flag`, in definition order."""
     names: list[str] = []

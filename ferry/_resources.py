@@ -76,13 +76,6 @@ def _memory(value: Any) -> int | None:
     return _number("memory", value, 1, 1024 * 1024, integer=True)
 
 
-def _not_yet(option: str, what: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"{option}= is not supported by Ferry yet ({what} are still being built). "
-        f"Remove {option}= to run this function now."
-    )
-
-
 def function_config(
     *,
     image: Any = None,
@@ -152,8 +145,11 @@ def function_config(
 
         # references only: the server stores values given by value and keeps just their name
         config["secrets"] = secret_references(check_secrets(secrets))
-    if volumes:
-        raise _not_yet("volumes", "volumes")
+    if volumes is not None:
+        from ._volume import check_volumes, volume_references
+
+        # references only: the server checks (or creates) each volume when the app is published
+        config["volumes"] = volume_references(check_volumes(volumes))
     if schedule is not None:
         from ._schedule import Schedule
 

@@ -22,5 +22,7 @@ for setting in SETTINGS.values():
         default = "~/.ferry"
     if setting.name == "default_max_containers":
         default = "2 × CPU count"
+    if setting.name == "base_rootfs_dir":
+        default = "$FERRY_HOME/images/base"
     lines.append(f"| `{setting.env_var}` | `{default}` | {setting.help} |")
 Path(__file__).resolve().parent.parent.joinpath("docs", "configuration.md").write_text("\n".join(lines) + "\n")

@@ -4,5 +4,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install.sh test
+# The sandbox runtime's tests need bubblewrap, mmdebstrap (Debian root filesystems) and uidmap.
+missing=""
+for tool in bwrap:bubblewrap mmdebstrap:mmdebstrap newuidmap:uidmap; do
+    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool##*:}"
+done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+fi
+# Debian base root filesystems are built once (~20 s each) and shared by every test server.
+export FERRY_BASE_ROOTFS_DIR="${FERRY_BASE_ROOTFS_DIR:-/var/cache/ferry-test}"
 export FERRY_HOME="${FERRY_HOME:-$(mktemp -d /tmp/ferry-test-home.XXXXXX)}"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Sandbox base root filesystems are built once per machine (mmdebstrap, ~20 s) and shared by
+# every test server; scripts/test.sh points this at the same place.
+os.environ.setdefault("FERRY_BASE_ROOTFS_DIR", "/var/cache/ferry-test")
 
 
 @dataclass
@@ -33,7 +36,9 @@ class ServerProcess:
         if state.exists():
             state.unlink()
         log = home / "server.log"
-        env = {**os.environ, "FERRY_HOME": str(home), **(extra_env or {})}
+        # the process runtime unless a test asks for another: most tests share files with
+        # their containers and define apps in modules that import pytest
+        env = {**os.environ, "FERRY_RUNTIME": "process", "FERRY_HOME": str(home), **(extra_env or {})}
         env.pop("FERRY_SERVER_URL", None)
         handle = open(log, "ab")
         process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", str(port)],
@@ -86,6 +91,23 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
+    """A second server, with the sandbox runtime; the images its tests build are shared by
+    the session (its FERRY_HOME holds the layers)."""
+    proc = ServerProcess.start(tmp_path_factory.mktemp("ferry-sandbox-home"),
+                               extra_env={"FERRY_RUNTIME": "sandbox"})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def on_sandbox(sandbox_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> ServerProcess:
+    """Point this test's client (app.run(), .remote()) at the sandbox server."""
+    monkeypatch.setenv("FERRY_SERVER_URL", sandbox_server.url)
+    return sandbox_server
 
 
 def run_cli(args: list[str], server: ServerProcess, *, cwd: Path | None = None, timeout: float = 120,

@@ -42,13 +42,19 @@ class ContainerRunner:
         self.instance: Any = None
         self.target: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self.web: Any = None  # a WebHost (web.py) when the function is a web endpoint
 
     # -- start-up -------------------------------------------------------------------------
     def initialise(self) -> float:
         """Import the code and run @enter; returns seconds spent in @enter."""
         mount = self.definition.get("mount")
         code_root = materialise_mount(mount, self.fetch_blob) if mount else None
+        if os.environ.get("FERRY_VOLUME_MOUNTS"):  # volumes hold their files before user code runs
+            from . import volumes
+
+            volumes.install(self.uplink.request)
         from .._compat import install_modal_alias
 
         install_modal_alias()
@@ -60,6 +66,11 @@ class ContainerRunner:
             self.instance = self._instantiate()
             for hook in self._lifecycle_methods("enter"):
                 self._call_sync(hook)
+        if self.definition.get("web"):  # build the app (and run its lifespan startup) before ready
+            from .web import WebHost
+
+            self.web = WebHost(self, self.definition["web"], int(self.config.get("max_inputs") or 1))
+            self.web.start(self.target)
         return time.perf_counter() - started
 
     def _hydrate_apps(self) -> None:
@@ -104,7 +115,12 @@ class ContainerRunner:
             elif kind == "push":
                 if frame["k"] == "inputs":
                     for item in frame["items"]:
-                        self.inputs.put(item)
+                        if self.web is not None and "asgi" in item["args"]:
+                            self.web.submit(item)  # an HTTP request / WebSocket (web.py)
+                        else:
+                            self.inputs.put(item)
+                elif frame["k"] == "web.in" and self.web is not None:
+                    self.web.incoming(frame)
                 elif frame["k"] == "shutdown":
                     self.begin_drain()
 
@@ -118,12 +134,18 @@ class ContainerRunner:
             self.inputs.put(_STOP)
         for thread in self._workers:
             thread.join()
+        if self.web is not None:
+            self.web.drain()
         if self.instance is not None:
             for hook in self._lifecycle_methods("exit"):
                 try:
                     self._call_sync(hook)
                 except Exception:
                     traceback.print_exc()
+        if os.environ.get("FERRY_VOLUME_MOUNTS"):  # a clean exit commits what the volumes hold
+            from . import volumes
+
+            volumes.commit_all()
         self._exit_now(0)
 
     def _exit_now(self, code: int) -> None:
@@ -247,10 +269,11 @@ class ContainerRunner:
             if inspect.isawaitable(result):
                 result = self._await(result)
             if not isinstance(result, list) or len(result) != len(batch):
-                got = f"a list of {len(result)}" if isinstance(result, list) else type(result).__name__
+                got = f"a list of {len(result)}" if isinstance(result, list) else f"a {type(result).__name__}"
+                inputs = f"{len(batch)} input" + ("s" if len(batch) != 1 else "")
                 raise TypeError(
                     f"A @batched function must return a list with one result per input: "
-                    f"it got {len(batch)} inputs and returned {got}."
+                    f"it got {inputs} and returned {got}."
                 )
             outputs = [{"status": "ok", **self._encode_result(value)} for value in result]
         except BaseException as error:  # noqa: BLE001
@@ -266,16 +289,25 @@ class ContainerRunner:
             output.update(id=item["id"], dur=duration / len(batch))
         return outputs
 
-    def _await(self, awaitable: Any) -> Any:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="ferry-user-loop", daemon=True).start()
-            self._loop = loop
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The one event loop (on its own thread) that runs async user code and web apps."""
+        with self._loop_lock:  # workers start at once: they must all share one loop
+            if self._loop is None:
+                try:
+                    import uvloop  # type: ignore[import-not-found]
 
+                    loop = uvloop.new_event_loop()
+                except ImportError:
+                    loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="ferry-user-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def _await(self, awaitable: Any) -> Any:
         async def wrap() -> Any:
             return await awaitable
 
-        return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(wrap(), self.event_loop()).result()
 
     def _call_sync(self, fn: Callable) -> Any:
         result = fn()
@@ -302,6 +334,8 @@ class ContainerRunner:
                 break
             if item is not _STOP:
                 unstarted.append(item["id"])
+        if self.web is not None:
+            unstarted.extend(self.web.unstarted())
         if unstarted:
             self.uplink.push("requeue", ids=unstarted)
         self.uplink.push("timeout", msg=(

@@ -1,4 +1,4 @@
-"""The `ferry` command line: run, deploy, app, server, secret, image."""
+"""The `ferry` command line: run, deploy, app, server, secret, image, volume."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import sys
 
 import typer
 
-from . import app_cmds, image_cmds, run_cmds, secret_cmds, server_cmds
+from . import (
+    app_cmds, image_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds, setup_cmd, token_cmds, volume_cmds,
+)
 from .errors import err, report
 
 cli = typer.Typer(
@@ -17,10 +19,14 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 run_cmds.register(cli)
+setup_cmd.register(cli)
 cli.add_typer(app_cmds.cli, name="app")
 cli.add_typer(server_cmds.cli, name="server")
 cli.add_typer(secret_cmds.cli, name="secret")
 cli.add_typer(image_cmds.cli, name="image")
+cli.add_typer(token_cmds.cli, name="token")
+cli.add_typer(volume_cmds.cli, name="volume")
+serve_cmds.register(cli)
 
 def main() -> None:
     try:

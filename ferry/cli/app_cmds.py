@@ -63,6 +63,8 @@ def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
         stats = fn["stats"]
         label = fn["tag"] + (" (bound instance)" if fn["bound"] else "")
         out.print(f"\n[bold]{escape(label)}[/bold] {escape('[' + str(fn['kind']) + ']')}")
+        if fn.get("web_url"):
+            out.print(f"  web endpoint: {fn['web_url']}  (or {fn['web_path_url']})", markup=False, soft_wrap=True)
         settings = {k: v for k, v in {**fn["config"], **fn["overrides"]}.items() if k != "schedule"}
         if settings:
             out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), markup=False)

@@ -30,8 +30,15 @@ def _size(value: Any) -> str:
     return "-"
 
 
+def _steps(record: dict[str, Any]) -> str:
+    last = record.get("last_step") or ""
+    last = last if len(last) <= 40 else last[:39] + "…"
+    count = record.get("steps") or 1
+    return f"{count}, last: {last}" if count > 1 else last
+
+
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M") if ts else "-"
 
 
 def find_image(ref: str) -> Image:
@@ -89,13 +96,13 @@ def list_images() -> None:
     """List the images built on the server, with the disk space they use."""
     info = Client.from_env_sync().request_sync("image.list")
     table = Table(title=f"Images ({info['runtime']} runtime)", title_justify="left")
-    for column in ("key", "state", "python", "size", "created", "last used", "steps"):
-        table.add_column(column)
+    for column in ("key", "state", "python", "size", "last used"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("steps")
     for record in info["images"]:
         table.add_row(record["key"][:12], record.get("state", "?"), record.get("python_version") or "-",
                       _size(record.get("size")) if record.get("size") is not None else "-",
-                      _when(record.get("created")), _when(record.get("last_used")),
-                      record.get("label") or "")
+                      _when(record.get("last_used")), _steps(record))
     out.print(table)
     bases = info.get("bases") or {}
     out.print(f"Disk use: layers {_size(info['layers_bytes'])}"

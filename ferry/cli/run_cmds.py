@@ -49,6 +49,9 @@ def run(
         run_sync(app._start(show_logs=not quiet))
     except Exception as error:  # noqa: BLE001
         _fail(error)
+    from .serve_cmds import print_web_endpoints
+
+    print_web_endpoints(app._web_endpoints, err)
     failure: BaseException | None = None
     try:
         result = loader.call_target(target, (), kwargs)
@@ -110,7 +113,9 @@ def deploy(
     app_name = name or app.name
     out.print(f"Deployed app [bold]{app_name}[/bold] ({result['app_id']}).")
     for tag in result["objects"]:
-        out.print(f"  • {tag}")
+        url = (result.get("web_urls") or {}).get(tag)
+        out.print(f"  • {tag}" + (f" => {url}  (or {result['web_path_urls'][tag]})" if url else ""),
+                  markup=False, soft_wrap=True)
     out.print(f"Call it with ferry.Function.from_name({app_name!r}, NAME); stop it with `ferry app stop {app_name}`.")
 
 

@@ -70,5 +70,7 @@ def status() -> None:
     out.print(f"Ferry {info['version']} server at {info['url']} (pid {info['pid']})")
     out.print(f"  state: {info['home']}")
     out.print(f"  runtime: {info['runtime']}")
+    if info.get("web_url"):
+        out.print(f"  web endpoints: {info['web_url']} (http://LABEL.localhost:{info['web_port']}/)")
     out.print(f"  GPUs: {info.get('gpus', 'unknown')}")
     out.print(f"  apps running or deployed: {info['apps']}; containers: {info['containers']}")

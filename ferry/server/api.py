@@ -50,7 +50,8 @@ class API:
         self.spawn_waiters: dict[str, list[asyncio.Future]] = {}
 
     def handlers(self) -> dict[str, Callable[[Connection, dict], Awaitable[Any]]]:
-        return {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
+        handlers = {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
+        return {**handlers, **self.server.volumes.handlers()}  # volume.*: server/volume_rpc.py
 
     # -- lookups --------------------------------------------------------------------------
     def _app(self, ref: str) -> App:
@@ -80,9 +81,12 @@ class API:
             "url": server.url,
             "home": str(server.home),
             "runtime": server.runtime.name,
+            "gpus": server.gpus.describe(),
             "started": server.started,
             "apps": sum(1 for a in server.apps.values() if a.live),
             "containers": sum(1 for c in server.containers.containers.values() if c.live),
+            "web_url": server.gateway.base_url,
+            "web_port": server.gateway.port,
         }
 
     @rpc("server.shutdown")
@@ -129,6 +133,19 @@ class API:
         return [dict(spec, definition=dict(spec["definition"], config=dict(config, secrets=refs)))
                 if refs else spec for spec, config, refs in zip(functions, configs, resolved)]
 
+    # -- proxy auth tokens of web endpoints (server/gateway/tokens.py) ----------------------
+    @rpc("token.create")
+    async def token_create(self, conn: Connection, args: dict) -> dict:
+        return self.server.gateway.tokens.create(args.get("name") or "")
+
+    @rpc("token.list")
+    async def token_list(self, conn: Connection, args: dict) -> list[dict]:
+        return self.server.gateway.tokens.list()
+
+    @rpc("token.revoke")
+    async def token_revoke(self, conn: Connection, args: dict) -> dict:
+        return self.server.gateway.tokens.revoke(args["token_id"])
+
     # -- apps -----------------------------------------------------------------------------
     @rpc("app.create")
     async def app_create(self, conn: Connection, args: dict) -> dict:
@@ -136,9 +153,14 @@ class API:
         name: str = args["name"]
         kind: str = args.get("kind", "ephemeral")
         functions: list[dict] = self._resolve_secrets(args.get("functions", []))
+        functions = self.server.volumes.resolve_functions(functions)  # missing volumes fail here
+        for spec in functions:  # a GPU request no machine can ever meet fails now, not as a hang
+            self.server.check_placeable(spec["tag"], spec["definition"])
         # images first (off the event loop, progress pushed to conn): a failed build creates nothing
         functions = await image_rpc.build_functions(self.server, functions, conn, args.get("progress_id"))
         server = self.server
+        update = args.get("app_id")  # `ferry serve` reloading: the same ephemeral app, new code
+        server.gateway.routes.check(name, kind == "ephemeral", functions)
         if kind == "deployed":
             existing = [a for a in server.apps.values() if a.name == name and a.state is AppState.DEPLOYED]
             app = existing[-1] if existing else None
@@ -148,6 +170,10 @@ class API:
                 server.store.insert_app(app.id, name, "deployed", "deployed")
             else:
                 server.store.bump_app_version(app.id)
+        elif kind == "ephemeral" and update:
+            app = self._app(update)
+            if app.owner is not conn or app.state is not AppState.RUNNING:
+                raise InvalidError(f"App {update!r} is not a running ephemeral app of this connection.")
         elif kind == "ephemeral":
             app = App(id=_new_id("ap"), name=name, state=AppState.RUNNING, owner=conn)
             server.apps[app.id] = app
@@ -162,13 +188,18 @@ class API:
             app.objects[tag] = function_id
             kept.append(function_id)
             server.install_function(app, function_id, tag, spec["definition"])
-        if kind == "deployed":
+        if kind == "deployed" or update:
             for tag, fid in list(app.objects.items()):
                 if fid not in kept:
                     server.remove_function(fid)
                     del app.objects[tag]
+        if kind == "deployed":
             server.store.delete_functions(app.id, kept)
-        return {"app_id": app.id, "objects": dict(app.objects)}
+        server.gateway.refresh()
+        urls = server.gateway.urls(app)
+        return {"app_id": app.id, "objects": dict(app.objects),
+                "web_urls": {tag: u["url"] for tag, u in urls.items()},
+                "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()}}
 
     @rpc("app.stop")
     async def app_stop(self, conn: Connection, args: dict) -> dict:
@@ -193,6 +224,8 @@ class API:
     async def app_show(self, conn: Connection, args: dict) -> dict:
         app = self._app(args["app"])
         pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
+        web = {tag: {"web_url": u["url"], "web_path_url": u["path_url"]}
+               for tag, u in self.server.gateway.urls(app).items()}
         functions = []
         for pool in pools:
             functions.append({
@@ -212,6 +245,7 @@ class API:
                 "init_error": (pool.last_init_error or {}).get("repr"),
                 # {schedule, next_run, last_run, last_status} of a scheduled function, else None
                 "schedule": self.server.schedules.describe(pool.function_id),
+                **(web.get(pool.tag, {}) if pool.base_id is None else {}),  # web_url, web_path_url
             })
         return {"app_id": app.id, "name": app.name, "state": app.state.value,
                 "created": app.created, "functions": functions}
@@ -253,7 +287,9 @@ class API:
                 f"It has: {', '.join(sorted(app.objects)) or 'nothing'}."
             )
         pool = self.server.scheduler.pools[function_id]
-        return {"function_id": function_id, "definition": pool.definition, "app_id": app.id}
+        web = self.server.gateway.urls(app).get(tag, {})
+        return {"function_id": function_id, "definition": pool.definition, "app_id": app.id,
+                "web_url": web.get("url"), "web_path_url": web.get("path_url")}
 
     @rpc("function.bind")
     async def function_bind(self, conn: Connection, args: dict) -> dict:
@@ -269,7 +305,9 @@ class API:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
         overrides: dict = self.server.secrets.resolve_config(args["config"], base.tag)
+        overrides = self.server.volumes.resolve_config(overrides, base.tag)
         digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:16]
+        self.server.check_placeable(base.tag, {"config": overrides})
         variant_id = f"{base.function_id}~{digest}"
         self.server.derive_pool(variant_id, base, params=base.params, config_overrides=overrides)
         return {"function_id": variant_id}
@@ -282,6 +320,8 @@ class API:
             if key not in allowed:
                 raise InvalidError(f"update_autoscaler() got an unknown setting {key!r}.")
             pool.overrides[key] = value
+        if pool.app.state is AppState.DEPLOYED:  # kept across server restarts, until a redeploy
+            self.server.store.set_autoscaler_overrides(pool.function_id, pool.overrides)
         self.server.autoscaler.scale(pool)
         return {}
 

@@ -32,7 +32,16 @@ class BlobStore:
     def missing(self, digests: list[str]) -> list[str]:
         return [d for d in digests if not self.has(d)]
 
-    def put(self, data: bytes, digest: str | None = None) -> str:
+    def size(self, digest: str) -> int | None:
+        """The blob's size in bytes, or None if the store lacks it."""
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def put(self, data: bytes, digest: str | None = None, *, durable: bool = False) -> str:
+        """Store `data`; with `durable`, it is on disk (fsync) before this returns, so a
+        record written afterwards never points at a blob a power loss could lose."""
         actual = sha256(data)
         if digest is not None and digest != actual:
             raise InvalidError(f"Blob content does not match its declared hash {digest}.")
@@ -43,7 +52,16 @@ class BlobStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if durable:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return actual
 
     def get(self, digest: str) -> bytes:

@@ -62,6 +62,7 @@ class ContainerManager:
             memory_mb=config.get("memory"),
             gpu_type=gpu_type,
             gpu_indices=tuple(gpu_indices),
+            volumes=tuple(config.get("volumes") or ()),
         )
 
     def start(self, pool: Pool) -> Container | None:

@@ -38,22 +38,33 @@ class Scheduler:
         for idx, args, method in items:
             pool.queue.append(Input(next(self._input_ids), call, idx, args, method))
         call.remaining += len(items)
-        self.dispatch(pool)
+        # the autoscaler first: containers it starts now make dispatch keep to target_inputs
         self._wake_autoscaler(pool)
+        self.dispatch(pool)
 
     def dispatch(self, pool: Pool) -> None:
-        """Hand queued inputs to READY containers, least loaded first, up to their capacity."""
+        """Hand queued inputs to READY containers, evening out their loads: first up to
+        `target_inputs` each (plus the prefetch window); then, unless more containers are
+        starting, up to `max_inputs` each (a burst above the target)."""
         if not pool.queue:
             return
         capacity = pool.capacity()
+        share = capacity - (pool.running_slots() - pool.target_inputs)
+        self._place(pool, share)
+        if pool.queue and share < capacity and not any(
+                c.state is ContainerState.STARTING for c in pool.containers.values()):
+            self._place(pool, capacity)
+
+    def _place(self, pool: Pool, limit: int) -> None:
         ready = [c for c in pool.containers.values()
-                 if c.state is ContainerState.READY and len(c.inflight) < capacity]
-        while pool.queue and ready:
-            container = min(ready, key=lambda c: len(c.inflight))
-            room = capacity - len(container.inflight)
+                 if c.state is ContainerState.READY and len(c.inflight) < limit]
+        if not ready:
+            return
+        counts = spread([len(c.inflight) for c in ready], limit, len(pool.queue))
+        stamp = now()
+        for container, count in zip(ready, counts):
             batch: list[Input] = []
-            stamp = now()
-            while pool.queue and len(batch) < room:
+            while pool.queue and len(batch) < count:
                 item = pool.queue.popleft()
                 if item.call.cancelled:
                     continue
@@ -64,7 +75,6 @@ class Scheduler:
             if batch:
                 assert container.conn is not None
                 container.conn.push("inputs", items=[i.wire() for i in batch])
-            ready.remove(container)
 
     # -- outputs --------------------------------------------------------------------------
     def on_outputs(self, container: Container, items: list[dict[str, Any]]) -> None:
@@ -103,7 +113,7 @@ class Scheduler:
         if call.cancelled:
             return
         policy = entry.call.pool.retry_policy
-        if status.retryable and entry.attempt < policy.max_retries:
+        if call.retries and status.retryable and entry.attempt < policy.max_retries:
             entry.attempt += 1
             delay = policy.delay(entry.attempt)
             log.info("retrying input %s of %s in %.1fs (%s)", entry.idx, call.pool.tag, delay, status.value)
@@ -147,3 +157,25 @@ class Scheduler:
                    if any(i.call is call for i in c.inflight.values())]
         self.calls.pop(call.id, None)
         return running
+
+
+def spread(loads: list[int], limit: int, count: int) -> list[int]:
+    """How many of `count` inputs each container gets (water-filling): the least loaded fill
+    up first, loads even out, none goes above `limit`. `spread([0, 2], 4, 4) == [3, 1]`."""
+    levels = list(loads)
+    while count > 0:
+        open_ = [i for i, level in enumerate(levels) if level < limit]
+        if not open_:
+            break
+        low = min(levels[i] for i in open_)
+        lowest = [i for i in open_ if levels[i] == low]
+        next_level = min([levels[i] for i in open_ if levels[i] > low] + [limit])
+        step = min(next_level - low, count // len(lowest))
+        if step == 0:  # fewer inputs left than containers at this level: one each
+            for i in lowest[:count]:
+                levels[i] += 1
+            break
+        for i in lowest:
+            levels[i] += step
+        count -= step * len(lowest)
+    return [level - load for level, load in zip(levels, loads)]

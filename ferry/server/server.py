@@ -21,12 +21,16 @@ from .blobs import BlobStore
 from .connection import Connection
 from .containers import ContainerManager
 from .images.builder import ImageService
+from .gpu_inventory import GPUAllocator
+from .gpu_inventory import inventory as gpu_inventory
 from .logs import LogHub
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
+from .gateway import Gateway
 from .scheduler import Scheduler
 from .schedules import ScheduleRunner
 from .secrets import KEY_FILE, SecretStore
+from .volume_rpc import VolumeService
 from .store import Store
 
 log = logging.getLogger("ferry.server")
@@ -42,6 +46,8 @@ class Server:
         self.store = Store(home / "state.db")
         self.blobs = BlobStore(home / "blobs")
         self.secrets = SecretStore(self.store, home / KEY_FILE)
+        self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
+        self.gpus = GPUAllocator(gpu_inventory(_config.get("gpus") or None))
         self.runtime = runtime_named(runtime)
         self.images = ImageService(
             home, self.blobs, self.runtime.name, base_dir=_config.get("base_rootfs_dir"),
@@ -55,6 +61,7 @@ class Server:
         self.autoscaler: Autoscaler
         self.api = API(self)
         self.schedules = ScheduleRunner(self)
+        self.gateway = Gateway(self)
         self._stop = asyncio.Event()
         self._tcp: asyncio.base_events.Server | None = None
 
@@ -67,17 +74,20 @@ class Server:
     async def start(self) -> None:
         self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26)
         self.port = self._tcp.sockets[0].getsockname()[1]
+        await self.gateway.start(self.host)
         self.containers = ContainerManager(
             server_url=self.url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,
             wake_autoscaler=lambda pool: self.autoscaler.wake(pool), secrets=self.secrets,
-            images=self.images,
+            images=self.images, gpus=self.gpus,
         )
         self.autoscaler = Autoscaler(self.scheduler, self.containers, self.logs)
         self._restore()
+        self.gateway.refresh()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
         self.schedules.start()
-        (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+        (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid(),
+                                                        "web_url": self.gateway.base_url}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
 
     def request_stop(self) -> None:
@@ -95,8 +105,11 @@ class Server:
         if self._tcp is not None:
             self._tcp.close()
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
+        await self.gateway.stop()  # no new requests; those in flight get up to 3 s
+        self.images.shutdown()  # image builds in progress are killed, not waited for
         live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
         await self.containers.stop_all(live, timeout=5.0)
+        await self.runtime.close()
         self._autoscaler_task.cancel()
         state = self.home / STATE_FILE
         try:
@@ -124,6 +137,10 @@ class Server:
             base = self.scheduler.pools.get(base_id)
             if base is not None:  # (bases come before what derives from them)
                 self.derive_pool(pool_id, base, params=params, config_overrides=overrides, persist=False)
+        for function_id, settings in self.store.autoscaler_overrides().items():  # update_autoscaler()
+            pool = self.scheduler.pools.get(function_id)
+            if pool is not None:
+                pool.overrides.update(settings)
         for call_id, function_id, method, args in self.store.pending_spawned():
             pool = self.scheduler.pools.get(function_id)
             if pool is None:
@@ -147,6 +164,9 @@ class Server:
             self.scheduler.pools[function_id] = Pool(function_id=function_id, app=app, tag=tag,
                                                      definition=definition)
             return
+        pool.overrides.clear()  # a (re)deploy resets update_autoscaler() to the decorator's settings
+        for affected in self._pools_of(function_id):
+            self.store.set_autoscaler_overrides(affected.function_id, {})
         if pool.definition != definition:  # redeploy: new containers run the new code
             pool.definition = definition
             for derived in self._pools_of(function_id):
@@ -155,6 +175,21 @@ class Server:
                     derived.definition = derived.derive_definition(base.definition)
                 for container in list(derived.containers.values()):
                     self.containers.shutdown(container, "replaced by a new deployment")
+
+    def check_placeable(self, tag: str, definition: dict[str, Any]) -> None:
+        """Raise if `definition` asks for GPUs that this cluster can never provide."""
+        data = definition.get("config", {}).get("gpu")
+        if not data:
+            return
+        from .._gpu import GPURequest
+
+        request = GPURequest.from_dict(data)
+        if not self.gpus.satisfiable(request):
+            raise InvalidError(
+                f"{tag} asks for gpu={str(request)!r}, which no machine of this Ferry cluster has: "
+                f"the inventory is {self.gpus.describe()}. Ask for a GPU that is present (or "
+                f"\"any\"), add a fallback list, or declare the inventory with FERRY_GPUS."
+            )
 
     def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,
                     config_overrides: dict[str, Any], persist: bool = True) -> Pool:
@@ -188,12 +223,14 @@ class Server:
             self.scheduler.fail_queued(pool, {"status": OutputStatus.STOPPED.value,
                                               "msg": f"{pool.tag} was removed from its app."})
             self.scheduler.pools.pop(pool.function_id, None)
+        self.gateway.refresh()
 
     async def stop_app(self, app: App, reason: str) -> None:
         if not app.live:
             return
         app.state = AppState.STOPPED
         self.store.set_app_state(app.id, "stopped")
+        self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
         for function_id in app.objects.values():
             self.schedules.forget(function_id)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]

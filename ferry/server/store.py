@@ -2,7 +2,7 @@
 
 What survives a restart: apps and their function definitions, spawned calls with their inputs
 and outputs, schedule state (next and last run per scheduled function), secrets (ciphertext
-only), container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
+only), volumes and their commits, container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
 only: their callers hold a live connection and see an error if the server goes away.
 """
 
@@ -52,9 +52,23 @@ CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY, ciphertext BLOB NOT NULL, anonymous INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL, updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS proxy_tokens (
+    id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     function_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, schedule TEXT NOT NULL,
     next_run REAL NOT NULL, last_run REAL, last_status TEXT
+);
+CREATE TABLE IF NOT EXISTS autoscaler_overrides (
+    function_id TEXT PRIMARY KEY, settings BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL,
+    ephemeral INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volume_commits (
+    volume_id TEXT NOT NULL, seq INTEGER NOT NULL, manifest TEXT NOT NULL, files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (volume_id, seq)
 );
 """
 
@@ -198,6 +212,18 @@ class Store:
         keys = ("function_id", "app_id", "schedule", "next_run", "last_run", "last_status")
         return [dict(zip(keys, (*row[:2], json.loads(row[2]), *row[3:]))) for row in rows]
 
+    # -- update_autoscaler() settings of deployed functions ------------------------------
+    def set_autoscaler_overrides(self, function_id: str, settings: dict[str, Any]) -> None:
+        if settings:
+            self._db.execute("INSERT OR REPLACE INTO autoscaler_overrides(function_id, settings) VALUES (?, ?)",
+                             (function_id, pack(settings)))
+        else:
+            self._db.execute("DELETE FROM autoscaler_overrides WHERE function_id=?", (function_id,))
+
+    def autoscaler_overrides(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT function_id, settings FROM autoscaler_overrides").fetchall()
+        return {function_id: unpack(settings) for function_id, settings in rows}
+
     # -- containers -----------------------------------------------------------------------
     def insert_container(self, container_id: str, app_id: str, function_id: str) -> None:
         self._db.execute(
@@ -247,6 +273,69 @@ class Store:
 
     def delete_secret(self, name: str) -> bool:
         return self._db.execute("DELETE FROM secrets WHERE name=? AND anonymous=0", (name,)).rowcount > 0
+
+    # -- volumes (see server/volumes.py): one row per volume, one per commit ---------------
+    _VOLUME_COLUMNS = ("id", "name", "version", "ephemeral", "created")
+
+    def insert_volume(self, volume_id: str, name: str, version: int, ephemeral: bool) -> dict[str, Any]:
+        created = time.time()
+        self._db.execute("INSERT INTO volumes(id, name, version, ephemeral, created) VALUES (?, ?, ?, ?, ?)",
+                         (volume_id, name, version, int(ephemeral), created))
+        return dict(zip(self._VOLUME_COLUMNS, (volume_id, name, version, bool(ephemeral), created)))
+
+    def volume(self, *, name: str | None = None, volume_id: str | None = None) -> dict[str, Any] | None:
+        column, value = ("name", name) if name is not None else ("id", volume_id)
+        row = self._db.execute(f"SELECT id, name, version, ephemeral, created FROM volumes WHERE {column}=?",
+                               (value,)).fetchone()
+        return dict(zip(self._VOLUME_COLUMNS, (*row[:3], bool(row[3]), row[4]))) if row else None
+
+    def volumes(self) -> list[dict[str, Any]]:
+        """Every volume with its head commit's seq, file count, bytes and date (0/None: none)."""
+        rows = self._db.execute(
+            "SELECT v.id, v.name, v.version, v.ephemeral, v.created, c.seq, c.files, c.bytes, c.created "
+            "FROM volumes v LEFT JOIN volume_commits c ON c.volume_id = v.id AND c.seq = "
+            "(SELECT MAX(seq) FROM volume_commits WHERE volume_id = v.id) ORDER BY v.name").fetchall()
+        keys = (*self._VOLUME_COLUMNS, "seq", "files", "bytes", "updated")
+        return [dict(zip(keys, (*r[:3], bool(r[3]), r[4], r[5] or 0, r[6] or 0, r[7] or 0, r[8]))) for r in rows]
+
+    def volume_head(self, volume_id: str) -> tuple[int, str | None]:
+        """(seq, manifest digest) of the volume's newest commit; (0, None) before the first."""
+        row = self._db.execute("SELECT seq, manifest FROM volume_commits WHERE volume_id=? ORDER BY seq DESC "
+                               "LIMIT 1", (volume_id,)).fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
+    def insert_volume_commit(self, volume_id: str, seq: int, manifest: str, files: int, size: int) -> bool:
+        """Make `manifest` the volume's head: one INSERT, so a crash leaves the old head or the
+        new one. False if the volume was deleted meanwhile."""
+        cursor = self._db.execute(
+            "INSERT INTO volume_commits(volume_id, seq, manifest, files, bytes, created) "
+            "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM volumes WHERE id=?)",
+            (volume_id, seq, manifest, files, size, time.time(), volume_id))
+        return cursor.rowcount > 0
+
+    def rename_volume(self, volume_id: str, new_name: str) -> None:
+        self._db.execute("UPDATE volumes SET name=? WHERE id=?", (new_name, volume_id))
+
+    def delete_volume(self, volume_id: str) -> None:
+        """The volume and its commits, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM volume_commits WHERE volume_id=?", (volume_id,))
+            self._db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
+
+    # -- proxy auth tokens of web endpoints (see server/gateway/tokens.py) ------------------
+    def insert_proxy_token(self, token_id: str, secret_sha256: str, name: str) -> float:
+        created = time.time()
+        self._db.execute("INSERT INTO proxy_tokens(id, secret_sha256, name, created) VALUES (?, ?, ?, ?)",
+                         (token_id, secret_sha256, name, created))
+        return created
+
+    def proxy_tokens(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT id, secret_sha256, name, created FROM proxy_tokens ORDER BY created")
+        return [{"token_id": i, "secret_sha256": h, "name": n, "created": c} for i, h, n, c in rows.fetchall()]
+
+    def delete_proxy_token(self, token_id: str) -> bool:
+        return self._db.execute("DELETE FROM proxy_tokens WHERE id=?", (token_id,)).rowcount > 0
 
     # -- logs -----------------------------------------------------------------------------
     def add_log(self, app_id: str, function: str, container_id: str, stream: str, ts: float,

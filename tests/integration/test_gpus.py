@@ -134,3 +134,26 @@ def test_server_status_lists_the_gpus(gpu_server, tmp_path: Path):
     result = run_cli(["server", "status"], gpu_server)
     assert result.returncode == 0, result.stderr
     assert "2x H100" in result.stdout and "1x T4" in result.stdout
+
+
+sandboxed = ferry.App("test-gpus-sandbox")
+
+
+@sandboxed.function(gpu="T4", image=ferry.Image.debian_slim())
+def sandboxed_gpu() -> None:
+    return None
+
+
+def test_sandbox_without_the_driver_says_so_instead_of_hanging(tmp_path_factory: pytest.TempPathFactory,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """FERRY_GPUS declares a T4 that this machine does not have: the sandbox runtime cannot
+    expose /dev/nvidia2 and the call fails with that reason."""
+    server = ServerProcess.start(tmp_path_factory.mktemp("gpu-sandbox-home"),
+                                 extra_env={"FERRY_GPUS": INVENTORY, "FERRY_RUNTIME": "sandbox"})
+    monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+    try:
+        with pytest.raises(ferry.Error, match="nvidia2 does not exist"):
+            with sandboxed.run(show_logs=False):
+                sandboxed_gpu.remote()
+    finally:
+        server.stop()

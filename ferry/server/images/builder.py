@@ -28,7 +28,7 @@ from .files import materialise_mount
 from .layers import LayerStore
 from .model import BuiltImage, ImageMount
 from .sandbox_builder import BuildFailed, SandboxBackend, build_sandbox_image, check_packages
-from .sandbox_steps import StepFailure
+from .sandbox_steps import StepFailure, kill_running
 from .venv_builder import VenvBackend
 
 log = logging.getLogger("ferry.server")
@@ -104,9 +104,10 @@ class ImageService:
         lock = self._locks.setdefault(wire["key"], asyncio.Lock())
         async with lock:
             loop = asyncio.get_running_loop()
-            threadsafe: Emit | None = None
-            if emit is not None:
-                threadsafe = lambda event: loop.call_soon_threadsafe(emit, event)  # noqa: E731
+            def threadsafe(event: dict[str, Any]) -> None:
+                if emit is not None:
+                    loop.call_soon_threadsafe(emit, event)
+
             progress = Progress(threadsafe)
             try:
                 built = await asyncio.to_thread(self._build_sync, wire, force, progress)
@@ -144,6 +145,10 @@ class ImageService:
         env = {**spec.env, "FERRY_IMAGE_RECIPE": image.recipe} if image.recipe else spec.env
         return dataclasses.replace(spec, env=env, image=dataclasses.replace(image, mounts=tuple(mounts)),
                                    code_dir=code_dir)
+
+    def shutdown(self) -> None:
+        """Stop builds in progress (their requests fail; nothing half-built is kept)."""
+        kill_running()
 
     # -- the cache ------------------------------------------------------------------------
     def list_images(self) -> dict[str, Any]:

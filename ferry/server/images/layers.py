@@ -101,7 +101,7 @@ class LayerStore:
             assert upper is not None
             os.rename(upper, target)
         meta = {**meta, "key": key, "has_dir": has_dir, "created": time.time(),
-                "size": tree_size(target) if has_dir else 0}
+                "size": tree_size(target) if has_dir else int(meta.get("size") or 0)}
         _write_json(meta_path, meta)
         return meta
 

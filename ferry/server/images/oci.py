@@ -77,7 +77,8 @@ def identity(ref: str) -> str:
         if not Path(location).is_file():
             raise InvalidError(f"{ref}: {location} is not a file.")
         with tarfile.open(location) as archive:
-            member = archive.extractfile("index.json")
+            found = next((m for m in archive if m.name.lstrip("./") == "index.json" and m.isfile()), None)
+            member = archive.extractfile(found) if found is not None else None
             if member is None:
                 raise InvalidError(f"{location} is not an OCI archive (it has no index.json).")
             index = json.load(member)

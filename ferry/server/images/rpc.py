@@ -43,9 +43,8 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
             result.append(spec)
             continue
         wire = images.resolve_secrets(wire, spec["tag"])
-        if wire["key"] not in built:
-            force = any(step.get("force") for step in wire["steps"])
-            await images.build(wire, force=force, emit=_emitter(conn, progress_id, wire["key"]))
+        if wire["key"] not in built:  # steps marked force_build are rebuilt with those after them
+            await images.build(wire, emit=_emitter(conn, progress_id, wire["key"]))
             built.add(wire["key"])
         result.append({**spec, "definition": {**definition, "image": wire}})
     return result
@@ -53,8 +52,7 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
 
 async def image_build(server: "Server", conn: Connection, args: dict) -> dict:
     wire = server.images.resolve_secrets(args["image"], "image build")
-    force = bool(args.get("force")) or any(step.get("force") for step in wire["steps"])
-    built = await server.images.build(wire, force=force, emit=_emitter(conn, args.get("progress_id"), wire["key"]))
+    built = await server.images.build(wire, force=bool(args.get("force")), emit=_emitter(conn, args.get("progress_id"), wire["key"]))
     record = server.images.store.record(built.key) or {}
     return {"key": built.key, "python_version": built.python_version, "size": record.get("size"),
             "label": record.get("label")}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import shlex
 import shutil
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -84,6 +85,17 @@ class SandboxBackend:
                     "build": f"{status.st_mtime_ns}-{status.st_size}", "path": str(rootfs)}
         return {"ref": step["args"]["ref"], "digest": oci.identity(step["args"]["ref"])}
 
+    def base_missing(self, step: dict[str, Any], client_python: str) -> bool:
+        """Whether `base_identity` will build a Debian root filesystem (minutes, once)."""
+        if step["kind"] != "debian_slim":
+            return False
+        try:
+            version = self.python_for(step["args"].get("python_version"), client_python)
+            suite = suite_for_python(version)
+        except InvalidError:
+            return False
+        return not (self.base_dir / f"rootfs-{suite}" / "usr/bin/python3").exists()
+
     def _debian_rootfs(self, suite: str, log: Log) -> Path:
         dest = self.base_dir / f"rootfs-{suite}"
         if (dest / "usr/bin/python3").exists():
@@ -137,7 +149,7 @@ class SandboxBackend:
             for directory in (upper, work, files):
                 directory.mkdir()
             commands, binds = self._commands(plan, parent, files, meta)
-            layers = [self._layer_path(m) for m in chain if m.get("has_dir") or m.get("path")]
+            layers = [self.layer_path(m) for m in chain if m.get("has_dir") or m.get("path")]
             env = build_env(meta["env"], self.ca_bundle, secret_env)
             if kind == "run_function":
                 env["PYTHONPATH"] = ":".join(filter(None, [FERRY_PACKAGE_DIR, env.get("PYTHONPATH")]))
@@ -146,7 +158,8 @@ class SandboxBackend:
             timeout = float(args.get("timeout") or self.step_timeout)
             output: list[str] = []
             for command in commands:
-                log(f"$ {command}" if len(command) < 400 else f"$ {command[:400]}…")
+                shown = command.splitlines()[0] + (" …" if "\n" in command else "")
+                log(f"$ {shown}" if len(shown) < 400 else f"$ {shown[:400]}…")
                 output += run_sandboxed(layers=[*layers, self.scaffold], upper=upper, work=work,
                                         command=command, env=env, cwd=parent.get("workdir") or "/",
                                         binds=binds, log=log, timeout=timeout)
@@ -159,7 +172,7 @@ class SandboxBackend:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _layer_path(self, meta: dict[str, Any]) -> Path:
+    def layer_path(self, meta: dict[str, Any]) -> Path:
         return Path(meta["path"]) if meta.get("path") else self.store.layer_dir(meta["key"])
 
     def _commands(self, plan: LayerPlan, parent: dict[str, Any], files: Path,
@@ -229,6 +242,15 @@ class BuildFailed(Exception):
         self.image_key = image_key
 
 
+_LOCKS_GUARD = threading.Lock()
+_LAYER_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _layer_lock(key: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LAYER_LOCKS.setdefault(key, threading.Lock())
+
+
 def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bool, progress: Any,
                         secret_env: Callable[[list[dict[str, Any]], str], dict[str, str]]) -> BuiltImage:
     """Find or build every layer of `wire`, base first; returns the built image."""
@@ -247,7 +269,16 @@ def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bo
     labels = [steps[0]["label"], "ferry runtime (" + ", ".join(RUNTIME_PACKAGES) + ")",
               *(s["label"] for s in steps[1:])]
     progress.plan(labels)
-    identity = backend.base_identity(steps[0], wire["client_python"], logger(0))
+    base_key = step_key("", steps[0]["kind"], steps[0]["args"])
+    base_started = time.monotonic()
+    try:
+        if backend.base_missing(steps[0], wire["client_python"]):
+            progress.step(0, "building")  # mmdebstrap: its output streams as step 1's log
+        identity = backend.base_identity(steps[0], wire["client_python"], logger(0))
+    except BaseException as exc:
+        progress.step(0, "failed")
+        plan = LayerPlan(0, base_key, "", steps[0]["kind"], steps[0]["args"], labels[0])
+        raise BuildFailed(plan, len(labels), exc, base_key) from exc
     plans = [LayerPlan(0, step_key("", steps[0]["kind"], identity), "", steps[0]["kind"], identity,
                        labels[0], steps[0]["force"])]
     runtime_args = {"requirements": runtime_requirements()}
@@ -260,40 +291,42 @@ def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bo
     image_key = plans[-1].key
     progress.plan(labels, image_key)
     record = {"label": " -> ".join(s["label"] for s in steps), "layers": [p.key for p in plans],
+              "steps": len(labels), "last_step": labels[-1],
               "target": backend.target, "recipe": wire.get("recipe", "")}
     chain: list[dict[str, Any]] = []
     forced = False
     for plan in plans:
         forced = forced or force or plan.force
-        meta = None if forced else store.complete(plan.key)
-        if meta is not None:
-            progress.step(plan.index, "cached")
-            chain.append(meta)
-            continue
-        progress.step(plan.index, "building")
-        started = time.monotonic()
-        log = logger(plan.index)
-        try:
-            if plan.index == 0:
-                meta = backend.build_base(plan, log)
-            else:
-                env = secret_env(plan.args.get("secrets") or [], plan.label)
-                meta = backend.build_layer(plan, chain[-1], chain, env, log)
-        except BaseException as exc:
+        with _layer_lock(plan.key):  # two images sharing a layer build it once
+            meta = None if forced else store.complete(plan.key)
+            if meta is not None:
+                progress.step(plan.index, "cached")
+                chain.append(meta)
+                continue
+            progress.step(plan.index, "building")
+            started = base_started if plan.index == 0 else time.monotonic()
+            log = logger(plan.index)
+            try:
+                if plan.index == 0:
+                    meta = backend.build_base(plan, log)
+                else:
+                    env = secret_env(plan.args.get("secrets") or [], plan.label)
+                    meta = backend.build_layer(plan, chain[-1], chain, env, log)
+            except BaseException as exc:
+                store.write_log(plan.key, logs.get(plan.index, []))
+                progress.step(plan.index, "failed")
+                store.put_record(image_key, {**record, "state": "failed", "failed_step": plan.index,
+                                             "error": str(exc)})
+                raise BuildFailed(plan, len(plans), exc, image_key) from exc
             store.write_log(plan.key, logs.get(plan.index, []))
-            progress.step(plan.index, "failed")
-            store.put_record(image_key, {**record, "state": "failed", "failed_step": plan.index,
-                                         "error": str(exc)})
-            raise BuildFailed(plan, len(plans), exc, image_key) from exc
-        store.write_log(plan.key, logs.get(plan.index, []))
-        progress.step(plan.index, "built", time.monotonic() - started)
-        chain.append(meta)
+            progress.step(plan.index, "built", time.monotonic() - started)
+            chain.append(meta)
     top = chain[-1]
     store.put_record(image_key, {**record, "state": "built", "python_version": top.get("python_version"),
                                  "size": sum(int(m.get("size") or 0) for m in chain)})
     return BuiltImage(
         key=image_key, python=top.get("python") or "python3",
-        layers=tuple(backend._layer_path(m) for m in chain if m.get("has_dir") or m.get("path")),
+        layers=tuple(backend.layer_path(m) for m in chain if m.get("has_dir") or m.get("path")),
         env=dict(top.get("env") or {}), workdir=top.get("workdir"), recipe=wire.get("recipe", ""),
         python_version=top.get("python_version") or "",
     )

@@ -28,6 +28,7 @@ BUILD_DIR = "/tmp/.ferry-build"
 FERRY_PACKAGE_DIR = "/opt/ferry"
 _PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 _TAIL = 40
+_RUNNING: set[subprocess.Popen[bytes]] = set()  # build commands in progress, for kill_running()
 
 RUN_FUNCTION = """\
 import sys
@@ -66,7 +67,7 @@ def scaffold(root: Path) -> Path:
 def build_env(image_env: dict[str, str], ca_bundle: str, secret_env: dict[str, str]) -> dict[str, str]:
     env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive",
            "PIP_NO_CACHE_DIR": "1", "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "UV_NO_CACHE": "1"}
+           "UV_NO_CACHE": "1", "UV_LINK_MODE": "copy"}
     if ca_bundle:
         bundle = f"{BUILD_DIR}/ca-certificates.crt"
         for name in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"):
@@ -142,6 +143,7 @@ def run_sandboxed(*, layers: list[Path], upper: Path, work: Path, command: str, 
     spec = SandboxSpec(layers=layers, argv=argv or ["/bin/sh", "-c", command], upper_dir=upper,
                        work_dir=work, binds=binds, env=env, cwd=cwd)
     process = launch(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _RUNNING.add(process)
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
     expired = threading.Event()
@@ -165,11 +167,18 @@ def run_sandboxed(*, layers: list[Path], upper: Path, work: Path, command: str, 
         raise
     finally:
         timer.cancel()
+        _RUNNING.discard(process)
     if expired.is_set():
         raise StepFailure(command, None, list(tail), reason=f"timed out after {timeout:.0f} s")
     if process.returncode != 0:
         raise StepFailure(command, process.returncode, list(tail))
     return lines
+
+
+def kill_running() -> None:
+    """Kill every build command still running (the server is stopping)."""
+    for process in list(_RUNNING):
+        _kill(process, wait=False)
 
 
 def _kill(process: subprocess.Popen[bytes], wait: bool = True) -> None:

@@ -45,7 +45,7 @@ from .sandbox_steps import StepFailure, pip_command, uv_command
 
 _REFUSED = {
     "from_registry": "Image.from_registry() / from_dockerfile() need an image root filesystem",
-    "run_commands": "Image.run_commands() would run on the host itself",
+    "run_commands": "Image.run_commands() would change the host itself",
     "run_function": "Image.run_function() would run on the host itself",
 }
 _COMPLETE = ".ferry-complete"
@@ -87,8 +87,9 @@ class VenvBackend:
         for step in wire["steps"]:
             kind = step["kind"]
             if kind in _REFUSED:
-                raise InvalidError(f"{_REFUSED[kind]}, which the process runtime does not have. "
-                                   "Run the server with FERRY_RUNTIME=sandbox, or remove the step.")
+                raise InvalidError(f"{_REFUSED[kind]}: the process runtime runs containers on the host, "
+                                   "without an image filesystem. Use the sandbox runtime (run the server "
+                                   "with FERRY_RUNTIME=sandbox), or remove the step.")
             if kind == "copy" and step["args"]["kind"] != "python":
                 raise InvalidError(
                     f"{step['label']}: the process runtime shares the host's filesystem, so it cannot "
@@ -146,6 +147,7 @@ class VenvBackend:
             if step["kind"] == "copy":
                 pythonpath.append(str(venv / "src" / step["args"]["remote_path"].strip("/")))
         self.store.put_record(key, {"label": " -> ".join(s["label"] for s in steps), "layers": [],
+                                    "steps": len(steps), "last_step": steps[-1]["label"],
                                     "venv": str(venv), "state": "built", "target": self.target,
                                     "recipe": wire.get("recipe", ""), "python_version": version})
         return BuiltImage(key=key, python=str(venv / "bin" / "python"), env=env, workdir=workdir,

@@ -11,7 +11,7 @@ import abc
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from ..images.model import BuiltImage
@@ -38,6 +38,7 @@ class ContainerSpec:
     code_dir: Path | None = None
     gpu_type: str | None = None            # the GPUs placed on this container, if any
     gpu_indices: tuple[int, ...] = ()      # host device indices, exclusively this container's
+    volumes: tuple[dict[str, Any], ...] = ()  # {path, name, id, read_only} (server/volume_mounts.py)
 
     def gpu_env(self) -> dict[str, str]:
         """What tells CUDA which devices this container owns."""
@@ -99,3 +100,7 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         """Start a container that connects back to `spec.server_url`."""
+
+    async def close(self) -> None:
+        """Release what the runtime keeps between containers (called when the server stops,
+        after its containers have ended)."""

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import signal
 import sys
 
+from ... import _config
 from ...exception import InvalidError
 from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
+from ..volume_mounts import PreparedVolumes, prepare_process
 from .cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
+from .zygote import ZygoteError, ZygotePool
+
+log = logging.getLogger("ferry.server")
 
 
 class ProcessHandle(ContainerHandle):
     def __init__(self, process: asyncio.subprocess.Process, readers: list[asyncio.Task],
-                 cgroup: Cgroup | None, memory_mb: int | None) -> None:
+                 cgroup: Cgroup | None, memory_mb: int | None, volumes: PreparedVolumes | None = None) -> None:
         self._process = process
         self._readers = readers
         self._cgroup = cgroup
         self._memory_mb = memory_mb
+        self._volumes = volumes
 
     async def wait(self) -> ExitStatus:
         code = await self._process.wait()
@@ -28,6 +35,8 @@ class ProcessHandle(ContainerHandle):
         if self._cgroup is not None:
             oom = self._cgroup.oom_killed()
             self._cgroup.destroy()
+        if self._volumes is not None:  # the views of its volumes (their commits are on the server)
+            await asyncio.to_thread(self._volumes.remove)
         return ExitStatus(code=code, oom_killed=oom, memory_mb=self._memory_mb)
 
     def _signal(self, sig: int) -> None:
@@ -53,10 +62,46 @@ async def _pump(stream: asyncio.StreamReader, name: str, on_output: OutputSink) 
         on_output(name, chunk.decode("utf-8", errors="replace"))
 
 
+class ForkedProcess:
+    """A container forked by a zygote: the parts of asyncio's Process that ProcessHandle uses."""
+
+    def __init__(self, pid: int, exited: asyncio.Future) -> None:
+        self.pid = pid
+        self._exited = exited
+
+    @property
+    def returncode(self) -> int | None:
+        if not self._exited.done():
+            return None
+        code = self._exited.result()
+        return -signal.SIGKILL if code is None else code  # None: killed when its zygote died
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._exited)
+
+
+async def _pipe_reader(fd: int) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), open(fd, "rb", buffering=0))
+    return reader
+
+
 class ProcessRuntime(Runtime):
-    """Containers as subprocesses in their own session, sharing the host's filesystem."""
+    """Containers as subprocesses in their own session, sharing the host's filesystem.
+
+    With FERRY_ZYGOTE (the default) a container is forked from a zygote of its interpreter
+    that has already imported Ferry (see zygote.py); else, or until that zygote is ready,
+    it starts as `python -m ferry._container`."""
 
     name = "process"
+
+    def __init__(self) -> None:
+        self._zygotes = ZygotePool() if _config.get("zygote") else None
+
+    async def close(self) -> None:
+        if self._zygotes is not None:
+            await self._zygotes.close()
 
     def check(self, spec: ContainerSpec) -> None:
         if spec.memory_mb is not None or spec.cpu is not None:
@@ -84,10 +129,21 @@ class ProcessRuntime(Runtime):
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        argv = [image.python if image is not None else sys.executable, "-m", "ferry._container"]
+        python = image.python if image is not None else sys.executable
+        cwd = image.workdir if image is not None else None
+        volumes = prepare_process(spec.volumes, spec.container_id) if spec.volumes else None
+        if volumes is not None:  # bound in a private mount namespace: no zygote (server/volume_mounts.py)
+            env.update(volumes.env)
         cgroup = None
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
+        forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output) if volumes is None else None
+        if forked is not None:
+            return forked
+        argv = [python, "-m", "ferry._container"]
+        if volumes is not None:
+            argv = volumes.process_argv(argv)
+        if cgroup is not None:
             # join the cgroup before anything of the container runs, then become it
             joins = " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in cgroup.procs_files)
             argv = ["/bin/sh", "-c", f'{joins} && exec "$0" "$@"', *argv]
@@ -98,17 +154,33 @@ class ProcessRuntime(Runtime):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                cwd=image.workdir if image is not None else None,
+                cwd=cwd,
                 start_new_session=True,
             )
         except OSError as exc:
             if cgroup is not None:
                 cgroup.destroy()
+            if volumes is not None:
+                volumes.remove()
             raise InvalidError(f"Could not start a container process: {exc}") from None
         assert process.stdout is not None and process.stderr is not None
         readers = [
             asyncio.create_task(_pump(process.stdout, "stdout", on_output)),
             asyncio.create_task(_pump(process.stderr, "stderr", on_output)),
         ]
-        return ProcessHandle(process, readers, cgroup, spec.memory_mb)
+        return ProcessHandle(process, readers, cgroup, spec.memory_mb, volumes)
 
+    async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Cgroup | None,
+                    memory_mb: int | None, on_output: OutputSink) -> ProcessHandle | None:
+        """Fork the container from the zygote of its interpreter, if one is ready."""
+        zygote = self._zygotes.ready_for(python, env) if self._zygotes is not None else None
+        if zygote is None:
+            return None
+        try:
+            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [])
+        except ZygoteError as exc:
+            log.warning("starting a container without its zygote: %s", exc)
+            return None
+        readers = [asyncio.create_task(_pump(await _pipe_reader(fd), name, on_output))
+                   for fd, name in ((out_fd, "stdout"), (err_fd, "stderr"))]
+        return ProcessHandle(ForkedProcess(pid, exited), readers, cgroup, memory_mb)  # type: ignore[arg-type]

@@ -393,3 +393,20 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_environment_values_stay_out_of_the_host_process_list(rootfs: Path) -> None:
+    spec = python(rootfs, "import os, time; print(os.environ['TOKEN'], flush=True); time.sleep(5)",
+                  env={**DEFAULT_ENV, "TOKEN": "s3cr3t-value"})
+    process = launch(spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"s3cr3t-value"
+        pids = [process.pid]
+        for pid in pids:  # the launcher and every process below it
+            pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        for pid in pids:
+            assert b"s3cr3t-value" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        process.kill()
+        process.wait()

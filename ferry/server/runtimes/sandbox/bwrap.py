@@ -158,8 +158,12 @@ class SandboxSpec:
             raise InvalidError(f"Invalid capability name(s) {bad_caps}; e.g. 'CAP_NET_RAW'.")
 
 
-def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap") -> list[str]:
-    """The bubblewrap command line, its root being the overlay at `spec.root_mount`."""
+def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap", env_fd: int | None = None) -> list[str]:
+    """The bubblewrap command line, its root being the overlay at `spec.root_mount`.
+
+    With `env_fd`, the environment is read from that file descriptor (`--args`, see
+    `env_args`) rather than given as `--setenv` arguments, so values (secrets) never appear
+    in the host's process list."""
     argv = [
         bwrap,
         "--bind", str(spec.root_mount), "/",
@@ -185,13 +189,22 @@ def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap") -> list[str]:
     for capability in spec.capabilities:
         argv += ["--cap-add", capability]
     argv.append("--clearenv")
-    for name, value in spec.env.items():
-        argv += ["--setenv", name, value]
+    if env_fd is not None:
+        argv += ["--args", str(env_fd)]
+    else:
+        for name, value in spec.env.items():
+            argv += ["--setenv", name, value]
     argv += ["--chdir", spec.cwd, "--", *spec.argv]
     return argv
 
 
-def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None) -> list[str]:
+def env_args(spec: SandboxSpec) -> bytes:
+    """The `--setenv` arguments of the spec's environment, NUL-separated (for `--args FD`)."""
+    words = [word for name, value in spec.env.items() for word in ("--setenv", name, value)]
+    return b"".join(word.encode() + b"\0" for word in words)
+
+
+def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None, env_fd: int | None = None) -> list[str]:
     """The full command: join `cgroup`, mount the overlay root privately, exec bwrap."""
     tools = _tools()
     lines = [
@@ -219,7 +232,7 @@ def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None) -> list[s
         "filesystem (ext4, xfs, btrfs or tmpfs), the layers readable; the kernel log (dmesg) "
         "says more'"
     )
-    lines.append("exec " + shlex.join(build_bwrap_argv(spec, bwrap=tools["bwrap"])))
+    lines.append("exec " + shlex.join(build_bwrap_argv(spec, bwrap=tools["bwrap"], env_fd=env_fd)))
     script = "\n".join(lines)
     unshare = [tools["unshare"], "--mount", "--propagation", "private", "--"]
     return [*unshare, tools["sh"], "-c", script]
@@ -249,15 +262,19 @@ def launch(
     the whole sandbox (bwrap --die-with-parent); so does the death of the calling thread.
     Destroy the cgroup once it has exited.
     """
-    argv = _prepare(spec, cgroup)
-    return subprocess.Popen(
-        argv,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(_LAUNCHER_ENV),
-        start_new_session=True,
-    )
+    argv, env_fd = _prepare(spec, cgroup)
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(_LAUNCHER_ENV),
+            start_new_session=True,
+            pass_fds=(env_fd,),
+        )
+    finally:
+        os.close(env_fd)
 
 
 async def launch_async(
@@ -269,15 +286,19 @@ async def launch_async(
     cgroup: Cgroup | None = None,
 ) -> asyncio.subprocess.Process:
     """`launch` for asyncio: the same sandbox, as an `asyncio.subprocess.Process`."""
-    argv = _prepare(spec, cgroup)
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        env=dict(_LAUNCHER_ENV),
-        start_new_session=True,
-    )
+    argv, env_fd = _prepare(spec, cgroup)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(_LAUNCHER_ENV),
+            start_new_session=True,
+            pass_fds=(env_fd,),
+        )
+    finally:
+        os.close(env_fd)
 
 
 def signal_command(pid: int, sig: int) -> list[int]:
@@ -306,7 +327,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> list[str]:
+def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> tuple[list[str], int]:
+    """The launch command, and a memory file holding the environment (`env_args`) whose
+    descriptor the launch passes to bwrap; the caller closes it once the process started."""
     missing = [str(p) for p in spec.layers if not p.is_dir()]
     if missing:
         raise InvalidError(f"Root filesystem layer(s) not found: {', '.join(missing)}.")
@@ -316,7 +339,14 @@ def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> list[str]:
     for directory in (spec.root_mount, spec.scratch_mount, spec.upper_dir, spec.work_dir):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-    return build_launch_argv(spec, cgroup)
+    env_fd = os.memfd_create("ferry-sandbox-env", 0)
+    try:
+        os.write(env_fd, env_args(spec))
+        os.lseek(env_fd, 0, os.SEEK_SET)
+        return build_launch_argv(spec, cgroup, env_fd), env_fd
+    except BaseException:
+        os.close(env_fd)
+        raise
 
 
 def _tools() -> dict[str, str]:

@@ -7,6 +7,8 @@ A container sees:
     /opt/ferry/ferry  Ferry's own package, read-only (on PYTHONPATH)
     /var/lib/ferry/mounts/<digest>   the uploaded source code, read-only
     add_local_* paths the mounted files, read-only (python sources under /root, on PYTHONPATH)
+    volumes=          each volume's view at its path (read-only if asked), and again writable at
+                      /var/lib/ferry/volumes/N with the host's chunk cache (server/volume_mounts.py)
     the network       the host's (outbound access as on the reference platform; the control
                       plane at 127.0.0.1), and the host's /etc/resolv.conf
 and nothing else of the host. It has its own PID, IPC, UTS and mount namespaces, runs as
@@ -27,8 +29,11 @@ import ferry
 from ....exception import InvalidError
 from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
+from ...volume_mounts import prepare_sandbox
 from ..process import _pump
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
+from .gpu import BIN_DIR as GPU_BIN_DIR
+from .gpu import gpu_access
 
 CONTAINER_HOME = "/var/lib/ferry"
 FERRY_PACKAGE_DIR = "/opt/ferry"
@@ -80,6 +85,9 @@ class SandboxRuntime(Runtime):
 
     def __init__(self, scratch_root: Path) -> None:
         self.scratch_root = scratch_root
+        if scratch_root.is_dir():  # writable layers of containers of a server that crashed
+            for leftover in scratch_root.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def check(self, spec: ContainerSpec) -> None:
         if spec.memory_mb is not None or spec.cpu is not None:
@@ -107,6 +115,18 @@ class SandboxRuntime(Runtime):
         env.update({k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k not in _NOT_PASSED})
         env.update(image.env)
         env.update(spec.env)
+        if spec.volumes:  # views in the scratch directory, bound at their paths (server/volume_mounts.py)
+            volumes = prepare_sandbox(spec.volumes, scratch / "volumes")
+            binds += [BindMount(*bind) for bind in volumes.binds]
+            env.update(volumes.env)
+        devices: list[str] = []
+        if spec.gpu_indices:  # its own GPUs' device nodes and the host's driver, nothing else
+            access = gpu_access(spec.gpu_indices)
+            devices = access.devices
+            binds += [BindMount(host, inside) for host, inside in access.binds]
+            env.update(access.env)
+            env["PATH"] = f"{GPU_BIN_DIR}:{env.get('PATH', DEFAULT_PATH)}"
+            env.update(spec.gpu_env())
         pythonpath = [FERRY_PACKAGE_DIR, "/root", *filter(None, image.env.get("PYTHONPATH", "").split(":"))]
         env.update({
             "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
@@ -119,13 +139,17 @@ class SandboxRuntime(Runtime):
         return SandboxSpec(
             layers=image.layers, argv=[image.python, "-m", "ferry._container"],
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
-            cwd=image.workdir or "/root",
+            cwd=image.workdir or "/root", devices=devices,
         )
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
         scratch = self.scratch_root / spec.container_id
-        sandbox = self.sandbox_spec(spec, scratch)
+        try:
+            sandbox = self.sandbox_spec(spec, scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         cgroup = None
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))

@@ -1,0 +1,36 @@
+"""`ferry setup`: check this machine and start the local control plane. Ferry needs no account."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from .. import _config
+from .._local_server import running_server_url, start_background_server
+
+out = Console(highlight=False)
+
+
+def setup() -> None:
+    """Check what this machine supports and start the local server (no account needed)."""
+    from ..server.runtimes import sandbox_unavailable_reason
+    from ..server.runtimes.cgroups import cgroups_unavailable_reason
+
+    home = _config.home()
+    out.print(f"State directory: {home}")
+    reason = sandbox_unavailable_reason()
+    out.print("Sandbox runtime (namespaces + image root filesystems): "
+              + ("available" if reason is None else f"unavailable — {reason}; the process runtime is used"))
+    limits = cgroups_unavailable_reason()
+    out.print("cpu=/memory= limits (cgroups): " + ("available" if limits is None else f"unavailable — {limits}"))
+    url = running_server_url(home)
+    if url is None:
+        url = start_background_server(home)
+        out.print(f"Started the local Ferry server at {url}.")
+    else:
+        out.print(f"The local Ferry server is running at {url}.")
+    out.print("Ferry needs no account or token: try `ferry run examples/hello_world.py`.")
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command()(setup)

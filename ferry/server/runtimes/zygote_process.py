@@ -1,0 +1,146 @@
+"""What runs inside a zygote (`python -m ferry.server.runtimes.zygote_process FD`): import the
+container entrypoint once, then fork a container per request from the server (see zygote.py
+for the protocol). Single-threaded by design: it refuses to serve if an import started a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_MESSAGE = 1 << 20
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+def _preload() -> None:
+    """Import what every container imports, so that forked children start with it."""
+    import ferry  # noqa: F401
+    import ferry._compat  # noqa: F401
+    import ferry._container.runner  # noqa: F401
+    import ferry._container.uplink  # noqa: F401
+    import ferry._container.user_code  # noqa: F401
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(control, {"op": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _become_container(request: dict[str, Any], fds: list[int], control: socket.socket,
+                      inherited: tuple[int, ...]) -> None:
+    """In the forked child: turn into what `python -m ferry._container` would be, and run it."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        for fd in inherited:
+            os.close(fd)
+        os.setsid()  # its own process group, as the runtime's killpg expects
+        out, err = fds
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        for fd in (null, out, err):
+            os.close(fd)
+        for procs in request["cgroup_procs"]:  # join the cgroup before anything of the container runs
+            with open(procs, "w") as handle:
+                handle.write(str(os.getpid()))
+        os.environ.clear()
+        os.environ.update(request["env"])
+        time.tzset()
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        sys.path[0] = os.getcwd()  # what `python -m` puts first
+        import types
+
+        from ferry._container import runner
+
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        sys.argv = [str(Path(runner.__file__).with_name("__main__.py"))]
+        runner.main()
+        code = 0
+    except SystemExit as stop:
+        if isinstance(stop.code, int) or stop.code is None:
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def main() -> None:
+    import select
+    import threading
+
+    control = socket.socket(fileno=int(sys.argv[1]))
+    _preload()
+    if threading.active_count() > 1:  # forking with threads running is unsafe
+        names = ", ".join(t.name for t in threading.enumerate())
+        _send(control, {"op": "unsafe", "msg": f"threads running after imports: {names}"})
+        sys.exit(1)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    _send(control, {"op": "ready", "pid": os.getpid()})
+    while True:
+        readable, _, _ = select.select([control, wake_r], [], [])
+        if wake_r in readable:
+            try:
+                while os.read(wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(control)
+        if control not in readable:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 2)
+        except ConnectionResetError:
+            data, fds = b"", []
+        if not data:
+            return  # the server is gone; its containers end when their connections drop
+        request = json.loads(data)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            _send(control, {"op": "failed", "id": request["id"], "msg": str(exc)})
+            continue
+        if pid == 0:
+            _become_container(request, fds, control, (wake_r, wake_w))
+        for fd in fds:
+            os.close(fd)
+        _send(control, {"op": "spawned", "id": request["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    main()
