@@ -229,7 +229,7 @@ class App:
             module_name = obj._ferry_raw.__module__
             module = roots.get(module_name, (None, module_name))[1]
             definition = obj.definition(mount.wire() if mount else None, module)
-            image = getattr(obj, "_ferry_image", None) or Image.debian_slim()
+            image = getattr(obj, "_ferry_image", None) or _default_image(definition)
             if id(image) not in wires:
                 wire = image._wire()
                 wires[id(image)] = wire.definition
@@ -318,6 +318,19 @@ class App:
     def deploy(self, *, name: str | None = None) -> dict[str, Any]:
         """Deploy the app persistently under its name; returns the app id and its objects."""
         return run_sync(self._deploy(name))
+
+
+_FASTAPI_WEB_TYPES = ("fastapi", "asgi")
+DEFAULT_WEB_PACKAGES = ("fastapi[standard]",)
+
+
+def _default_image(definition: dict[str, Any]) -> Image:
+    """The image of a function declared without `image=`: Debian with Python, plus FastAPI
+    when the function is a FastAPI endpoint, so the guide's endpoint samples run as written."""
+    web = definition.get("web") or {}
+    if web.get("type") in _FASTAPI_WEB_TYPES:
+        return Image.debian_slim().pip_install(*DEFAULT_WEB_PACKAGES)
+    return Image.debian_slim()
 
 
 def _check_options(decorator: str, warn_parentheses: Any, options: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
             code = stop.code or 0
         else:
             print(stop.code, file=sys.stderr)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - reported on the container's stderr
         import traceback
 
         traceback.print_exc()
@@ -89,7 +89,7 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to tell
                 pass
         os._exit(code)
 
@@ -111,7 +111,7 @@ def main() -> None:
     signal.set_wakeup_fd(wake_w)
     _send(control, {"op": "ready", "pid": os.getpid()})
     while True:
-        readable, _, _ = select.select([control, wake_r], [], [])
+        readable, _, _ = select.select([control.fileno(), wake_r], [], [])
         if wake_r in readable:
             try:
                 while os.read(wake_r, 4096):
@@ -119,7 +119,7 @@ def main() -> None:
             except BlockingIOError:
                 pass
             _reap(control)
-        if control not in readable:
+        if control.fileno() not in readable:
             continue
         try:
             data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 2)
