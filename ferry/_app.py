@@ -224,17 +224,28 @@ class App:
             mount = collect(root, entry_files)
         specs = []
         self._image_blobs: dict[str, bytes] = {}
-        wires: dict[int, dict[str, Any]] = {}  # one resolution per Image object
-        for tag, obj in objects:
-            module_name = obj._ferry_raw.__module__
-            module = roots.get(module_name, (None, module_name))[1]
-            definition = obj.definition(mount.wire() if mount else None, module)
-            image = getattr(obj, "_ferry_image", None) or _default_image(definition)
+        wires: dict[Any, dict[str, Any]] = {}  # one resolution per Image object
+
+        def wire_of(image: Image) -> dict[str, Any]:
             if id(image) not in wires:
                 wire = image._wire()
                 wires[id(image)] = wire.definition
                 self._image_blobs.update(wire.blobs)
-            definition["image"] = wires[id(image)]
+            return wires[id(image)]
+
+        for tag, obj in objects:
+            module_name = obj._ferry_raw.__module__
+            module = roots.get(module_name, (None, module_name))[1]
+            definition = obj.definition(mount.wire() if mount else None, module)
+            image = getattr(obj, "_ferry_image", None)
+            if image is None:
+                image = _BARE_IMAGE.setdefault("bare", Image.debian_slim())
+                if (definition.get("web") or {}).get("type") in _FASTAPI_WEB_TYPES:
+                    # the process runtime's bare image is the server's own Python, which has
+                    # FastAPI already; elsewhere the image gains it (see _default_web_image)
+                    definition["image_for_process_runtime"] = wire_of(image)
+                    image = _BARE_IMAGE.setdefault("web", image.pip_install(*DEFAULT_WEB_PACKAGES))
+            definition["image"] = wire_of(image)
             specs.append({"tag": tag, "definition": definition})
         return specs, mount
 
@@ -324,13 +335,9 @@ _FASTAPI_WEB_TYPES = ("fastapi", "asgi")
 DEFAULT_WEB_PACKAGES = ("fastapi[standard]",)
 
 
-def _default_image(definition: dict[str, Any]) -> Image:
-    """The image of a function declared without `image=`: Debian with Python, plus FastAPI
-    when the function is a FastAPI endpoint, so the guide's endpoint samples run as written."""
-    web = definition.get("web") or {}
-    if web.get("type") in _FASTAPI_WEB_TYPES:
-        return Image.debian_slim().pip_install(*DEFAULT_WEB_PACKAGES)
-    return Image.debian_slim()
+# The image of a function declared without `image=`: Debian with Python, plus FastAPI when
+# the function is a FastAPI endpoint, so the guide's endpoint samples run as written.
+_BARE_IMAGE: dict[str, Image] = {}
 
 
 def _check_options(decorator: str, warn_parentheses: Any, options: dict[str, Any]) -> None:

@@ -108,6 +108,9 @@ SETTINGS: dict[str, Setting] = {
                 "larger requests get 413."),
         Setting("web_request_timeout", float, lambda: 150.0,
                 "Seconds the gateway waits for an endpoint to start its response before answering 504."),
+        Setting("volume_cache_size", int, lambda: 16 * 1024 ** 3,
+                "Bytes of volume file chunks a host keeps in `$FERRY_HOME/volumes/cache` for containers "
+                "to fill their volumes from; the least recently used go first beyond it. 0: no limit."),
     ]
 }
 

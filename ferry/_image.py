@@ -215,9 +215,11 @@ class Image:
         """Run a Python function in the image at build time (e.g. to download model weights).
         The function is pickled with its arguments; changing either rebuilds the step."""
         _no_gpu(gpu)
-        if volumes:
-            raise NotImplementedError("Image.run_function(volumes=...) is not supported by Ferry yet "
-                                      "(volumes are still being built).")
+        volume_args: dict[str, Any] = {}
+        if volumes:  # mounted while it runs, committed when it returns (server/volume_mounts.py)
+            from ._volume import check_volumes, volume_references
+
+            volume_args = {"volumes": volume_references(check_volumes(volumes))}
         if cpu is not None or memory is not None:
             raise NotImplementedError("Image.run_function(cpu=/memory=) is not supported by Ferry yet; "
                                       "build steps run without resource limits.")
@@ -225,7 +227,7 @@ class Image:
         if not callable(raw):
             raise InvalidError(f"Image.run_function() takes a function, got {raw_f!r}.")
         return self._with("run_function", force_build, function=raw, args=tuple(args),
-                          kwargs=dict(kwargs or {}), timeout=timeout, secrets=_secrets(secrets))
+                          kwargs=dict(kwargs or {}), timeout=timeout, secrets=_secrets(secrets), **volume_args)
 
     # -- local files ----------------------------------------------------------------------
     def add_local_dir(self, local_path: str | Path, remote_path: str, *, copy: bool = False,

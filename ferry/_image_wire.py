@@ -170,6 +170,8 @@ def _run_function(args: dict[str, Any], blobs: dict[str, bytes]) -> tuple[str, d
     digest = hashlib.sha256(data).hexdigest()
     blobs[digest] = data
     resolved = {"function": digest, "name": name, "timeout": args["timeout"], "secrets": args["secrets"]}
+    if args.get("volumes"):  # references, resolved to volume ids by the server before building
+        resolved["volumes"] = args["volumes"]
     return "run_function", resolved, f"run_function {name}"
 
 

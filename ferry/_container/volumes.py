@@ -6,6 +6,7 @@ and tells the container, in FERRY_VOLUME_MOUNTS, where it can write the same dir
 own connection (no filesystem is shared with the server):
 
     start     fetch the head manifest, fetch the chunks the host cache lacks, write the files
+              (files under 1 MiB are fetched straight into the view, without the cache)
     commit    scan the view, hash what changed since the last sync (size, mtime, ctime and
               inode tell), upload the chunks the server lacks, send the change set: the server
               applies it to the volume's current head (other writers' changes are kept)
@@ -18,6 +19,7 @@ entry is fetched again rather than copied into a view.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,16 +29,18 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from .. import _config
 from .._volume_files import (
     CHUNK_SIZE, DIR, FILE, LINK, MANIFEST_PAGE, Entry, Manifest, check_file_size, file_chunks,
     manifest_from_wire, read_chunk,
 )
 from .._volume_transfer import Chunk, fetch_chunks, upload_chunks
-from ..exception import InvalidError
+from ..exception import InvalidError, NotFoundError
 
 Request = Callable[..., Any]
+DIRECT_BELOW = 1024 * 1024  # smaller files skip the host cache
 _views: list["View"] = []
 _installed = False
 
@@ -55,12 +59,18 @@ class View:
         self.version = 1
         self.base: Manifest = {}                 # what the view held at its last sync
         self.stats: dict[str, tuple] = {}        # file -> its stat signature at that sync
+        self._fetched = 0                        # chunks added to the host cache since the last trim
         self.lock = threading.Lock()
 
     # -- head -----------------------------------------------------------------------------
     def _head(self) -> Manifest:
         entries: list[Any] = []
-        page = self.request("volume.manifest", id=self.volume_id)
+        try:
+            page = self.request("volume.manifest", id=self.volume_id)
+        except NotFoundError:
+            raise NotFoundError(f"Volume {self.name!r} (mounted at {self.path}) was deleted. Apps refer to the "
+                                "volume they were deployed with: create it again, then run or deploy the app "
+                                "again.") from None
         self.version = page["version"]
         digest = page["hash"]
         while True:
@@ -72,6 +82,7 @@ class View:
     def materialise(self) -> None:
         with self.lock:
             self._sync_to(self._head())
+        self._trim_cache()
 
     # -- writing the view -----------------------------------------------------------------
     def _sync_to(self, target: Manifest) -> None:
@@ -86,10 +97,12 @@ class View:
             full.mkdir(exist_ok=True)
             os.chmod(full, target[path].mode or 0o755)
         files = [p for p, e in target.items() if e.kind == FILE and current.get(p) != e]
-        self._fill_cache(target, files)
+        large = [p for p in files if target[p].size >= DIRECT_BELOW]
+        self._fill_cache(target, large)
         with ThreadPoolExecutor(8, thread_name_prefix="ferry-volume-write") as pool:
-            for _ in pool.map(lambda p: self._write_file(p, target[p]), files):
+            for _ in pool.map(lambda p: self._write_file(p, target[p]), large):
                 pass
+            self._write_small(target, [p for p in files if target[p].size < DIRECT_BELOW], pool)
         for path, entry in target.items():
             if entry.kind == LINK and current.get(path) != entry:
                 full = self.stage / path
@@ -124,6 +137,7 @@ class View:
                     wanted[digest] = min(CHUNK_SIZE, entry.size - index * CHUNK_SIZE)
         for digest, data in fetch_chunks(self.request, list(wanted.items())):
             self._store(digest, data)
+        self._fetched += len(wanted)
 
     def _store(self, digest: str, data: bytes) -> None:
         target = self._cached(digest)
@@ -137,6 +151,7 @@ class View:
         try:
             data = self._cached(digest).read_bytes()
             if hashlib.sha256(data).hexdigest() == digest:
+                os.utime(self._cached(digest))  # recently used: trimmed last
                 return data
         except FileNotFoundError:
             pass
@@ -144,11 +159,59 @@ class View:
         self._store(digest, data)
         return data
 
-    def _write_file(self, path: str, entry: Entry) -> None:
+    def _trim_cache(self) -> None:
+        """Keep the host cache under FERRY_VOLUME_CACHE_SIZE (least recently used go first);
+        only after this view fetched chunks, since that is when it grows."""
+        limit = int(_config.get("volume_cache_size"))
+        if not self._fetched or limit <= 0:
+            return
+        self._fetched = 0
+        found = []
+        for directory in self.cache.iterdir() if self.cache.is_dir() else []:
+            for entry in os.scandir(directory):
+                try:
+                    info = entry.stat()
+                except FileNotFoundError:
+                    continue
+                found.append((info.st_mtime, info.st_size, entry.path))
+        total = sum(size for _, size, _ in found)
+        for _, size, path in sorted(found):
+            if total <= limit * 0.8:
+                break
+            try:
+                os.unlink(path)  # a container reading it now fetches it again (see _chunk)
+            except FileNotFoundError:
+                pass
+            total -= size
+
+    def _write_small(self, target: Manifest, paths: list[str], pool: ThreadPoolExecutor) -> None:
+        """Files under DIRECT_BELOW (one chunk at most): fetched in batches straight into the
+        view, since creating a cache entry would cost as much as fetching them again."""
+        by_digest: dict[str, list[str]] = {}
+        pending = []
+        for path in paths:
+            entry = target[path]
+            if entry.data:
+                by_digest.setdefault(entry.data[0], []).append(path)
+            else:
+                pending.append(pool.submit(self._write_file, path, entry, b""))
+        wanted = [(digest, target[users[0]].size) for digest, users in by_digest.items()]
+        for digest, data in fetch_chunks(self.request, wanted):
+            pending += [pool.submit(self._write_file, path, target[path], data) for path in by_digest[digest]]
+            if len(pending) >= 1024:
+                for future in pending:
+                    future.result()
+                pending = []
+        for future in pending:
+            future.result()
+
+    def _write_file(self, path: str, entry: Entry, data: bytes | None = None) -> None:
         full = self.stage / path
         fd, tmp = tempfile.mkstemp(dir=full.parent, prefix=".ferry-")
         with os.fdopen(fd, "wb") as handle:
-            for digest in entry.data:
+            if data is not None:
+                handle.write(data)
+            for digest in entry.data if data is None else ():
                 handle.write(self._chunk(digest))
         os.chmod(tmp, entry.mode)
         os.utime(tmp, (entry.mtime, entry.mtime))
@@ -215,6 +278,8 @@ class View:
             result = self.request("volume.commit", id=self.volume_id, puts=[e.wire(p) for p, e in puts.items()],
                                   deletes=deletes)
             self.base = current
+            for path in deletes:
+                self.stats.pop(path, None)
             return result
 
     def reload(self) -> None:
@@ -228,6 +293,7 @@ class View:
             self.commit()  # the guide's rule: uncommitted changes are committed by a reload
         with self.lock:
             self._sync_to(self._head())
+        self._trim_cache()
 
     def open_files(self) -> list[str]:
         """Paths in this view that this process has open (from /proc/self/fd)."""
@@ -282,13 +348,29 @@ def reload(volume: Any) -> None:
         view.reload()
 
 
-def commit_all() -> None:
-    """On a clean exit: commit every writable view; failures are reported, not raised."""
+def commit_all(*, raise_errors: bool = False) -> None:
+    """On a clean exit: commit every writable view; failures are reported (or raised)."""
     for view in _views:
         if view.read_only:
             continue
         try:
             view.commit()
         except Exception as error:  # noqa: BLE001 - the container is ending; say why in its logs
+            if raise_errors:
+                raise
             print(f"ferry: committing volume {view.name!r} at exit failed: {type(error).__name__}: {error}",
                   file=sys.stderr)
+
+
+@contextlib.contextmanager
+def mounted_for_build() -> Iterator[None]:
+    """Around an `Image.run_function` step: its volumes (prepared by the builder) are filled
+    over a client connection before the function runs and committed when it returns."""
+    if not os.environ.get("FERRY_VOLUME_MOUNTS"):
+        yield
+        return
+    from .._client import Client
+
+    install(Client.from_env_sync().request_sync)
+    yield
+    commit_all(raise_errors=True)  # a failed commit fails the build step

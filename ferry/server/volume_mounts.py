@@ -9,6 +9,7 @@ host.
 
     runtime   view lives in                        mount path                stage / cache
     sandbox   $FERRY_HOME/sandbox/<ct>/volumes/N   bwrap --bind (--ro-bind)  /var/lib/ferry/volumes/N, /cache
+    (Image.run_function steps: as sandbox, in the step's staging directory; see prepare_build)
     process   $FERRY_HOME/volumes/views/<ct>/N     `mount --bind` in a       the host paths themselves
                                                    private mount namespace
 
@@ -47,6 +48,7 @@ class PreparedVolumes:
     binds: list[tuple[Path, str, bool]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cleanup: list[Path] = field(default_factory=list)
+    scaffold: Path | None = None  # build steps: a lower layer holding the mount points
 
     def remove(self) -> None:
         for path in self.cleanup:
@@ -105,6 +107,24 @@ def prepare_process(refs: tuple[dict[str, Any], ...], container_id: str) -> Prep
         prepared.binds.append((view, ref["path"], bool(ref.get("read_only"))))
         stages.append(str(view))
     prepared.env = {"FERRY_VOLUME_MOUNTS": _specs(refs, stages), "FERRY_VOLUME_CACHE": str(cache_dir())}
+    return prepared
+
+
+def prepare_build(refs: list[dict[str, Any]], root: Path) -> PreparedVolumes:
+    """Volumes of an `Image.run_function` step, under `root` (the step's staging directory).
+
+    As in a sandbox container, plus a `scaffold` layer with the mount points, so that binding
+    them creates nothing in the image's layer. The step reaches the control plane at the URL
+    the server recorded in `$FERRY_HOME/server.json` when it started (builds come later)."""
+    from .._local_server import STATE_FILE
+
+    prepared = prepare_sandbox(tuple(refs), root / "views")
+    scaffold = root / "scaffold"
+    for _, inside, _ in prepared.binds:
+        (scaffold / inside.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    prepared.scaffold = scaffold
+    url = json.loads((_config.home() / STATE_FILE).read_text())["url"]
+    prepared.env["FERRY_SERVER_URL"] = url
     return prepared
 
 

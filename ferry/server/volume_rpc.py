@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .._volume_files import DIR, FILE, LINK, MANIFEST_PAGE, TRANSFER_BATCH_BYTES, clean_path, entry_from_wire
@@ -35,6 +36,17 @@ _TYPES = {FILE: "file", DIR: "directory", LINK: "symlink"}
 
 def _file_entry(path: str, entry: Any) -> dict[str, Any]:
     return {"path": path, "type": _TYPES[entry.kind], "size": entry.size, "mtime": entry.mtime, "mode": entry.mode}
+
+
+def _follow(snapshot: Any, path: str, target: str, volume: str) -> tuple[str, Any]:
+    """Where the link at `path` points, inside the volume."""
+    if target.startswith("/"):
+        raise InvalidError(f"{path!r} in volume {volume!r} is a link to the absolute path {target!r}, which "
+                           "depends on where the volume is mounted; read the file it points to instead.")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise InvalidError(f"{path!r} in volume {volume!r} links outside the volume ({target!r}).")
+    return resolved, snapshot.entries.get(resolved)
 
 
 class VolumeService:
@@ -132,11 +144,19 @@ class VolumeService:
         return [_file_entry(p, snapshot.entries[p]) for p in below]
 
     async def read(self, conn: Connection, args: dict) -> dict:
+        """A file's entry; symbolic links are followed within the volume (`follow: false`: not)."""
         volume = self._volume(args)
         path = clean_path(args.get("path", ""), allow_root=False)
-        entry = (await self._head_snapshot(volume)).entries.get(path)
+        snapshot = await self._head_snapshot(volume)
+        entry = snapshot.entries.get(path)
+        for _ in range(40):
+            if entry is None or entry.kind != LINK or args.get("follow") is False:
+                break
+            path, entry = _follow(snapshot, path, entry.data, volume["name"])
         if entry is None:
             raise NotFoundError(f"No file {path!r} in volume {volume['name']!r}.")
+        if entry.kind == LINK and args.get("follow") is not False:
+            raise InvalidError(f"Too many levels of symbolic links at {path!r} in volume {volume['name']!r}.")
         if entry.kind == DIR:
             raise InvalidError(f"{path!r} is a directory in volume {volume['name']!r}; read the files in it.")
         return {**_file_entry(path, entry), "data": list(entry.data) if entry.kind == FILE else entry.data}
@@ -149,7 +169,7 @@ class VolumeService:
         chunks = list(args["chunks"])
         if sum(len(c) for c in chunks) > 2 * TRANSFER_BATCH_BYTES:
             raise InvalidError("Too much chunk data in one request; upgrade the client.")
-        return await asyncio.to_thread(lambda: [self.server.blobs.put(c, durable=True) for c in chunks])
+        return await asyncio.to_thread(lambda: [self.server.blobs.put(c) for c in chunks])  # synced at commit
 
     async def get_chunks(self, conn: Connection, args: dict) -> list[bytes]:
         return await asyncio.to_thread(lambda: [self.server.blobs.get(d) for d in args["hashes"]])
@@ -195,23 +215,42 @@ class VolumeService:
 
     # -- references in function definitions ------------------------------------------------
     def resolve_functions(self, functions: list[dict]) -> list[dict]:
-        """Function specs whose volume references carry ids; NotFoundError naming every missing
-        volume (before anything is created)."""
+        """Function specs whose volume references (of the function, and of `Image.run_function`
+        steps of its image) carry ids; NotFoundError naming every missing volume (before
+        anything is created or built)."""
         missing: dict[str, list[str]] = {}
         resolved = []
         for spec in functions:
-            config = spec["definition"].get("config") or {}
-            if not config.get("volumes"):
-                resolved.append(spec)
-                continue
-            refs = self._resolve(config["volumes"], spec["tag"], missing)
-            resolved.append(dict(spec, definition=dict(spec["definition"], config=dict(config, volumes=refs))))
-        if missing:
-            raise NotFoundError("; ".join(
-                f"Volume {name!r} not found (used by {', '.join(users)}): create it with `ferry volume create {name}` "
-                f"or declare it with Volume.from_name({name!r}, create_if_missing=True)"
-                for name, users in missing.items()) + ".")
+            definition = spec["definition"]
+            config = definition.get("config") or {}
+            if config.get("volumes"):
+                definition = dict(definition, config=dict(config, volumes=self._resolve(
+                    config["volumes"], spec["tag"], missing)))
+            if definition.get("image"):
+                definition = dict(definition, image=self._resolve_image(definition["image"], spec["tag"], missing))
+            resolved.append(dict(spec, definition=definition))
+        _raise_missing(missing)
         return resolved
+
+    def resolve_image(self, wire: dict[str, Any], user: str) -> dict[str, Any]:
+        """An image (`ferry image build`) whose run_function steps' volumes carry ids."""
+        missing: dict[str, list[str]] = {}
+        wire = self._resolve_image(wire, user, missing)
+        _raise_missing(missing)
+        return wire
+
+    def _resolve_image(self, wire: dict[str, Any], user: str, missing: dict[str, list[str]]) -> dict[str, Any]:
+        steps = wire.get("steps") or []
+        if not any(s.get("kind") == "run_function" and s["args"].get("volumes") for s in steps):
+            return wire
+        resolved = []
+        for step in steps:
+            if step.get("kind") == "run_function" and step["args"].get("volumes"):
+                refs = self._resolve(step["args"]["volumes"], f"{user} (image step {step['label']})", missing,
+                                     runtime_check=False)
+                step = {**step, "args": {**step["args"], "volumes": refs}}
+            resolved.append(step)
+        return {**wire, "steps": resolved}
 
     def resolve_config(self, config: dict[str, Any], user: str) -> dict[str, Any]:
         """`config` (a `with_options` override) with its volume references resolved."""
@@ -219,8 +258,10 @@ class VolumeService:
             return config
         return self.resolve_functions([{"tag": user, "definition": {"config": config}}])[0]["definition"]["config"]
 
-    def _resolve(self, refs: list[dict[str, Any]], user: str, missing: dict[str, list[str]]) -> list[dict]:
-        self.check_runtime(user)
+    def _resolve(self, refs: list[dict[str, Any]], user: str, missing: dict[str, list[str]], *,
+                 runtime_check: bool = True) -> list[dict]:
+        if runtime_check:
+            self.check_runtime(user)
         resolved = []
         for ref in refs:
             try:
@@ -243,3 +284,11 @@ class VolumeService:
                 f"{user} mounts volumes, which need the sandbox runtime or a server running as root: the "
                 "process runtime binds each volume at its path in a private mount namespace (unshare --mount). "
                 "Run the server as root, or use FERRY_RUNTIME=sandbox.")
+
+
+def _raise_missing(missing: dict[str, list[str]]) -> None:
+    if missing:
+        raise NotFoundError("; ".join(
+            f"Volume {name!r} not found (used by {', '.join(users)}): create it with `ferry volume create {name}` "
+            f"or declare it with Volume.from_name({name!r}, create_if_missing=True)"
+            for name, users in missing.items()) + ".")

@@ -7,7 +7,7 @@
 A commit applies a change set (the paths a writer put or deleted) to the volume's CURRENT
 head, in three steps:
     1. load the head manifest and apply the change set (checks, limits)
-    2. write the new manifest blob durably (fsync; uploaded chunks were written durably too)
+    2. flush the blob store (syncfs: uploaded chunks), write the new manifest blob with fsync
     3. insert the commit row: one INSERT, atomic
 A server killed at any point leaves the previous head (before 3) or the new one (after 3): at
 worst an unreferenced manifest blob, never a half-applied commit. Callers serialise commits
@@ -39,6 +39,7 @@ from .store import Store
 
 EPHEMERAL_PREFIX = "ephemeral-"
 _CACHED_MANIFESTS = 4
+_CACHED_ENTRIES = 2_000_000  # (about 400 MB of manifests in memory at most)
 OVERWRITE_MODES = ("always", "files", "never")
 
 
@@ -244,7 +245,8 @@ class VolumeStore:
     def _remember(self, digest: str, snapshot: Snapshot) -> None:
         with self._cache_lock:
             self._cache[digest] = snapshot
-            while len(self._cache) > _CACHED_MANIFESTS:
+            while len(self._cache) > 1 and (len(self._cache) > _CACHED_MANIFESTS or sum(
+                    len(s.paths) for s in self._cache.values()) > _CACHED_ENTRIES):
                 self._cache.popitem(last=False)
 
     def prepare(self, volume: dict[str, Any], head: tuple[int, str], puts: Manifest, deletes: Iterable[str], *,
@@ -256,6 +258,7 @@ class VolumeStore:
         entries, children = apply_changes(self.snapshot(digest).entries, puts, deletes, overwrite=overwrite,
                                           volume=volume["name"])
         check_limits(volume["version"], entries, children, volume["name"])
+        self.blobs.sync()  # the uploaded chunks reach the disk before anything refers to them
         manifest = self.blobs.put(pack_manifest(entries), durable=True)
         self._remember(manifest, Snapshot(entries, sorted(entries)))
         files = sum(1 for e in entries.values() if e.kind != DIR)

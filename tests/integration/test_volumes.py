@@ -216,6 +216,7 @@ def test_python_api_upload_list_read_copy_remove_rename(server, tmp_path):
     local = tmp_path / "tree"
     (local / "sub").mkdir(parents=True)
     (local / "sub" / "leaf.txt").write_text("leaf")
+    (local / "sub" / "to-leaf").symlink_to("leaf.txt")  # (as in the Hugging Face cache)
     (local / "top.txt").write_text("top")
     big = os.urandom(20 * 1024 * 1024 + 7)  # three chunks
     (tmp_path / "big.bin").write_bytes(big)
@@ -225,12 +226,15 @@ def test_python_api_upload_list_read_copy_remove_rename(server, tmp_path):
         batch.put_directory(local, "/tree")
     assert [(e.path, e.type.name) for e in vol.listdir("/")] == [
         ("memory.txt", "FILE"), ("models", "DIRECTORY"), ("tree", "DIRECTORY")]
-    assert sorted(e.path for e in vol.iterdir("tree")) == ["tree/sub", "tree/sub/leaf.txt", "tree/top.txt"]
+    assert sorted((e.path, e.type.name) for e in vol.iterdir("tree")) == [
+        ("tree/sub", "DIRECTORY"), ("tree/sub/leaf.txt", "FILE"), ("tree/sub/to-leaf", "SYMLINK"),
+        ("tree/top.txt", "FILE")]
     assert [e.path for e in vol.listdir("tree")] == ["tree/sub", "tree/top.txt"]
     assert vol.listdir("models/big.bin")[0].size == len(big)
     assert b"".join(vol.read_file("models/big.bin")) == big
     sink = io.BytesIO()
     assert vol.read_file_into_fileobj("/tree/sub/leaf.txt", sink) == 4 and sink.getvalue() == b"leaf"
+    assert b"".join(vol.read_file("tree/sub/to-leaf")) == b"leaf"  # links are followed inside the volume
 
     with pytest.raises(InvalidError, match="already exists.*force=True"):
         with vol.batch_upload() as batch:
@@ -313,6 +317,28 @@ def test_a_missing_volume_fails_app_run_ferry_run_and_ferry_deploy_before_anythi
         assert "create_if_missing=True" in result.stderr and "ran" not in result.stdout
     apps = _client(server).request_sync("app.list", all=True)
     assert not [a for a in apps if a["name"] in ("test-volumes-missing", "test-volumes-cli-missing")]
+
+
+def _list_deployed_mount() -> list[str]:
+    return sorted(os.listdir(f"{MOUNT}/deployed"))
+
+
+def test_a_volume_deleted_under_a_deployed_app_fails_its_new_containers_naming_it(server):
+    name, app_name = _unique("test-volumes-deleted"), _unique("test-volumes-deployed")
+    vol = ferry.Volume.from_name(name, create_if_missing=True)
+    with vol.batch_upload() as batch:
+        batch.put_file(io.BytesIO(b"x"), "kept.txt")
+    deployed = ferry.App(app_name)
+    deployed.function(volumes={f"{MOUNT}/deployed": vol}, serialized=True)(_list_deployed_mount)
+    deployed.deploy()
+    try:
+        listing = ferry.Function.from_name(app_name, "_list_deployed_mount")
+        assert listing.remote() == ["kept.txt"]
+        assert _client(server).request_sync("volume.delete", name=name)["used_by"] == [app_name]
+        with pytest.raises(NotFoundError, match=f"Volume {name!r} .mounted at {MOUNT}/deployed. was deleted"):
+            listing.with_options(timeout=60).remote()  # a new container (of a variant)
+    finally:
+        _client(server).request_sync("app.stop", app=app_name)
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -441,6 +467,32 @@ def test_a_server_killed_during_a_large_commit_keeps_the_previous_or_the_new_com
         server.stop(signal.SIGKILL)
 
 
+def _sizes_of_mount(path: str) -> dict[str, int]:
+    return {name: os.path.getsize(os.path.join(path, name)) for name in sorted(os.listdir(path))}
+
+
+def test_the_host_chunk_cache_stays_under_its_size(tmp_path, monkeypatch):
+    """FERRY_VOLUME_CACHE_SIZE of 3 MiB and two 2 MiB files: after filling a view, the host's
+    cache keeps the chunks it can hold (least recently used go), and views are complete."""
+    server = ServerProcess.start(tmp_path / "home", extra_env={"FERRY_VOLUME_CACHE_SIZE": str(3 * 1024 * 1024)})
+    try:
+        monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+        vol = ferry.Volume.from_name("cached", create_if_missing=True)
+        with vol.batch_upload() as batch:
+            batch.put_file(io.BytesIO(os.urandom(2 * 1024 * 1024)), "a.bin")
+            batch.put_file(io.BytesIO(os.urandom(2 * 1024 * 1024)), "b.bin")
+        cache_app = ferry.App("test-volumes-cache")
+        sizes = cache_app.function(volumes={f"{MOUNT}/cache": vol}, serialized=True)(_sizes_of_mount)
+        cache = tmp_path / "home" / "volumes" / "cache"
+        for _ in range(2):  # the second container refetches what the first one's trim removed
+            with cache_app.run(show_logs=False):
+                assert sizes.remote(f"{MOUNT}/cache") == {"a.bin": 2 * 1024 * 1024, "b.bin": 2 * 1024 * 1024}
+            cached = [f for f in cache.rglob("*") if f.is_file()]
+            assert len(cached) == 1 and sum(f.stat().st_size for f in cached) <= 3 * 1024 * 1024
+    finally:
+        server.stop()
+
+
 # -- the sandbox runtime --------------------------------------------------------------------------
 def test_volumes_in_sandbox_containers(on_sandbox):
     from .apps import volume_apps
@@ -466,3 +518,12 @@ def test_model_cache_example_downloads_once_then_loads_from_the_volume(on_sandbo
     assert "model of 1,048,576 bytes, loaded from the volume cache" in served.stdout
     cached = run_cli(["volume", "ls", "model-cache", "hub", "-r"], on_sandbox)
     assert "hub/models--ferry-examples--tiny-model/snapshots/main/model.bin" in cached.stdout.split()
+
+
+def test_image_run_function_mounts_volumes_and_commits_when_it_returns(on_sandbox):
+    from .apps import volume_apps
+
+    with volume_apps.app.run(show_logs=False):
+        assert volume_apps.read_built.remote() == {"first.txt": "committed by the step",
+                                                   "second.txt": "committed when the step returned"}
+    assert [e.path for e in volume_apps.built.listdir("/")] == ["first.txt", "second.txt"]

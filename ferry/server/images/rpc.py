@@ -38,6 +38,9 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
     built: set[str] = set()
     for spec in functions:
         definition = spec["definition"]
+        bare = definition.pop("image_for_process_runtime", None)
+        if bare is not None and server.runtime.name == "process":
+            definition = {**definition, "image": bare}
         wire = definition.get("image")
         if wire is None:
             result.append(spec)
@@ -52,6 +55,7 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
 
 async def image_build(server: "Server", conn: Connection, args: dict) -> dict:
     wire = server.images.resolve_secrets(args["image"], "image build")
+    wire = server.volumes.resolve_image(wire, "image build")  # run_function(volumes=...): ids
     built = await server.images.build(wire, force=bool(args.get("force")), emit=_emitter(conn, args.get("progress_id"), wire["key"]))
     record = server.images.store.record(built.key) or {}
     return {"key": built.key, "python_version": built.python_version, "size": record.get("size"),

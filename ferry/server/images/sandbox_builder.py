@@ -30,6 +30,7 @@ from ...exception import InvalidError
 from ..blobs import BlobStore
 from ..runtimes.sandbox.bwrap import BindMount
 from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, suite_for_python
+from ..volume_mounts import prepare_build
 from . import oci
 from .files import materialise_files
 from .layers import LayerStore, tree_size
@@ -153,6 +154,11 @@ class SandboxBackend:
             env = build_env(meta["env"], self.ca_bundle, secret_env)
             if kind == "run_function":
                 env["PYTHONPATH"] = ":".join(filter(None, [FERRY_PACKAGE_DIR, env.get("PYTHONPATH")]))
+                if args.get("volumes"):  # mounted as in containers, committed when it returns
+                    volumes = prepare_build(args["volumes"], staging / "volumes")
+                    binds += [BindMount(*bind) for bind in volumes.binds]
+                    env.update(volumes.env)
+                    layers.append(volumes.scaffold)
             if self.ca_bundle:
                 binds.append(BindMount(Path(self.ca_bundle), f"{BUILD_DIR}/ca-certificates.crt"))
             timeout = float(args.get("timeout") or self.step_timeout)

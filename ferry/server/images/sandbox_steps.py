@@ -38,7 +38,9 @@ install_modal_alias()
 import cloudpickle
 with open({path!r}, "rb") as handle:
     function, args, kwargs = cloudpickle.load(handle)
-function(*args, **kwargs)
+from ferry._container.volumes import mounted_for_build
+with mounted_for_build():  # its volumes= (if any), committed when it returns
+    function(*args, **kwargs)
 """
 
 

@@ -36,3 +36,22 @@ def read_only(name: str) -> dict:
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     return {"text": Path("/data", name).read_text(), "write_error": write_error, "commit_error": commit_error,
             "mounts": mounts, "root": sorted(os.listdir("/"))}
+
+
+built = ferry.Volume.from_name("test-volumes-built", create_if_missing=True)
+
+
+def fill_at_build_time() -> None:
+    """An Image.run_function step: commits once itself, and again (automatically) on return."""
+    Path("/cache/first.txt").write_text("committed by the step")
+    built.commit()
+    Path("/cache/second.txt").write_text("committed when the step returned")
+
+
+built_image = ferry.Image.debian_slim(python_version="3.11").run_function(fill_at_build_time,
+                                                                           volumes={"/cache": built})
+
+
+@app.function(image=built_image, volumes={"/cache": built})
+def read_built() -> dict:
+    return {name: Path("/cache", name).read_text() for name in sorted(os.listdir("/cache"))}

@@ -73,7 +73,7 @@ def test_run_function_pickles_the_function_with_its_arguments() -> None:
     assert (function.__name__, args, kwargs) == ("_setup", (1,), {"scale": 2})
     assert _key(one) != _key(two) and _key(one) == _key(ferry.Image.debian_slim().run_function(
         _setup, args=(1,), kwargs={"scale": 2}))
-    with pytest.raises(NotImplementedError, match="volumes"):
+    with pytest.raises(InvalidError, match="takes a ferry.Volume"):  # (volumes: tests/integration/test_volumes.py)
         ferry.Image.debian_slim().run_function(_setup, volumes={"/v": object()})
 
 
