@@ -8,11 +8,12 @@ import os
 import shlex
 import signal
 import sys
+from typing import Any, Callable
 
 from ... import _config
 from ...exception import InvalidError
 from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
-from ..volume_mounts import PreparedVolumes, prepare_process
+from ..volume_mounts import prepare_process
 from .cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from .zygote import ZygoteError, ZygotePool
 
@@ -20,13 +21,16 @@ log = logging.getLogger("ferry.server")
 
 
 class ProcessHandle(ContainerHandle):
-    def __init__(self, process: asyncio.subprocess.Process, readers: list[asyncio.Task],
-                 cgroup: Cgroup | None, memory_mb: int | None, volumes: PreparedVolumes | None = None) -> None:
+    """A container process in its own process group, with its cgroup (if limited) and a
+    clean-up of what it leaves on the host, run off the event loop once it has ended."""
+
+    def __init__(self, process: Any, readers: list[asyncio.Task], cgroup: Cgroup | None,
+                 memory_mb: int | None, cleanup: Callable[[], None] | None = None) -> None:
         self._process = process
         self._readers = readers
         self._cgroup = cgroup
         self._memory_mb = memory_mb
-        self._volumes = volumes
+        self._cleanup = cleanup
 
     async def wait(self) -> ExitStatus:
         code = await self._process.wait()
@@ -35,8 +39,8 @@ class ProcessHandle(ContainerHandle):
         if self._cgroup is not None:
             oom = self._cgroup.oom_killed()
             self._cgroup.destroy()
-        if self._volumes is not None:  # the views of its volumes (their commits are on the server)
-            await asyncio.to_thread(self._volumes.remove)
+        if self._cleanup is not None:
+            await asyncio.to_thread(self._cleanup)
         return ExitStatus(code=code, oom_killed=oom, memory_mb=self._memory_mb)
 
     def _signal(self, sig: int) -> None:
@@ -168,7 +172,8 @@ class ProcessRuntime(Runtime):
             asyncio.create_task(_pump(process.stdout, "stdout", on_output)),
             asyncio.create_task(_pump(process.stderr, "stderr", on_output)),
         ]
-        return ProcessHandle(process, readers, cgroup, spec.memory_mb, volumes)
+        # the views of its volumes go when it ends (their commits are on the server)
+        return ProcessHandle(process, readers, cgroup, spec.memory_mb, volumes.remove if volumes else None)
 
     async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Cgroup | None,
                     memory_mb: int | None, on_output: OutputSink) -> ProcessHandle | None:
@@ -183,4 +188,4 @@ class ProcessRuntime(Runtime):
             return None
         readers = [asyncio.create_task(_pump(await _pipe_reader(fd), name, on_output))
                    for fd, name in ((out_fd, "stdout"), (err_fd, "stderr"))]
-        return ProcessHandle(ForkedProcess(pid, exited), readers, cgroup, memory_mb)  # type: ignore[arg-type]
+        return ProcessHandle(ForkedProcess(pid, exited), readers, cgroup, memory_mb)

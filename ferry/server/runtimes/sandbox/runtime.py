@@ -27,10 +27,10 @@ from pathlib import Path
 import ferry
 
 from ....exception import InvalidError
-from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
+from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ...volume_mounts import prepare_sandbox
-from ..process import _pump
+from ..process import ProcessHandle, _pump
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
 from .gpu import BIN_DIR as GPU_BIN_DIR
 from .gpu import gpu_access
@@ -40,42 +40,16 @@ FERRY_PACKAGE_DIR = "/opt/ferry"
 _NOT_PASSED = {"FERRY_HOME", "FERRY_SERVER_URL", "FERRY_CONTAINER_ID", "FERRY_FUNCTION_ID"}
 
 
-class SandboxHandle(ContainerHandle):
-    def __init__(self, process: asyncio.subprocess.Process, readers: list[asyncio.Task],
-                 cgroup: Cgroup | None, memory_mb: int | None, scratch: Path) -> None:
-        self._process = process
-        self._readers = readers
-        self._cgroup = cgroup
-        self._memory_mb = memory_mb
-        self._scratch = scratch
-
-    async def wait(self) -> ExitStatus:
-        code = await self._process.wait()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        oom = False
-        if self._cgroup is not None:
-            oom = self._cgroup.oom_killed()
-            self._cgroup.destroy()
-        await asyncio.to_thread(shutil.rmtree, self._scratch, True)
-        return ExitStatus(code=code, oom_killed=oom, memory_mb=self._memory_mb)
+class SandboxHandle(ProcessHandle):
+    """A sandbox's launcher process; its writable layer is removed once it has ended.
+    Killing the launcher's group ends the sandbox (bwrap runs with --die-with-parent)."""
 
     def terminate(self) -> None:
         """SIGTERM to the container's Python (so @exit runs); during setup, to the launcher."""
         if self._process.returncode is not None:
             return
         if not signal_command(self._process.pid, signal.SIGTERM):
-            self._signal_group(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal_group(signal.SIGKILL)  # bwrap dies; --die-with-parent ends the sandbox
-
-    def _signal_group(self, sig: int) -> None:
-        if self._process.returncode is not None:
-            return
-        try:
-            os.killpg(self._process.pid, sig)
-        except ProcessLookupError:
-            pass
+            self._signal(signal.SIGTERM)
 
 
 class SandboxRuntime(Runtime):
@@ -166,4 +140,5 @@ class SandboxRuntime(Runtime):
             asyncio.create_task(_pump(process.stdout, "stdout", on_output)),
             asyncio.create_task(_pump(process.stderr, "stderr", on_output)),
         ]
-        return SandboxHandle(process, readers, cgroup, spec.memory_mb, scratch)
+        return SandboxHandle(process, readers, cgroup, spec.memory_mb,
+                             cleanup=lambda: shutil.rmtree(scratch, ignore_errors=True))
