@@ -45,6 +45,18 @@ def fastapi_app(fn: Callable[..., Any], method: str, docs: bool) -> ASGIApp:
     return app
 
 
+
+async def _read_body(receive: Callable) -> bytes | None:
+    """The whole request body of an ASGI HTTP request; None if the client disconnected."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
 class _JsonToQuery:
     """Let a JSON object body fill the query parameters of an endpoint that has no body."""
 
@@ -110,16 +122,11 @@ class WsgiAdapter:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1003, "reason": "WSGI apps do not serve WebSockets"})
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self._run, scope, b"".join(chunks), loop, send)
+        await loop.run_in_executor(self.executor, self._run, scope, body, loop, send)
 
     def _run(self, scope: Scope, body: bytes, loop: asyncio.AbstractEventLoop, send: Callable) -> None:
         started: list[Any] = []
@@ -228,16 +235,11 @@ class ServerProxy:
             print("ferry: a WebSocket request reached a @web_server endpoint; Ferry proxies only HTTP to "
                   "web servers (serve WebSockets with @asgi_app instead).", file=sys.stderr)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
         loop = asyncio.get_running_loop()
-        connection, response = await loop.run_in_executor(self.executor, self._request, scope, b"".join(chunks))
+        connection, response = await loop.run_in_executor(self.executor, self._request, scope, body)
         try:
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()
                        if k.lower() not in _HOP_BY_HOP]
