@@ -83,6 +83,8 @@ def resolve_server_url(*, announce: bool = True) -> str:
         )
     url = start_background_server(home)
     if announce:
+        web_url = (read_state(home) or {}).get("web_url")
+        dashboard = f", dashboard at {web_url}/" if web_url else ""
         print(f"Started a local Ferry server at {url} (state in {home}, log in "
-              f"{home / 'server.log'}). Stop it with `ferry server stop`.", file=sys.stderr)
+              f"{home / 'server.log'}{dashboard}). Stop it with `ferry server stop`.", file=sys.stderr)
     return url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -96,26 +95,20 @@ def logs(app: str = typer.Argument(..., help="App name or id."),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new logs.")) -> None:
     """Print an app's container logs; with --follow, keep streaming them."""
     client = _client()
-    done = threading.Event()
-    if follow:
-        result_holder: dict[str, Any] = {}
-
-        def handler(entry: dict[str, Any]) -> None:
-            if result_holder.get("ready"):
-                print_log(entry)
-
-        result = client.request_sync("app.logs", app=app, follow=True)
-        client.log_handlers[result["app_id"]] = handler
-        result_holder["ready"] = True
-    else:
-        result = client.request_sync("app.logs", app=app)
-    for entry in result["entries"]:
-        print_log(entry)
-    if follow:
-        try:
-            while not done.wait(0.5):
-                if not client.connected:
-                    break
-                time.sleep(0)
-        except KeyboardInterrupt:
-            pass
+    after = 0
+    while True:  # the whole history, page by page
+        result = client.request_sync("app.logs", app=app, after=after)
+        for entry in result["entries"]:
+            print_log(entry)
+        if not result["entries"]:
+            break
+        after = result["entries"][-1]["seq"]
+    if not follow:
+        return
+    client.log_handlers[result["app_id"]] = print_log
+    client.request_sync("app.subscribe_logs", app_id=result["app_id"])
+    try:
+        while client.connected:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass

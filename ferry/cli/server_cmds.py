@@ -36,7 +36,9 @@ def start() -> None:
         out.print(f"A Ferry server is already running at {url}.")
         return
     url = start_background_server()
-    out.print(f"Started a Ferry server at {url} (state in {_config.home()}).")
+    web_url = (read_state(_config.home()) or {}).get("web_url")
+    out.print(f"Started a Ferry server at {url} (state in {_config.home()}"
+              + (f", dashboard at {web_url}/" if web_url else "") + ").")
 
 
 @cli.command()
@@ -72,5 +74,6 @@ def status() -> None:
     out.print(f"  runtime: {info['runtime']}")
     if info.get("web_url"):
         out.print(f"  web endpoints: {info['web_url']} (http://LABEL.localhost:{info['web_port']}/)")
+        out.print(f"  dashboard: {info['web_url']}/")
     out.print(f"  GPUs: {info.get('gpus', 'unknown')}")
     out.print(f"  apps running or deployed: {info['apps']}; containers: {info['containers']}")

@@ -361,3 +361,14 @@ class Store:
         ).fetchall()
         keys = ("seq", "function", "container_id", "stream", "ts", "text")
         return [dict(zip(keys, row)) for row in rows]
+
+    def log_tail(self, app_id: str, count: int) -> list[dict[str, Any]]:
+        """The last `count` log lines of an app, oldest first (the dashboard's log view)."""
+        self.flush_logs()
+        rows = self._db.execute(
+            "SELECT seq, function, container_id, stream, ts, text FROM logs "
+            "WHERE app_id=? ORDER BY seq DESC LIMIT ?",
+            (app_id, count),
+        ).fetchall()
+        keys = ("seq", "function", "container_id", "stream", "ts", "text")
+        return [dict(zip(keys, row)) for row in reversed(rows)]

@@ -346,6 +346,7 @@ def test_server_start_status_stop(serverless):
     assert status.returncode == 0, status.stderr
     assert f"server at {url}" in status.stdout
     assert str(home) in status.stdout
+    assert "dashboard: http://127.0.0.1:" in status.stdout
 
     stopped = _cli(["server", "stop"], env)
     assert stopped.returncode == 0, stopped.stderr
@@ -363,6 +364,7 @@ def test_run_starts_a_background_server_when_none_runs(serverless):
     assert "Hello World!" in result.stdout
     assert result.stderr.count("Started a local Ferry server") == 1, result.stderr
     assert f"ferry://127.0.0.1:{env['FERRY_PORT']}" in result.stderr
+    assert "dashboard at http://127.0.0.1:" in result.stderr, result.stderr
 
     # the server outlives the command, and the next run uses it silently
     second = _cli(["run", "examples/hello_world.py", "--who", "again"], env)

@@ -2,6 +2,7 @@
 requests for web endpoints into inputs of their functions' pools (see exchange.py).
 
 Per request: route (routes.py) -> proxy auth (tokens.py) -> body limit -> Exchange.
+Requests that name no endpoint label, for `/` or `/apps/...`, get the dashboard (dashboard.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ... import _config
 from ...exception import InvalidError
 from ..model import App
+from .dashboard import Dashboard, is_dashboard_path
 from .exchange import Exchange, Receive, Send, respond
 from .routes import Route, RouteTable
 from .tokens import AUTH_HEADERS, ProxyTokens
@@ -32,6 +34,7 @@ class Gateway:
         self.server = server
         self.routes = RouteTable()
         self.tokens = ProxyTokens(server.store)
+        self.dashboard = Dashboard(server)
         self.host = ""
         self.port = 0
         self.domain = str(_config.get("web_domain")).strip(".").lower()
@@ -131,6 +134,9 @@ class Gateway:
                 if kind == "http":
                     await respond(send, 308, f"Redirecting to {location}", [(b"location", location.encode())])
                 return
+            if kind == "http" and not self._label_host(scope) and is_dashboard_path(scope["path"]):
+                await self.dashboard.handle(scope, send)  # `/` and `/apps/...` (dashboard.py)
+                return
             await self._not_found(scope, send)
             return
         headers = scope["headers"]
@@ -163,6 +169,13 @@ class Gateway:
             root_path = PATH_PREFIX + label
             return (route if slash else None), root_path if route is not None else ""
         return None, ""
+
+    def _label_host(self, scope: dict[str, Any]) -> bool:
+        """Whether the Host header names an endpoint label (`LABEL.<FERRY_WEB_DOMAIN>`)."""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return value.decode("latin-1").rsplit(":", 1)[0].lower().endswith("." + self.domain)
+        return False
 
     async def _read_body(self, headers: list, receive: Receive, send: Send) -> bytes | None:
         for name, value in headers:

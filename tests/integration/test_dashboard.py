@@ -1,0 +1,97 @@
+"""The dashboard, against a real server (with a declared GPU inventory) over real HTTP: the
+overview lists a running app and the GPUs, an app's page lists its functions, web URLs,
+containers and what they printed (HTML-escaped), no secret value ever shows, and unknown apps are 404."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+import pytest
+
+import ferry
+from ferry._client import Client
+
+from ..conftest import ServerProcess
+from ._web import wait_for
+
+CANARY = "dash-canary-5f0e1c9a7b"
+MARKER = "dashboard-marker-line"
+
+app = ferry.App("test-dashboard", secrets=[ferry.Secret.from_dict({"DASH_TOKEN": CANARY})])
+
+
+@app.function(timeout=30)
+def shout(text: str) -> bool:
+    print(MARKER, text)
+    return os.environ.get("DASH_TOKEN") == CANARY
+
+
+@app.function(cpu=0.5)
+def idle() -> None:
+    pass
+
+
+@app.function()
+@ferry.fastapi_endpoint()
+def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory: pytest.TempPathFactory):
+    proc = ServerProcess.start(tmp_path_factory.mktemp("ferry-dashboard-home"), extra_env={"FERRY_GPUS": "T4:1"})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def dashboard(gpu_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FERRY_SERVER_URL", gpu_server.url)
+    return Client.for_url(gpu_server.url).request_sync("server.status")["web_url"]
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.headers["content-type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["content-type"], error.read().decode()
+
+
+def test_overview_and_app_page(dashboard: str):
+    with app.run(show_logs=False) as running:
+        assert shout.remote("<b>bold</b> & <script>alert(1)</script>") is True  # the secret reached it
+
+        status, kind, overview = _get(dashboard + "/")
+        assert status == 200 and kind.startswith("text/html")
+        assert "1x T4 (1 free)" in overview
+        assert "test-dashboard" in overview and running.app_id in overview
+        assert ferry.__version__ in overview and "process" in overview
+
+        def app_page() -> str | None:
+            code, _, html = _get(f"{dashboard}/apps/test-dashboard")
+            assert code == 200
+            return html if MARKER in html else None
+
+        page = wait_for(app_page, what="the printed line on the app page")
+        assert "shout" in page and "idle" in page and "cpu=0.5" in page and "timeout=30" in page
+        assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "<b>bold</b>" not in page and "<script>" not in page
+        assert "ready" in page  # the container that ran `shout`
+        assert hello.get_web_url() in page  # its web URL (host-based, and the path-based twin)
+        assert _get(f"{dashboard}/apps/{running.app_id}")[0] == 200  # by id too
+        for html in (overview, page):
+            assert CANARY not in html
+
+
+def test_unknown_app_is_404_and_endpoints_keep_their_404(dashboard: str):
+    status, kind, html = _get(dashboard + "/apps/no-such-app")
+    assert status == 404 and kind.startswith("text/html") and "no-such-app" in html
+    status, _, text = _get(dashboard + "/not-a-dashboard-page")
+    assert status == 404 and "ferry app show" in text  # the gateway's plain-text answer
+    request = urllib.request.Request(dashboard + "/", method="POST", data=b"")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 405
