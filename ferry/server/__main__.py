@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         run(host=args.host, port=args.port, fallback_port=args.fallback_port)
-    except Error as exc:
+    except (Error, NotImplementedError) as exc:
         print(f"ferry server: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

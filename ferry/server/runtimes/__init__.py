@@ -45,6 +45,11 @@ def runtime_named(name: str) -> Runtime:
         if reason is not None:
             raise InvalidError(f"FERRY_RUNTIME=sandbox cannot run on this host: {reason}")
         return SandboxRuntime(_config.home() / "sandbox")
+    if name == "ray":
+        raise NotImplementedError(
+            "FERRY_RUNTIME=ray (containers placed on a Ray cluster) is not built yet; use "
+            "`sandbox` or `process` on one machine."
+        )
     raise InvalidError(f"Unknown runtime {name!r} (FERRY_RUNTIME). Available: {', '.join(RUNTIMES)}.")
 
 
