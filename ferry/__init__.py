@@ -21,22 +21,12 @@ from ._app import App, LocalEntrypoint
 from ._cls import Cls, parameter
 from ._function import Function, FunctionCall
 from ._image import Image
-from ._partial import (
-    asgi_app,
-    batched,
-    concurrent,
-    enter,
-    exit,
-    fastapi_endpoint,
-    method,
-    web_endpoint,
-    web_server,
-    wsgi_app,
-)
+from ._partial import batched, concurrent, enter, exit, method
 from ._resources import Retries
 from ._schedule import Cron, Period
 from ._secret import Secret
 from ._volume import Volume
+from ._web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 from .exception import Error
 
 

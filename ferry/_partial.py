@@ -155,6 +155,3 @@ def lifecycle_methods(cls: type, flag: str) -> list[str]:
                 names.append(name)
     return names
 
-
-# The web decorators live in _web.py (they mark functions with WEB); re-exported here.
-from ._web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app  # noqa: E402

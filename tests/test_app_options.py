@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 from .. import _config
 from .._volume_files import (
-    CHUNK_SIZE, DIR, FILE, LINK, MANIFEST_PAGE, Entry, Manifest, check_file_size, file_chunks,
+    CHUNK_SIZE, DIR, FILE, LINK, Entry, Manifest, check_file_size, file_chunks,
     manifest_from_wire, read_chunk,
 )
 from .._volume_transfer import Chunk, fetch_chunks, upload_chunks

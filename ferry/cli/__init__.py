@@ -9,7 +9,7 @@ import typer
 from . import (
     app_cmds, image_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds, setup_cmd, token_cmds, volume_cmds,
 )
-from .errors import err, report
+from .errors import err
 
 cli = typer.Typer(
     name="ferry",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
 
 import typer
 from rich.console import Console
