@@ -107,7 +107,10 @@ class ContainerRunner:
         while True:
             try:
                 frame = self.uplink.recv()
-            except Exception:
+            except Exception as error:
+                if not self.draining.is_set():  # on the real stderr: the runtime keeps its tail
+                    print(f"ferry container: lost the control plane connection ({error!r})",
+                          file=sys.__stderr__, flush=True)
                 self._exit_now(0 if self.draining.is_set() else 1)
             kind = frame.get("t")
             if kind == "res":

@@ -307,6 +307,8 @@ class Server:
                 self.scheduler.on_outputs(container, frame["items"])
             elif kind == "log":
                 pool = container.pool
+                if frame["stream"] == "stderr":  # what Python printed there names a crash's cause
+                    container.stderr_tail.extend(frame["text"].splitlines()[-40:])
                 self.logs.add(pool.app.id, pool.tag, container.id, frame["stream"], frame["text"])
             elif kind == "ready":
                 self.containers.on_ready(container, frame["enter"])
