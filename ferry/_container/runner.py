@@ -109,8 +109,11 @@ class ContainerRunner:
                 frame = self.uplink.recv()
             except Exception as error:
                 if not self.draining.is_set():  # on the real stderr: the runtime keeps its tail
-                    print(f"ferry container: lost the control plane connection ({error!r})",
-                          file=sys.__stderr__, flush=True)
+                    try:
+                        print(f"ferry container: lost the control plane connection ({error!r})",
+                              file=sys.__stderr__, flush=True)
+                    except OSError:  # the server (and the read end of that pipe) may be gone
+                        pass
                 self._exit_now(0 if self.draining.is_set() else 1)
             kind = frame.get("t")
             if kind == "res":
