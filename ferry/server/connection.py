@@ -58,7 +58,11 @@ class Connection:
                 if kind == "req":
                     asyncio.create_task(self._answer(handlers, frame))
                 elif kind == "push":
-                    on_push(self, frame)
+                    try:
+                        on_push(self, frame)
+                    except Exception:  # a bug handling one message must not drop the peer
+                        log.exception("handling a %r push from %s %s failed", frame.get("k"),
+                                      self.role, self.peer_id)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
