@@ -63,6 +63,7 @@ class Server:
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
         self._stop = asyncio.Event()
+        self._shutting_down = False
         self._tcp: asyncio.base_events.Server | None = None
 
     @property
@@ -102,6 +103,7 @@ class Server:
         await self.shutdown()
 
     async def shutdown(self) -> None:
+        self._shutting_down = True  # apps stay as they are in the store (deployed ones come back)
         if self._tcp is not None:
             self._tcp.close()
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
@@ -226,7 +228,7 @@ class Server:
         self.gateway.refresh()
 
     async def stop_app(self, app: App, reason: str) -> None:
-        if not app.live:
+        if not app.live or self._shutting_down:  # (clients disconnecting as the server stops)
             return
         app.state = AppState.STOPPED
         self.store.set_app_state(app.id, "stopped")
