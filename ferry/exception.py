@@ -12,6 +12,8 @@
     ├── SerializationError         an argument or result could not be (un)pickled
     ├── DeserializationError       a payload could not be unpickled where it arrived
     ├── ConnectionError            the control plane cannot be reached
+    ├── AuthError                  the control plane refused this peer's credential
+    ├── PermissionDeniedError      the credential does not allow this request
     ├── ServerError                the control plane reported an internal error
     └── RemoteError                a user exception whose type cannot be rebuilt locally
 
@@ -73,6 +75,15 @@ class ConnectionError(Error, builtins.ConnectionError):  # noqa: A001
     """The Ferry control plane could not be reached or the connection was lost."""
 
 
+class AuthError(Error):
+    """The control plane refused the connection's credential (missing, unknown or revoked)."""
+
+
+class PermissionDeniedError(Error):
+    """The peer's credential does not allow this request (for example an administrative request
+    made from inside a container)."""
+
+
 class ServerError(Error):
     """The control plane failed while handling a request; see the server log."""
 
@@ -91,6 +102,7 @@ def deprecation_warning(message: str, *, stacklevel: int = 3) -> None:
 
 
 __all__ = [
+    "AuthError",
     "ConnectionError",
     "ContainerCrashError",
     "DeprecationError",
@@ -102,6 +114,7 @@ __all__ = [
     "InvalidError",
     "NotFoundError",
     "OutOfMemoryError",
+    "PermissionDeniedError",
     "RemoteError",
     "SerializationError",
     "ServerError",

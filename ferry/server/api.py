@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import __version__
 from ..exception import InvalidError, NotFoundError
+from .access import ADMIN_ONLY, EVERYONE, Role, table_for
 from .connection import Connection
 from .images import rpc as image_rpc
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool, new_future
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
     from .server import Server
 
 _HANDLERS: dict[str, Callable[..., Awaitable[Any]]] = {}
+_AUDIENCES: dict[str, frozenset[Role]] = {}
 
 
-def rpc(name: str) -> Callable:
+def rpc(name: str, *, allow: frozenset[Role] = ADMIN_ONLY) -> Callable:
+    """Register a request handler; `allow` names the roles that may send it (server/access.py)."""
     def register(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _HANDLERS[name] = method
+        _AUDIENCES[name] = allow
         return method
 
     return register
@@ -48,10 +52,19 @@ class API:
     def __init__(self, server: "Server") -> None:
         self.server = server
         self.spawn_waiters: dict[str, list[asyncio.Future]] = {}
+        self._tables: dict[Role, dict[str, Callable[[Connection, dict], Awaitable[Any]]]] = {}
 
-    def handlers(self) -> dict[str, Callable[[Connection, dict], Awaitable[Any]]]:
-        handlers = {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
-        return {**handlers, **self.server.volumes.handlers()}  # volume.*: server/volume_rpc.py
+    def handlers(self, role: Role) -> dict[str, Callable[[Connection, dict], Awaitable[Any]]]:
+        """The request table of a peer with `role` (built once per role)."""
+        table = self._tables.get(role)
+        if table is None:
+            handlers = {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
+            audiences = dict(_AUDIENCES)
+            for service in self.server.rpc_services:  # volume.*: server/volume_rpc.py, ...
+                handlers.update(service.handlers())
+                audiences.update(service.audiences())
+            table = self._tables[role] = table_for(role, handlers, audiences)
+        return table
 
     # -- lookups --------------------------------------------------------------------------
     def _app(self, ref: str) -> App:
@@ -95,15 +108,15 @@ class API:
         return {}
 
     # -- blobs ----------------------------------------------------------------------------
-    @rpc("blob.missing")
+    @rpc("blob.missing", allow=EVERYONE)
     async def blob_missing(self, conn: Connection, args: dict) -> list[str]:
         return self.server.blobs.missing(list(args["hashes"]))
 
-    @rpc("blob.put")
+    @rpc("blob.put", allow=EVERYONE)
     async def blob_put(self, conn: Connection, args: dict) -> str:
         return self.server.blobs.put(args["data"], args.get("hash"))
 
-    @rpc("blob.get")
+    @rpc("blob.get", allow=EVERYONE)
     async def blob_get(self, conn: Connection, args: dict) -> bytes:
         return self.server.blobs.get(args["hash"])
 
@@ -271,7 +284,7 @@ class API:
         return {}
 
     # -- functions ------------------------------------------------------------------------
-    @rpc("function.lookup")
+    @rpc("function.lookup", allow=EVERYONE)
     async def function_lookup(self, conn: Connection, args: dict) -> dict:
         app_name, tag = args["app"], args["tag"]
         apps = [a for a in self.server.apps.values() if a.name == app_name and a.state is AppState.DEPLOYED]
@@ -291,7 +304,7 @@ class API:
         return {"function_id": function_id, "definition": pool.definition, "app_id": app.id,
                 "web_url": web.get("url"), "web_path_url": web.get("path_url")}
 
-    @rpc("function.bind")
+    @rpc("function.bind", allow=EVERYONE)
     async def function_bind(self, conn: Connection, args: dict) -> dict:
         """A pool for one set of class parameters: `Model(size=3)`."""
         base = self._pool(args["function_id"])
@@ -300,7 +313,7 @@ class API:
         self.server.derive_pool(bound_id, base, params=params, config_overrides={})
         return {"function_id": bound_id}
 
-    @rpc("function.variant")
+    @rpc("function.variant", allow=EVERYONE)
     async def function_variant(self, conn: Connection, args: dict) -> dict:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
@@ -326,7 +339,7 @@ class API:
         return {}
 
     # -- calls ----------------------------------------------------------------------------
-    @rpc("function.call")
+    @rpc("function.call", allow=EVERYONE)
     async def function_call(self, conn: Connection, args: dict) -> dict:
         """Run one input and answer with its output (`.remote()`)."""
         pool = self._pool(args["function_id"])
@@ -349,7 +362,7 @@ class API:
             if closer in conn.on_close:
                 conn.on_close.remove(closer)
 
-    @rpc("function.map")
+    @rpc("function.map", allow=EVERYONE)
     async def function_map(self, conn: Connection, args: dict) -> dict:
         """Open a call whose inputs arrive as `map.inputs` pushes; outputs go back as pushes."""
         pool = self._pool(args["function_id"])
@@ -370,7 +383,7 @@ class API:
             if call.finished:
                 self.server.scheduler.calls.pop(call.id, None)
 
-    @rpc("function.spawn")
+    @rpc("function.spawn", allow=EVERYONE)
     async def function_spawn(self, conn: Connection, args: dict) -> dict:
         pool = self._pool(args["function_id"])
         call_id = _new_id("fc")
@@ -378,7 +391,7 @@ class API:
         self.server.start_spawned(call_id, pool, args["args"], args.get("method"))
         return {"call_id": call_id}
 
-    @rpc("call.get")
+    @rpc("call.get", allow=EVERYONE)
     async def call_get(self, conn: Connection, args: dict) -> dict:
         call_id = args["call_id"]
         record = self.server.store.spawned(call_id)
@@ -404,7 +417,7 @@ class API:
             if not waiter.done():
                 waiter.set_result(item)
 
-    @rpc("call.cancel")
+    @rpc("call.cancel", allow=EVERYONE)
     async def call_cancel(self, conn: Connection, args: dict) -> dict:
         call_id = args["call_id"]
         call = self.server.scheduler.calls.get(call_id)

@@ -15,6 +15,7 @@ from .. import _config
 from .._protocol import PROTOCOL_VERSION, make_url, read_frame
 from .._local_server import STATE_FILE
 from ..exception import InvalidError
+from .access import Role
 from .api import API
 from .autoscaler import Autoscaler
 from .blobs import BlobStore
@@ -60,6 +61,9 @@ class Server:
         self.containers: ContainerManager  # set in start(), once the port is known
         self.autoscaler: Autoscaler
         self.api = API(self)
+        # services answering their own requests: each has handlers() and audiences() (who may
+        # send each request: server/access.py)
+        self.rpc_services: list[Any] = [self.volumes]
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
         self._stop = asyncio.Event()
@@ -281,7 +285,7 @@ class Server:
         if role == "client":
             conn.role = "client"
             conn.send({"t": "welcome", "v": PROTOCOL_VERSION, "server": self.url})
-            await conn.serve(self.api.handlers(), self._on_client_push)
+            await conn.serve(self.api.handlers(Role.ADMIN), self._on_client_push)
         elif role == "container":
             await self._serve_container(conn, hello)
         else:
@@ -321,7 +325,7 @@ class Server:
             elif kind == "timeout":
                 container.stop_reason = frame["msg"]
 
-        await conn.serve(self.api.handlers(), on_push)
+        await conn.serve(self.api.handlers(Role.CONTAINER), on_push)
 
 
 async def _main(home: Path, host: str, port: int, runtime: str) -> None:

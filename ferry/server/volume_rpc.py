@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .._volume_files import DIR, FILE, LINK, MANIFEST_PAGE, TRANSFER_BATCH_BYTES, clean_path, entry_from_wire
 from ..exception import InvalidError, NotFoundError
+from .access import EVERYONE, Role
 from .connection import Connection
 from .volume_mounts import remove_stale_process_views
 from .volumes import OVERWRITE_MODES, VolumeStore, copy_changes, remove_changes
@@ -62,6 +63,14 @@ class VolumeService:
         return {f"volume.{name}": getattr(self, name) for name in (
             "get", "create", "list", "delete", "rename", "manifest", "listdir", "read", "missing_chunks",
             "put_chunks", "get_chunks", "commit", "remove", "copy")}
+
+    @staticmethod
+    def audiences() -> dict[str, frozenset[Role]]:
+        """Containers use the volumes they are given or look up (and ephemeral ones); listing,
+        deleting and renaming volumes is for administrators."""
+        return {f"volume.{name}": EVERYONE for name in (
+            "get", "create", "manifest", "listdir", "read", "missing_chunks", "put_chunks",
+            "get_chunks", "commit", "remove", "copy")}
 
     def _volume(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("id"):

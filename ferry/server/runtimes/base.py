@@ -39,6 +39,10 @@ class ContainerSpec:
     gpu_type: str | None = None            # the GPUs placed on this container, if any
     gpu_indices: tuple[int, ...] = ()      # host device indices, exclusively this container's
     volumes: tuple[dict[str, Any], ...] = ()  # {path, name, id, read_only} (server/volume_mounts.py)
+    # the server's Unix socket: runtimes with a network namespace bind it into the container
+    # and point FERRY_SERVER_URL at it instead of `server_url` (see server/server.py)
+    control_socket: Path | None = None
+    block_network: bool = False            # block_network=True: no network but the control plane
 
     def gpu_env(self) -> dict[str, str]:
         """What tells CUDA which devices this container owns."""
