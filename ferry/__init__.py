@@ -19,9 +19,11 @@ __version__ = "0.1.0"
 from . import exception, gpu
 from ._app import App, LocalEntrypoint
 from ._cls import Cls, parameter
+from ._dict import Dict
 from ._function import Function, FunctionCall
 from ._image import Image
 from ._partial import batched, concurrent, enter, exit, method
+from ._queue import Queue
 from ._resources import Retries
 from ._schedule import Cron, Period
 from ._secret import Secret
@@ -47,12 +49,14 @@ __all__ = [
     "App",
     "Cls",
     "Cron",
+    "Dict",
     "Error",
     "Function",
     "FunctionCall",
     "Image",
     "LocalEntrypoint",
     "Period",
+    "Queue",
     "Retries",
     "Secret",
     "Volume",

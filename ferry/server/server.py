@@ -25,6 +25,7 @@ from .images.builder import ImageService
 from .gpu_inventory import GPUAllocator
 from .gpu_inventory import inventory as gpu_inventory
 from .logs import LogHub
+from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
 from .gateway import Gateway
@@ -64,6 +65,7 @@ class Server:
         # services answering their own requests: each has handlers() and audiences() (who may
         # send each request: server/access.py)
         self.rpc_services: list[Any] = [self.volumes]
+        self.rpc_services += named_objects.services(home / "state.db")  # dict.*, queue.*
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
         self._stop = asyncio.Event()
