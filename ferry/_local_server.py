@@ -12,10 +12,26 @@ from pathlib import Path
 
 from . import _config
 from ._protocol import parse_url
-from .exception import ConnectionError
+from .exception import ConnectionError, InvalidError
 
 STATE_FILE = "server.json"
+LOG_FILE = "server.log"
 START_TIMEOUT = 20.0
+FAILURE_PREFIX = "ferry server: "  # how the server process says, in its log, why it stopped
+
+
+def usable_home() -> Path:
+    """FERRY_HOME, created if needed; an InvalidError saying so when it cannot be written to."""
+    path: Path = _config.get("home")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / ".write-test", "wb"):
+            pass
+        (path / ".write-test").unlink()
+    except OSError as exc:
+        raise InvalidError(f"FERRY_HOME={path} cannot be used as the server's state directory "
+                           f"({exc.strerror or exc}). Set FERRY_HOME to a directory you can write to.") from None
+    return path
 
 
 def read_state(home: Path) -> dict | None:
@@ -43,11 +59,20 @@ def running_server_url(home: Path | None = None) -> str | None:
 
 
 def start_background_server(home: Path | None = None) -> str:
-    """Start `ferry server` detached from this process; return its URL once it answers."""
-    home = home or _config.home()
-    log_path = home / "server.log"
+    """Start `ferry server` detached from this process; return its URL once it answers.
+
+    If it does not start, the ConnectionError's one-line message is the cause the server wrote
+    to its log (the traceback, if any, stays in the log)."""
+    home = home or usable_home()
+    log_path = home / LOG_FILE
     stale = read_state(home)
-    with open(log_path, "ab") as log:
+    try:
+        log = open(log_path, "ab")
+    except OSError as exc:
+        raise InvalidError(f"Cannot write the server's log {log_path} ({exc.strerror or exc}). "
+                           "Set FERRY_HOME to a directory you can write to.") from None
+    start_offset = log.tell()
+    with log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ferry.server", "--fallback-port"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -61,10 +86,28 @@ def start_background_server(home: Path | None = None) -> str:
         if process.poll() is not None:
             break
         time.sleep(0.05)
-    tail = log_path.read_text(errors="replace").splitlines()[-15:]
-    raise ConnectionError(
-        "Could not start a local Ferry server. Its log " f"({log_path}) ends with:\n" + "\n".join(tail)
-    )
+    else:
+        raise ConnectionError(f"The local Ferry server did not answer within {START_TIMEOUT:.0f} s of starting "
+                              f"(pid {process.pid}); see its log {log_path}.")
+    cause = failure_cause(log_path, start_offset) or f"it exited with status {process.returncode}"
+    where = "" if str(log_path) in cause else f" (log: {log_path})"
+    raise ConnectionError(f"Could not start a local Ferry server: {cause}{where}")
+
+
+def failure_cause(log_path: Path, offset: int = 0) -> str | None:
+    """The one-line reason a server gave for stopping, from what it wrote to its log after
+    `offset`; else the last line it wrote there."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith(FAILURE_PREFIX):
+            return line[len(FAILURE_PREFIX):].strip()
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1] if lines else None
 
 
 def resolve_server_url(*, announce: bool = True) -> str:
@@ -72,7 +115,7 @@ def resolve_server_url(*, announce: bool = True) -> str:
     url = _config.get("server_url")
     if url:
         return url
-    home = _config.home()
+    home = usable_home()
     found = running_server_url(home)
     if found:
         return found
@@ -86,5 +129,5 @@ def resolve_server_url(*, announce: bool = True) -> str:
         web_url = (read_state(home) or {}).get("web_url")
         dashboard = f", dashboard at {web_url}/" if web_url else ""
         print(f"Started a local Ferry server at {url} (state in {home}, log in "
-              f"{home / 'server.log'}{dashboard}). Stop it with `ferry server stop`.", file=sys.stderr)
+              f"{home / LOG_FILE}{dashboard}). Stop it with `ferry server stop`.", file=sys.stderr)
     return url

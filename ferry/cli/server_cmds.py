@@ -7,13 +7,20 @@ import signal
 import time
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
 from .. import _config
-from .._local_server import read_state, reachable, running_server_url, start_background_server
+from .._local_server import read_state, reachable, running_server_url, start_background_server, usable_home
+from ..exception import Error
+from .errors import err, guard
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Run or manage the local control plane.", invoke_without_command=True)
-out = Console(highlight=False)
+out = console()
+
+
+# `ferry server status --json`: these keys, always (null when the server does not say)
+STATUS_KEYS = ("version", "url", "pid", "home", "runtime", "web_url", "web_port", "gpus", "started", "apps", "containers")
 
 
 @cli.callback()
@@ -25,26 +32,33 @@ def server(ctx: typer.Context,
         return
     from ..server.server import run
 
-    run(host=host, port=port)
+    try:
+        run(host=host, port=port)
+    except (Error, NotImplementedError) as error:  # the cause in one line; a traceback is in server.log
+        err.print(f"[bold red]Error:[/bold red] {escape(' '.join(str(error).split()))}")
+        raise typer.Exit(1) from None
 
 
 @cli.command()
+@guard
 def start() -> None:
     """Start a local server in the background (does nothing if one is running)."""
-    url = running_server_url()
+    home = usable_home()
+    url = running_server_url(home)
     if url:
         out.print(f"A Ferry server is already running at {url}.")
         return
-    url = start_background_server()
-    web_url = (read_state(_config.home()) or {}).get("web_url")
-    out.print(f"Started a Ferry server at {url} (state in {_config.home()}"
+    url = start_background_server(home)
+    web_url = (read_state(home) or {}).get("web_url")
+    out.print(f"Started a Ferry server at {url} (state in {home}"
               + (f", dashboard at {web_url}/" if web_url else "") + ").")
 
 
 @cli.command()
+@guard
 def stop() -> None:
     """Stop the local background server; its containers are stopped too."""
-    state = read_state(_config.home())
+    state = read_state(_config.get("home"))
     if not state or not reachable(state["url"]):
         out.print("No Ferry server is running.")
         return
@@ -60,15 +74,22 @@ def stop() -> None:
 
 
 @cli.command()
-def status() -> None:
+@guard
+def status(as_json: bool = json_option()) -> None:
     """Say whether a server is running, where, and what it holds."""
     from .._client import Client
 
-    url = _config.get("server_url") or running_server_url()
+    url = _config.get("server_url") or running_server_url(_config.get("home"))
     if not url:
-        out.print(f"No Ferry server is running (state directory {_config.home()}).")
+        if as_json:
+            print_json({"running": False, "home": str(_config.get("home"))})
+        else:
+            out.print(f"No Ferry server is running (state directory {_config.get('home')}).")
         raise typer.Exit(1)
     info = Client.for_url(url).request_sync("server.status")
+    if as_json:
+        print_json({"running": True, **{key: info.get(key) for key in STATUS_KEYS}})
+        return
     out.print(f"Ferry {info['version']} server at {info['url']} (pid {info['pid']})")
     out.print(f"  state: {info['home']}")
     out.print(f"  runtime: {info['runtime']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._local_server import FAILURE_PREFIX
 from ..exception import Error
 from .server import run
 
@@ -14,12 +15,13 @@ def main() -> None:
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--fallback-port", action="store_true",
-                        help="if the port is taken, listen on a free one instead")
+                        help="if the default port is taken, listen on a free one instead")
     args = parser.parse_args()
     try:
         run(host=args.host, port=args.port, fallback_port=args.fallback_port)
     except (Error, NotImplementedError) as exc:
-        print(f"ferry server: {exc}", file=sys.stderr)
+        # one line, which `ferry server start` / `ferry run` show as the reason it did not start
+        print(FAILURE_PREFIX + " ".join(str(exc).split()), file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 

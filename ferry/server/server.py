@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from .. import _config
 from .._protocol import PROTOCOL_VERSION, make_url, read_frame
-from .._local_server import STATE_FILE
-from ..exception import InvalidError
+from .._local_server import LOG_FILE, STATE_FILE, usable_home
+from ..exception import Error, InvalidError, ServerError
 from .access import Role
 from .api import API
 from .autoscaler import Autoscaler
@@ -79,7 +81,10 @@ class Server:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26)
+        try:
+            self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26)
+        except OSError as exc:
+            raise ListenFailed(self.host, self.port, exc) from None
         self.port = self._tcp.sockets[0].getsockname()[1]
         await self.gateway.start(self.host)
         self.containers = ContainerManager(
@@ -336,26 +341,68 @@ async def _main(home: Path, host: str, port: int, runtime: str) -> None:
 
 
 def run(*, host: str | None = None, port: int | None = None, fallback_port: bool = False) -> None:
-    """Run the control plane in the foreground until SIGTERM/SIGINT."""
-    logging.basicConfig(level=_config.get("log_level").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    home = _config.home()
-    runtime = _config.get("runtime")
-    runtime_named(runtime)  # fail fast on a bad setting
-    try:
-        import uvloop  # type: ignore[import-not-found]
+    """Run the control plane in the foreground until SIGTERM/SIGINT.
 
-        uvloop.install()
-    except ImportError:
-        pass
-    if host is None:
-        host = _config.get("host")
-    if port is None:
-        port = _config.get("port")
+    Every failure raises a Ferry error whose message gives the cause in one line; the
+    traceback of an unexpected one is appended to `$FERRY_HOME/server.log`, and only there.
+    `fallback_port`: when the default port (neither `port` nor FERRY_PORT given) is taken,
+    listen on a free one instead."""
+    home: Path | None = None
     try:
-        asyncio.run(_main(home, host, port, runtime))
-    except OSError as exc:
-        if not fallback_port or port == 0:
-            raise InvalidError(f"Could not start the server on {host}:{port}: {exc}") from None
-        log.warning("port %s is taken (%s); listening on a free port instead", port, exc)
-        asyncio.run(_main(home, host, 0, runtime))
+        level = _config.get("log_level").upper()
+        if not isinstance(logging.getLevelName(level), int):
+            raise InvalidError(f"FERRY_LOG_LEVEL={level!r} is invalid: use DEBUG, INFO, WARNING or ERROR.")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        home = usable_home()
+        runtime = _config.get("runtime")
+        runtime_named(runtime)  # fail fast on a bad setting
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            uvloop.install()
+        except ImportError:
+            pass
+        port_name = "FERRY_PORT" if port is None else "--port"
+        explicit_port = port is not None or _config.is_set("port")
+        host = _config.get("host") if host is None else host
+        port = _config.get("port") if port is None else port
+        for name, value in ((port_name, port), ("FERRY_WEB_PORT", _config.get("web_port"))):
+            if not 0 <= value <= 65535:
+                raise InvalidError(f"{name}={value} is not a port: use 1-65535, or 0 to pick a free one.")
+        try:
+            asyncio.run(_main(home, host, port, runtime))
+        except ListenFailed as failed:
+            if not fallback_port or explicit_port or port == 0:
+                raise InvalidError(str(failed)) from None
+            log.warning("%s; listening on a free port instead", failed)
+            asyncio.run(_main(home, host, 0, runtime))
+    except (Error, NotImplementedError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported in one line, the traceback goes to the log
+        where = _record_traceback(home, exc)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ServerError(f"The server stopped on an internal error: {type(exc).__name__}: {first}"
+                          + (f" (traceback in {where})" if where else "")) from None
+
+
+class ListenFailed(Exception):
+    """The control plane could not listen on its address (run() decides what to do)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        why = "the port is taken" if cause.errno == errno.EADDRINUSE else (cause.strerror or str(cause))
+        super().__init__(f"The control plane cannot listen on {host}:{port} ({why}). Set FERRY_PORT "
+                         "(or --port) to a free port (0 picks one), or stop what is using it.")
+
+
+def _record_traceback(home: Path | None, exc: BaseException) -> Path | None:
+    """Append `exc`'s traceback to the server's log file; return the file's path, if written."""
+    if home is None:
+        return None
+    path = home / LOG_FILE
+    try:
+        with open(path, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR ferry.server: the server stopped\n"
+                         + "".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return path

@@ -1,0 +1,46 @@
+"""How commands print, for people and for scripts.
+
+- `--json` (`json_option()`, `print_json()`): one JSON document on stdout, keys that stay the same
+  from release to release (new keys may be added; none is renamed or removed).
+- `console()`: lines are never broken by Rich (soft wrap: a hint such as `ferry app stop NAME`
+  wraps only where the terminal wraps it), and when the output is not a terminal nothing is
+  cut or wrapped at all: tables keep full ids and names, whatever the width.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console, ConsoleDimensions
+
+UNLIMITED_WIDTH = 100_000
+
+
+class _Console(Console):
+    """A Rich console that is as wide as its widest line when it does not write to a terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self.is_terminal or self._width is not None:
+            return super().size
+        return ConsoleDimensions(UNLIMITED_WIDTH, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+def console(*, stderr: bool = False) -> Console:
+    """The console a command prints with (stdout, or stderr for messages beside the output)."""
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def json_option() -> Any:
+    return typer.Option(False, "--json", help="Print machine-readable JSON (stable keys) instead of text.")
+
+
+def print_json(data: Any) -> None:
+    """Print `data` as one indented JSON document on stdout."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
