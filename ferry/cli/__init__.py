@@ -1,4 +1,4 @@
-"""The `ferry` command line: run, deploy, app, server, secret, image, volume."""
+"""The `ferry` command line: run, deploy, app, server, secret, image, volume, dict, queue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 import typer
 
 from . import (
-    app_cmds, image_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds, setup_cmd, token_cmds, volume_cmds,
+    app_cmds, dict_cmds, image_cmds, queue_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds, setup_cmd,
+    token_cmds, volume_cmds,
 )
 from .errors import err
 
@@ -26,6 +27,8 @@ cli.add_typer(secret_cmds.cli, name="secret")
 cli.add_typer(image_cmds.cli, name="image")
 cli.add_typer(token_cmds.cli, name="token")
 cli.add_typer(volume_cmds.cli, name="volume")
+cli.add_typer(dict_cmds.cli, name="dict")
+cli.add_typer(queue_cmds.cli, name="queue")
 serve_cmds.register(cli)
 
 def main() -> None:

@@ -1,0 +1,109 @@
+"""Functions that use dicts and queues from inside containers (tests/integration/test_dicts.py,
+test_queues.py, bench/queues.py). They import only ferry, as container code does."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import ferry
+from ferry.exception import PermissionDeniedError
+
+app = ferry.App("test-dicts-queues")
+
+
+def _refusals(attempts: dict) -> dict:
+    refused = {}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            refused[what] = "allowed"
+        except PermissionDeniedError as error:
+            refused[what] = str(error)
+    return refused
+
+
+@app.function()
+def use_dict(name: str) -> dict:
+    """Read what the caller wrote, write back, and try administrative requests."""
+    d = ferry.Dict.from_name(name)
+    seen = d["from-outside"]
+    d["from-container"] = {"seen": seen}
+    d.update({("tuple", 1): 1.5})
+    refused = _refusals({"list": lambda: ferry.Dict.objects.list(),
+                         "delete": lambda: ferry.Dict.objects.delete(name)})
+    return {"seen": seen, "len": d.len(), "refused": refused, "still_there": "from-outside" in d}
+
+
+@app.function()
+def use_dict_by_id(dict_id: str) -> list:
+    d = ferry.Dict.from_id(dict_id)
+    d.put("written-in-container", 7)
+    return sorted(d.keys(), key=repr)
+
+
+@app.function()
+def use_queue(name: str) -> dict:
+    q = ferry.Queue.from_name(name)
+    got = q.get_many(10, timeout=5)
+    q.put_many(["from", "container"], partition="back")
+    with ferry.Queue.ephemeral() as own:
+        own.put(1)
+        own_len = own.len()
+    refused = _refusals({"list": lambda: ferry.Queue.objects.list(),
+                         "delete": lambda: ferry.Queue.objects.delete(name)})
+    return {"got": got, "own_len": own_len, "refused": refused}
+
+
+@app.function(timeout=120)
+def wait_for_item(queue_id: str, timeout: float) -> dict:
+    """Block in get() until an item arrives; say when it woke (wall clock, same host)."""
+    q = ferry.Queue.from_id(queue_id)
+    q.put("waiting", partition="status")
+    started = time.time()
+    try:
+        item = q.get(timeout=timeout)
+    except queue.Empty:
+        return {"item": None, "woke": time.time(), "waited": time.time() - started}
+    return {"item": item, "woke": time.time(), "waited": time.time() - started}
+
+
+@app.function()
+def put_item(queue_id: str, item: object) -> float:
+    """Put `item`; the wall-clock time just before the put was sent."""
+    q = ferry.Queue.from_id(queue_id)
+    sent = time.time()
+    q.put(item)
+    return sent
+
+
+@app.function(timeout=300)
+def ping_pong_consumer(queue_id: str, rounds: int) -> None:
+    """Answer each item of the "ping" partition with the same item on "pong"."""
+    q = ferry.Queue.from_id(queue_id)
+    for _ in range(rounds):
+        q.put(q.get(partition="ping"), partition="pong")
+
+
+@app.function(timeout=300)
+def ping_pong_producer(queue_id: str, rounds: int) -> list:
+    """Round trips put("ping") -> get("pong") through the consumer's container, in seconds."""
+    q = ferry.Queue.from_id(queue_id)
+    times = []
+    for index in range(rounds):
+        started = time.perf_counter()
+        q.put(index, partition="ping")
+        assert q.get(partition="pong") == index
+        times.append(time.perf_counter() - started)
+    return times
+
+
+@app.function(timeout=300)
+def drain(queue_id: str, total: int, batch: int) -> float:
+    """get_many until `total` items arrived; seconds from the first to the last."""
+    q = ferry.Queue.from_id(queue_id)
+    got = len(q.get_many(batch))
+    started = time.perf_counter()
+    while got < total:
+        got += len(q.get_many(batch))
+    return time.perf_counter() - started
