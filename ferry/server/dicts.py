@@ -13,7 +13,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .._named_objects import DICT_MAX_OBJECT_BYTES, DICT_MAX_UPDATE_ENTRIES, size_text
-from ..exception import InvalidError
+from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
 from .named_objects import NamedObjects
@@ -69,7 +69,11 @@ class DictService:
         return row
 
     async def drop_ephemeral(self, conn: Connection, args: dict) -> dict:
-        row = self.objects.find({"id": args.get("id")})
+        """Delete an ephemeral object (already gone, e.g. after a server restart: nothing to do)."""
+        try:
+            row = self.objects.find({"id": args.get("id")})
+        except NotFoundError:
+            return {}
         if not row["ephemeral"]:
             raise InvalidError(f"Dict {row['name']!r} is not ephemeral; delete it with `ferry dict delete`.")
         self.objects.delete_by_id(row["id"])

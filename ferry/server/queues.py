@@ -24,7 +24,7 @@ from .._named_objects import (
     QUEUE_DEFAULT_PARTITION_TTL, QUEUE_MAX_ITEM_BYTES, QUEUE_MAX_PARTITION_ITEMS, QUEUE_MAX_PARTITION_KEY_BYTES,
     QUEUE_MAX_PARTITIONS, size_text,
 )
-from ..exception import InvalidError
+from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
 from .named_objects import NamedObjects
@@ -188,7 +188,11 @@ class QueueService:
         return row
 
     async def drop_ephemeral(self, conn: Connection, args: dict) -> dict:
-        row = self.objects.find({"id": args.get("id")})
+        """Delete an ephemeral object (already gone, e.g. after a server restart: nothing to do)."""
+        try:
+            row = self.objects.find({"id": args.get("id")})
+        except NotFoundError:
+            return {}
         if not row["ephemeral"]:
             raise InvalidError(f"Queue {row['name']!r} is not ephemeral; delete it with `ferry queue delete`.")
         self.objects.delete_by_id(row["id"])
