@@ -1,5 +1,5 @@
 """Functions that use dicts and queues from inside containers (tests/integration/test_dicts.py,
-test_queues.py, bench/queues.py). They import only ferry, as container code does."""
+test_queues.py). They import only ferry, as container code does."""
 
 from __future__ import annotations
 
@@ -75,35 +75,3 @@ def put_item(queue_id: str, item: object) -> float:
     sent = time.time()
     q.put(item)
     return sent
-
-
-@app.function(timeout=300)
-def ping_pong_consumer(queue_id: str, rounds: int) -> None:
-    """Answer each item of the "ping" partition with the same item on "pong"."""
-    q = ferry.Queue.from_id(queue_id)
-    for _ in range(rounds):
-        q.put(q.get(partition="ping"), partition="pong")
-
-
-@app.function(timeout=300)
-def ping_pong_producer(queue_id: str, rounds: int) -> list:
-    """Round trips put("ping") -> get("pong") through the consumer's container, in seconds."""
-    q = ferry.Queue.from_id(queue_id)
-    times = []
-    for index in range(rounds):
-        started = time.perf_counter()
-        q.put(index, partition="ping")
-        assert q.get(partition="pong") == index
-        times.append(time.perf_counter() - started)
-    return times
-
-
-@app.function(timeout=300)
-def drain(queue_id: str, total: int, batch: int) -> float:
-    """get_many until `total` items arrived; seconds from the first to the last."""
-    q = ferry.Queue.from_id(queue_id)
-    got = len(q.get_many(batch))
-    started = time.perf_counter()
-    while got < total:
-        got += len(q.get_many(batch))
-    return time.perf_counter() - started
