@@ -15,9 +15,27 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests do not depend on the shell that runs them: every FERRY_* setting it exports (a
+# FERRY_WEB_PORT, FERRY_HOME or FERRY_SERVER_URL would reach the test servers, the CLI runs and
+# the in-process client) is dropped, except those the test scripts set on purpose. Test
+# servers listen on ports of their own (0: free ones); FERRY_HOME and FERRY_CONFIG_PATH point
+# into the session's temporary directory (`_private_settings`), so a user's server (recorded
+# in ~/.ferry) and client profiles (~/.ferry.toml) are never found.
+KEPT_SETTINGS = frozenset({"FERRY_BASE_ROOTFS_DIR"})
+for _name in [name for name in os.environ if name.startswith("FERRY_") and name not in KEPT_SETTINGS]:
+    del os.environ[_name]
 # Sandbox base root filesystems are built once per machine (mmdebstrap, ~20 s) and shared by
 # every test server; scripts/test.sh points this at the same place.
 os.environ.setdefault("FERRY_BASE_ROOTFS_DIR", "/var/cache/ferry-test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_settings(tmp_path_factory: pytest.TempPathFactory):
+    """FERRY_HOME and FERRY_CONFIG_PATH of the session's own (tests that need others set them)."""
+    base = tmp_path_factory.mktemp("ferry-user")
+    os.environ["FERRY_HOME"] = str(base / "home")
+    os.environ["FERRY_CONFIG_PATH"] = str(base / "ferry.toml")
+    yield base
 
 
 @dataclass
@@ -38,7 +56,8 @@ class ServerProcess:
         log = home / "server.log"
         # the process runtime unless a test asks for another: most tests share files with
         # their containers and define apps in modules that import pytest
-        env = {**os.environ, "FERRY_RUNTIME": "process", "FERRY_HOME": str(home), **(extra_env or {})}
+        env = {**os.environ, "FERRY_RUNTIME": "process", "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0",
+               **(extra_env or {})}
         env.pop("FERRY_SERVER_URL", None)
         handle = open(log, "ab")
         process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", str(port)],

@@ -283,8 +283,8 @@ def _free_port() -> int:
 def _serverless_env(home: Path, port: int) -> dict[str, str]:
     """A fresh FERRY_HOME and port, with no FERRY_SERVER_URL: the CLI finds (or starts) the
     local server itself. The process runtime, as for every server of these tests (conftest)."""
-    env = {**os.environ, "FERRY_HOME": str(home), "FERRY_PORT": str(port), "FERRY_RUNTIME": "process",
-           "PYTHONUNBUFFERED": "1", **WIDE}
+    env = {**os.environ, "FERRY_HOME": str(home), "FERRY_PORT": str(port), "FERRY_WEB_PORT": "0",
+           "FERRY_RUNTIME": "process", "PYTHONUNBUFFERED": "1", **WIDE}
     env.pop("FERRY_SERVER_URL", None)
     return env
 
