@@ -7,15 +7,16 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .._client import Client, print_log
+from .._client import Client
 from .errors import guard
+from .logs_view import LogFilter, LogPrinter, parse_since
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Manage running and deployed apps.", no_args_is_help=True)
-out = Console(highlight=False)
+out = console()
 
 
 def _client() -> Client:
@@ -38,11 +39,36 @@ def _schedule_line(info: dict[str, Any]) -> str:
     return line
 
 
+# `--json` documents: these keys, always (times are seconds since the epoch, or null)
+APP_KEYS = ("app_id", "name", "state", "functions", "containers", "created", "stopped")
+FUNCTION_KEYS = ("tag", "function_id", "kind", "bound", "web_url", "web_path_url", "settings", "schedule",
+                 "queued", "containers", "stats", "init_error")
+CONTAINER_KEYS = ("id", "state", "inflight", "boot_seconds", "enter_seconds")
+
+
+def app_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get("id") if key == "app_id" else row.get(key) for key in APP_KEYS}
+
+
+def _settings(fn: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted({**fn["config"], **fn["overrides"]}.items()) if k != "schedule"}
+
+
+def function_json(fn: dict[str, Any]) -> dict[str, Any]:
+    fields = {**fn, "settings": _settings(fn),
+              "containers": [{key: c.get(key) for key in CONTAINER_KEYS} for c in fn["containers"]]}
+    return {key: fields.get(key) for key in FUNCTION_KEYS}
+
+
 @cli.command("list")
 @guard
-def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stopped over an hour ago.")) -> None:  # noqa: A002
+def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stopped over an hour ago."),  # noqa: A002
+              as_json: bool = json_option()) -> None:
     """List apps: running (ferry run), deployed, and recently stopped."""
     rows = _client().request_sync("app.list", all=all)
+    if as_json:
+        print_json([app_json(row) for row in rows])
+        return
     table = Table()
     for column in ("app id", "name", "state", "functions", "containers", "created", "stopped"):
         table.add_column(column)
@@ -54,9 +80,13 @@ def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stoppe
 
 @cli.command("show")
 @guard
-def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
+def show(app: str = typer.Argument(..., help="App name or id."), as_json: bool = json_option()) -> None:
     """Show an app's functions, their settings, containers and timings."""
     info = _client().request_sync("app.show", app=app)
+    if as_json:
+        print_json({"app_id": info["app_id"], "name": info["name"], "state": info["state"],
+                    "created": info["created"], "functions": [function_json(fn) for fn in info["functions"]]})
+        return
     out.print(f"[bold]{info['name']}[/bold] ({info['app_id']}) — {info['state']}, created {_when(info['created'])}")
     for fn in info["functions"]:
         stats = fn["stats"]
@@ -64,9 +94,9 @@ def show(app: str = typer.Argument(..., help="App name or id.")) -> None:
         out.print(f"\n[bold]{escape(label)}[/bold] {escape('[' + str(fn['kind']) + ']')}")
         if fn.get("web_url"):
             out.print(f"  web endpoint: {fn['web_url']}  (or {fn['web_path_url']})", markup=False, soft_wrap=True)
-        settings = {k: v for k, v in {**fn["config"], **fn["overrides"]}.items() if k != "schedule"}
+        settings = _settings(fn)
         if settings:
-            out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), markup=False)
+            out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), markup=False)
         if fn.get("schedule"):
             out.print("  " + _schedule_line(fn["schedule"]), markup=False)
         out.print(f"  queued inputs: {fn['queued']}; containers: {len(fn['containers'])}")
@@ -92,23 +122,38 @@ def stop(app: str = typer.Argument(..., help="App name or id.")) -> None:
 @cli.command("logs")
 @guard
 def logs(app: str = typer.Argument(..., help="App name or id."),
-         follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new logs.")) -> None:
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new logs."),
+         timestamps: bool = typer.Option(False, "--timestamps", "-t",
+                                         help="Start each line with the time it was written (UTC, ISO 8601)."),
+         since: str = typer.Option(None, "--since", metavar="WHEN",
+                                   help="Only logs written since WHEN: a duration ago (30s, 10m, 1h, 2d, 1h30m) "
+                                        "or a time (2025-01-31T08:00, local time unless it has an offset)."),
+         function: str = typer.Option(None, "--function", metavar="NAME",
+                                      help="Only the logs of this function or class (as `ferry app show` names it)."),
+         container: str = typer.Option(None, "--container", metavar="ID",
+                                       help="Only the logs of this container (its id, or the start of it).")) -> None:
     """Print an app's container logs; with --follow, keep streaming them."""
     client = _client()
+    wanted = LogFilter(since=parse_since(since) if since else None, function=function, container=container)
+    printer = LogPrinter(timestamps=timestamps)
+    filters = {key: value for key, value in (("since", wanted.since), ("function", function),
+                                             ("container", container)) if value is not None}
     after = 0
     while True:  # the whole history, page by page
-        result = client.request_sync("app.logs", app=app, after=after)
+        result = client.request_sync("app.logs", app=app, after=after, **filters)
         for entry in result["entries"]:
-            print_log(entry)
+            printer(entry)
         if not result["entries"]:
             break
         after = result["entries"][-1]["seq"]
     if not follow:
+        printer.close()
         return
-    client.log_handlers[result["app_id"]] = print_log
+    client.log_handlers[result["app_id"]] = lambda entry: printer(entry) if wanted.accepts(entry) else None
     client.request_sync("app.subscribe_logs", app_id=result["app_id"])
     try:
         while client.connected:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    printer.close()

@@ -23,7 +23,7 @@ class _Console(Console):
 
     @property
     def size(self) -> ConsoleDimensions:
-        if self.is_terminal or self._width is not None:
+        if self.is_terminal:  # (when piped, COLUMNS does not narrow the output either)
             return super().size
         return ConsoleDimensions(UNLIMITED_WIDTH, 25)
 

@@ -273,7 +273,10 @@ class API:
             if not matches:
                 raise
             app_id = matches[-1]["id"]
-        entries = self.server.store.logs(app_id, after_seq=int(args.get("after", 0)))
+        since = args.get("since")  # optional filters: epoch seconds, a function's tag, a container id prefix
+        entries = self.server.store.logs(app_id, after_seq=int(args.get("after", 0)),
+                                         since=None if since is None else float(since),
+                                         function=args.get("function"), container=args.get("container"))
         if args.get("follow"):
             self.server.logs.subscribe(app_id, conn)
         return {"app_id": app_id, "entries": entries}

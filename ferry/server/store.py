@@ -352,12 +352,25 @@ class Store:
             rows,
         )
 
-    def logs(self, app_id: str, *, after_seq: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+    def logs(self, app_id: str, *, after_seq: int = 0, limit: int = 10_000, since: float | None = None,
+             function: str | None = None, container: str | None = None) -> list[dict[str, Any]]:
+        """An app's log entries after `after_seq`; only those written at `since` or later, by
+        `function`, by a container whose id starts with `container`, when given."""
         self.flush_logs()
+        where, params = ["app_id=?", "seq>?"], [app_id, after_seq]
+        if since is not None:
+            where.append("ts>=?")
+            params.append(since)
+        if function is not None:
+            where.append("function=?")
+            params.append(function)
+        if container is not None:
+            where.append("substr(container_id, 1, ?)=?")
+            params += [len(container), container]
         rows = self._db.execute(
             "SELECT seq, function, container_id, stream, ts, text FROM logs "
-            "WHERE app_id=? AND seq>? ORDER BY seq LIMIT ?",
-            (app_id, after_seq, limit),
+            f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+            (*params, limit),
         ).fetchall()
         keys = ("seq", "function", "container_id", "stream", "ts", "text")
         return [dict(zip(keys, row)) for row in rows]
