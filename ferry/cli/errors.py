@@ -7,12 +7,12 @@ import traceback
 from typing import Any, Callable
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ..exception import Error
+from .output import console
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = console(stderr=True)
 
 
 def report(error: BaseException) -> None:

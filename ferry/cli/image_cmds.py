@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._client import Client
@@ -16,9 +15,10 @@ from .._sync import run_sync
 from ..exception import InvalidError
 from . import loader
 from .errors import guard
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Build images ahead of time and manage the image cache.", no_args_is_help=True)
-out = Console(highlight=False)
+out = console()
 
 
 def _size(value: Any) -> str:
@@ -30,15 +30,19 @@ def _size(value: Any) -> str:
     return "-"
 
 
-def _steps(record: dict[str, Any]) -> str:
+def _steps(record: dict[str, Any], *, shorten: bool = True) -> str:
     last = record.get("last_step") or ""
-    last = last if len(last) <= 40 else last[:39] + "…"
+    last = last if len(last) <= 40 or not shorten else last[:39] + "…"
     count = record.get("steps") or 1
     return f"{count}, last: {last}" if count > 1 else last
 
 
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M") if ts else "-"
+
+
+# `ferry image list --json`: each image's keys (`key` is the full cache key)
+IMAGE_KEYS = ("key", "label", "state", "python_version", "size", "created", "last_used", "steps", "last_step")
 
 
 def find_image(ref: str) -> Image:
@@ -92,17 +96,24 @@ def build(
 
 @cli.command("list")
 @guard
-def list_images() -> None:
+def list_images(as_json: bool = json_option()) -> None:
     """List the images built on the server, with the disk space they use."""
     info = Client.from_env_sync().request_sync("image.list")
+    if as_json:  # sizes in bytes, times in seconds since the epoch
+        print_json({"runtime": info["runtime"],
+                    "images": [{key: record.get(key) for key in IMAGE_KEYS} for record in info["images"]],
+                    "layers_bytes": info["layers_bytes"], "bases": info.get("bases") or {}})
+        return
+    short = out.is_terminal  # full keys and step labels for scripts
     table = Table(title=f"Images ({info['runtime']} runtime)", title_justify="left")
     for column in ("key", "state", "python", "size", "last used"):
         table.add_column(column, no_wrap=True)
     table.add_column("steps")
     for record in info["images"]:
-        table.add_row(record["key"][:12], record.get("state", "?"), record.get("python_version") or "-",
+        table.add_row(record["key"][:12] if short else record["key"], record.get("state", "?"),
+                      record.get("python_version") or "-",
                       _size(record.get("size")) if record.get("size") is not None else "-",
-                      _when(record.get("last_used")), _steps(record))
+                      _when(record.get("last_used")), _steps(record, shorten=short))
     out.print(table)
     bases = info.get("bases") or {}
     out.print(f"Disk use: layers {_size(info['layers_bytes'])}"

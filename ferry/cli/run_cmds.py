@@ -7,14 +7,14 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._sync import run_sync
 from . import loader, params
+from .output import console
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = console(stderr=True)
+out = console()
 
 
 from .errors import fail as _fail

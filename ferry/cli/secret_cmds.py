@@ -6,16 +6,16 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._client import Client
 from .._secret import check_key
 from ..exception import InvalidError
 from .errors import guard
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Manage secrets: environment variables injected into containers.", no_args_is_help=True)
-out = Console(highlight=False)
+out = console()
 
 
 def _when(ts: float | None) -> str:
@@ -69,9 +69,12 @@ def create(
 
 @cli.command("list")
 @guard
-def list_secrets() -> None:
+def list_secrets(as_json: bool = json_option()) -> None:
     """List secrets by name with their dates (never their values)."""
     rows = Client.from_env_sync().request_sync("secret.list")
+    if as_json:  # times: seconds since the epoch
+        print_json([{key: row.get(key) for key in ("name", "created", "updated")} for row in rows])
+        return
     table = Table()
     for column in ("name", "created", "updated"):
         table.add_column(column)

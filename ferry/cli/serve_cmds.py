@@ -28,9 +28,10 @@ from rich.console import Console
 from .._client import Client, print_log
 from ..exception import ConnectionError
 from .errors import fail
+from .output import console
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 0.1  # editors write files in several steps

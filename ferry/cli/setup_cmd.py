@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-from .. import _config
-from .._local_server import running_server_url, start_background_server
+from .._local_server import running_server_url, start_background_server, usable_home
+from .errors import guard
+from .output import console
 
-out = Console(highlight=False)
+out = console()
 
 
+@guard
 def setup() -> None:
     """Check what this machine supports and start the local server (no account needed)."""
     from ..server.runtimes import sandbox_unavailable_reason
     from ..server.runtimes.cgroups import cgroups_unavailable_reason
 
-    home = _config.home()
+    home = usable_home()
     out.print(f"State directory: {home}")
     reason = sandbox_unavailable_reason()
     out.print("Sandbox runtime (namespaces + image root filesystems): "

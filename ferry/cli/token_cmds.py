@@ -6,15 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._client import Client
 from .errors import guard
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Manage proxy auth tokens for web endpoints with requires_proxy_auth=True.",
                   no_args_is_help=True)
-out = Console(highlight=False, soft_wrap=True)
+out = console()
 
 
 def _when(ts: float | None) -> str:
@@ -37,9 +37,12 @@ def create(name: str = typer.Option("", "--name", help="A note saying what the t
 
 @cli.command("list")
 @guard
-def list_tokens() -> None:
+def list_tokens(as_json: bool = json_option()) -> None:
     """List tokens (ids, names and dates; never secrets)."""
     rows = Client.from_env_sync().request_sync("token.list")
+    if as_json:  # times: seconds since the epoch
+        print_json([{key: row.get(key) for key in ("token_id", "name", "created")} for row in rows])
+        return
     table = Table()
     for column in ("token id", "name", "created"):
         table.add_column(column)

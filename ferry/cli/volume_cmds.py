@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -21,10 +20,11 @@ from .._volume_transfer import fetch_chunks
 from .._volume_upload import directory_sources, file_source, upload
 from ..exception import InvalidError, NotFoundError
 from .errors import guard
+from .output import console, json_option, print_json
 
 cli = typer.Typer(help="Manage volumes: persistent files shared by containers.", no_args_is_help=True)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = console()
+err = console(stderr=True)
 PROGRESS_FROM_BYTES = 1024 * 1024  # smaller transfers finish before a bar would help
 
 
@@ -95,9 +95,13 @@ def create(name: str = typer.Argument(..., help="Name of the volume, e.g. model-
 
 @cli.command("list")
 @guard
-def list_volumes() -> None:
+def list_volumes(as_json: bool = json_option()) -> None:
     """List volumes with their size and dates."""
     rows = _client().request_sync("volume.list")
+    if as_json:  # sizes in bytes, times in seconds since the epoch
+        print_json([{key: row.get(key) for key in ("name", "version", "files", "bytes", "created", "updated")}
+                    for row in rows])
+        return
     table = Table()
     for column in ("name", "version", "files", "size", "created", "last commit"):
         table.add_column(column)
@@ -134,10 +138,14 @@ def rename(old_name: str = typer.Argument(...), new_name: str = typer.Argument(.
 @guard
 def ls(name: str = typer.Argument(..., help="Name of the volume."),
        path: str = typer.Argument("/", help="Directory (or file) in the volume."),
-       recursive: bool = typer.Option(False, "--recursive", "-r", help="List everything below PATH.")) -> None:
+       recursive: bool = typer.Option(False, "--recursive", "-r", help="List everything below PATH."),
+       as_json: bool = json_option()) -> None:
     """List files and directories of a volume."""
     client = _client()
     rows = client.request_sync("volume.listdir", id=_volume(client, name)["id"], path=path, recursive=recursive)
+    if as_json:  # type: file, directory or symlink; size in bytes; mtime in seconds since the epoch
+        print_json([{key: row.get(key) for key in ("path", "type", "size", "mtime")} for row in rows])
+        return
     if not sys.stdout.isatty():
         for row in rows:
             out.print(row["path"] + ("/" if row["type"] == "directory" else ""), markup=False)
