@@ -79,7 +79,21 @@ def run(
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise typer.Exit(130)
+        if isinstance(failure, SystemExit):
+            raise typer.Exit(_exit_status(failure))
         _fail(failure)
+
+
+def _exit_status(exit: SystemExit) -> int:
+    """What Python does with an uncaught SystemExit: None is 0, an int is the status, anything
+    else is printed to stderr and the status is 1."""
+    code = exit.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr, flush=True)
+    return 1
 
 
 def _seconds(value: Any) -> str:
