@@ -11,11 +11,11 @@ import itertools
 import sys
 from typing import Any, Callable
 
-from . import _config
-from ._protocol import PROTOCOL_VERSION, encode, hello, parse_url, read_frame
+from ._credentials import credential_for, explicit_server_url
+from ._protocol import PROTOCOL_VERSION, encode, hello, open_stream, read_frame
 from ._serialization import error_from_wire
 from ._sync import run_sync
-from .exception import ConnectionError
+from .exception import AuthError, ConnectionError
 
 LogHandler = Callable[[dict[str, Any]], None]
 
@@ -34,6 +34,7 @@ class Client:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.role = ""  # what the server authenticated this client as: admin or container
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
@@ -53,8 +54,9 @@ class Client:
 
     @classmethod
     async def from_env(cls) -> "Client":
-        """The client for FERRY_SERVER_URL or the local server (started if needed)."""
-        url = _config.get("server_url")
+        """The client for FERRY_SERVER_URL, the active profile's server, or the local server
+        (started if needed); it authenticates with the credential `_credentials` finds."""
+        url = explicit_server_url()
         if not url:
             from ._local_server import resolve_server_url
 
@@ -78,24 +80,29 @@ class Client:
         async with self._connect_lock:
             if self.connected:
                 return
-            host, port = parse_url(self.url)
+            credential = credential_for(self.url)
             try:
-                reader, writer = await asyncio.open_connection(host, port, limit=1 << 26)
+                reader, writer = await open_stream(self.url, fingerprint=credential.tls_fingerprint,
+                                                   ca_file=credential.tls_ca)
             except OSError as exc:
                 raise ConnectionError(
                     f"Cannot reach the Ferry server at {self.url}: {exc}. Is it running? "
                     "(`ferry server status`)"
                 ) from None
-            sock = writer.get_extra_info("socket")
-            if sock is not None:
-                import socket
-
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            writer.write(encode(hello("client")))
-            welcome = await read_frame(reader)
+            writer.write(encode(hello("client", **credential.hello_fields())))
+            try:
+                welcome = await read_frame(reader)
+            except (asyncio.IncompleteReadError, OSError) as exc:
+                writer.close()
+                raise ConnectionError(f"The server at {self.url} closed the connection during the "
+                                      f"handshake ({type(exc).__name__}).") from None
             if welcome.get("t") != "welcome":
                 writer.close()
+                if welcome.get("auth"):
+                    raise AuthError(f"The server at {self.url} refused the credential from "
+                                    f"{credential.source} ({credential.token_id}): {welcome.get('msg')}")
                 raise ConnectionError(f"The server at {self.url} refused the connection: {welcome.get('msg')}")
+            self.role = welcome.get("role", "admin")
             if welcome.get("v") != PROTOCOL_VERSION:
                 raise ConnectionError(f"Protocol mismatch with server at {self.url}.")
             self._reader, self._writer = reader, writer

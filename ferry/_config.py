@@ -60,8 +60,29 @@ SETTINGS: dict[str, Setting] = {
         Setting("server_url", str, lambda: "",
                 "Address of the control plane, `ferry://HOST:PORT`. Empty: the local server "
                 "recorded under FERRY_HOME, started on demand."),
+        Setting("config_path", lambda v: Path(v).expanduser(), lambda: Path.home() / ".ferry.toml",
+                "The client's profiles file (servers and credentials; `ferry profile ...`)."),
+        Setting("profile", str, lambda: "",
+                "Name of the profile to use. Empty: the profile marked active, else the local server."),
+        Setting("token_id", str, lambda: "",
+                "Id of the client credential to present (with FERRY_TOKEN_SECRET); overrides profiles."),
+        Setting("token_secret", str, lambda: "",
+                "Secret of the client credential named by FERRY_TOKEN_ID."),
+        Setting("tls_fingerprint", str, lambda: "",
+                "SHA-256 fingerprint of the server's TLS certificate that the client pins "
+                "(`ferry+tls://` servers with a generated certificate)."),
+        Setting("tls_ca", str, lambda: "",
+                "CA file the client verifies a `ferry+tls://` server's certificate against, when "
+                "no fingerprint is pinned. Empty: the system's CAs."),
         Setting("host", str, lambda: "127.0.0.1",
-                "Address `ferry server` binds to. Loopback by default."),
+                "Address `ferry server` binds to. Loopback by default; any other address serves TLS."),
+        Setting("tls", str, lambda: "auto",
+                "TLS of the server and its gateway: `auto` (on when bound to a non-loopback "
+                "address), `on`, or `off` (refused for non-loopback addresses)."),
+        Setting("tls_cert", str, lambda: "",
+                "Certificate (PEM) the server presents. Empty: one it generates under "
+                "FERRY_HOME/tls, whose fingerprint client credentials pin."),
+        Setting("tls_key", str, lambda: "", "Private key (PEM) of FERRY_TLS_CERT."),
         Setting("port", int, lambda: 7788, "Port `ferry server` listens on."),
         Setting("autostart", _parse_bool, lambda: True,
                 "Start a local server in the background when none is running."),

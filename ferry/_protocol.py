@@ -1,4 +1,8 @@
-"""Ferry's wire protocol (version 1): length-prefixed msgpack frames over TCP.
+"""Ferry's wire protocol (version 1): length-prefixed msgpack frames over a stream socket.
+
+Addresses: `ferry://HOST:PORT` (TCP, loopback only), `ferry+tls://HOST:PORT` (TCP with TLS;
+the client pins the server certificate's SHA-256 fingerprint or verifies it against CAs) and
+`ferry+unix:///PATH` (a Unix socket: what sandbox containers use).
 
 Every frame is a 4-byte big-endian length followed by a msgpack map. The first frame on a
 connection is the peer's `hello`; the server answers `welcome` or `refused`. After that:
@@ -15,8 +19,12 @@ as opaque cloudpickle bytes inside these maps; msgpack keeps the envelope langua
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import socket
+import ssl
 import struct
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -38,20 +46,123 @@ def decode(body: bytes) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
-def parse_url(url: str) -> tuple[str, int]:
-    """Split `ferry://HOST:PORT` (or `HOST:PORT`) into host and port."""
+TCP, TLS, UNIX = "ferry", "ferry+tls", "ferry+unix"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a server listens: a TCP host and port (with TLS or not) or a Unix socket path."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == TLS
+
+    def __str__(self) -> str:
+        if self.scheme == UNIX:
+            return f"{UNIX}://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_address(url: str) -> Address:
+    """Read `ferry://HOST:PORT`, `ferry+tls://HOST:PORT`, `ferry+unix:///PATH` (or `HOST:PORT`)."""
     parsed = urlparse(url if "://" in url else f"ferry://{url}")
+    if parsed.scheme == UNIX:
+        if not parsed.path.startswith("/") or parsed.netloc:
+            raise InvalidError(f"Invalid server address {url!r}: expected ferry+unix:///ABSOLUTE/PATH.")
+        return Address(UNIX, path=parsed.path)
     try:
         port = parsed.port
     except ValueError:
         port = None
-    if parsed.scheme != "ferry" or not parsed.hostname or not port:
-        raise InvalidError(f"Invalid server address {url!r}: expected ferry://HOST:PORT.")
-    return parsed.hostname, port
+    if parsed.scheme not in (TCP, TLS) or not parsed.hostname or not port:
+        raise InvalidError(f"Invalid server address {url!r}: expected ferry://HOST:PORT, "
+                           "ferry+tls://HOST:PORT or ferry+unix:///PATH.")
+    return Address(parsed.scheme, host=parsed.hostname, port=port)
 
 
-def make_url(host: str, port: int) -> str:
-    return f"ferry://{host}:{port}"
+def parse_url(url: str) -> tuple[str, int]:
+    """Host and port of a TCP address (`ferry://` or `ferry+tls://`)."""
+    address = parse_address(url)
+    if address.scheme == UNIX:
+        raise InvalidError(f"{url!r} is a Unix socket address, not a TCP one.")
+    return address.host, address.port
+
+
+def make_url(host: str, port: int, *, tls: bool = False) -> str:
+    return str(Address(TLS if tls else TCP, host=host, port=port))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface (where TLS is not needed)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cert_fingerprint(der: bytes) -> str:
+    """The SHA-256 fingerprint of a DER certificate, as hex (what client credentials pin)."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def client_tls_context(fingerprint: str | None, ca_file: str | None = None) -> ssl.SSLContext:
+    """A TLS context for connecting to a server. With a pinned `fingerprint`, the certificate
+    is checked against it after the handshake (see `check_pinned`); otherwise it must verify
+    against `ca_file` or the system's CAs, host name included."""
+    if fingerprint:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # trust comes from the pin, checked right after
+    else:
+        context = ssl.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def check_pinned(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, fingerprint: str | None, url: str) -> None:
+    """Raise unless the peer certificate of a TLS connection matches the pinned fingerprint."""
+    if not fingerprint:
+        return
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    actual = cert_fingerprint(der) if der else ""
+    if not hmac.compare_digest(actual, fingerprint.lower().replace(":", "")):
+        raise ConnectionError(
+            f"The server at {url} presented a TLS certificate whose fingerprint ({actual[:16]}...) "
+            "is not the one your credential pins. If the server's certificate was replaced on "
+            "purpose, set the new fingerprint in your profile (`ferry profile set`); otherwise "
+            "something is intercepting the connection.")
+
+
+async def open_stream(url: str, *, fingerprint: str | None = None, ca_file: str | None = None,
+                      limit: int = 1 << 26) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a stream to the server at `url` (TCP, TLS or Unix socket)."""
+    address = parse_address(url)
+    if address.scheme == UNIX:
+        return await asyncio.open_unix_connection(address.path, limit=limit)
+    context = client_tls_context(fingerprint, ca_file) if address.tls else None
+    reader, writer = await asyncio.open_connection(
+        address.host, address.port, limit=limit, ssl=context,
+        server_hostname=address.host if context is not None else None)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if address.tls:
+        try:
+            check_pinned(writer.get_extra_info("ssl_object"), fingerprint, url)
+        except ConnectionError:
+            writer.close()
+            raise
+    return reader, writer
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -70,14 +181,24 @@ class FrameSocket:
         self._buffer = bytearray()
 
     @classmethod
-    def connect(cls, url: str, timeout: float = 10.0) -> "FrameSocket":
-        host, port = parse_url(url)
+    def connect(cls, url: str, timeout: float = 10.0, *, fingerprint: str | None = None,
+                ca_file: str | None = None) -> "FrameSocket":
+        address = parse_address(url)
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
+            if address.scheme == UNIX:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(address.path)
+            else:
+                sock = socket.create_connection((address.host, address.port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if address.tls:
+                    context = client_tls_context(fingerprint, ca_file)
+                    sock = context.wrap_socket(sock, server_hostname=address.host)
+                    check_pinned(sock, fingerprint, url)
+        except (OSError, ssl.SSLError) as exc:
             raise ConnectionError(f"Cannot reach the Ferry server at {url}: {exc}") from None
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock)
 
     def send(self, message: dict[str, Any]) -> None:

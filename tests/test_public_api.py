@@ -50,6 +50,7 @@ EXPECTED_PUBLIC_NAMES = [
 ]
 
 EXPECTED_ERRORS = [
+    "AuthError",
     "ConnectionError",
     "ContainerCrashError",
     "DeprecationError",
@@ -61,6 +62,7 @@ EXPECTED_ERRORS = [
     "InvalidError",
     "NotFoundError",
     "OutOfMemoryError",
+    "PermissionDeniedError",
     "RemoteError",
     "SerializationError",
     "ServerError",

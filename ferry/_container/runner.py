@@ -127,6 +127,8 @@ class ContainerRunner:
                             self.inputs.put(item)
                 elif frame["k"] == "web.in" and self.web is not None:
                     self.web.incoming(frame)
+                elif frame["k"] == "reclaim":  # give back inputs not started yet (scheduler.py)
+                    self.uplink.push("requeue", ids=take_back(self.inputs, frame["ids"]))
                 elif frame["k"] == "shutdown":
                     self.begin_drain()
 
@@ -350,6 +352,20 @@ class ContainerRunner:
         self._exit_now(1)
 
 
+def take_back(inputs: queue.Queue, ids: list[int]) -> list[int]:
+    """Remove the inputs named in `ids` that are still waiting in `inputs` (not taken by a
+    worker yet); return their ids, in the order they were queued."""
+    wanted = set(ids)
+    with inputs.mutex:  # atomically: a worker takes either the input or nothing
+        waiting = inputs.queue
+        taken = [item["id"] for item in waiting if item is not _STOP and item["id"] in wanted]
+        if taken:
+            kept = [item for item in waiting if item is _STOP or item["id"] not in wanted]
+            waiting.clear()
+            waiting.extend(kept)
+    return taken
+
+
 def _batch_columns(calls: list[tuple[tuple, dict]]) -> list[list[Any]]:
     """Turn per-input arguments into one list per parameter for a @batched function."""
     first_args, first_kwargs = calls[0]
@@ -366,7 +382,8 @@ def main() -> None:
     url = os.environ["FERRY_SERVER_URL"]
     container_id = os.environ["FERRY_CONTAINER_ID"]
     sock = FrameSocket.connect(url)
-    sock.send(hello("container", container_id=container_id))
+    sock.send(hello("container", container_id=container_id,
+                    token_secret=os.environ.get("FERRY_CONTAINER_SECRET", "")))
     welcome = sock.recv()
     if welcome.get("t") != "welcome":
         print(f"ferry container: refused by the server: {welcome.get('msg')}", file=sys.stderr)

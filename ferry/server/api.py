@@ -146,6 +146,27 @@ class API:
         return [dict(spec, definition=dict(spec["definition"], config=dict(config, secrets=refs)))
                 if refs else spec for spec, config, refs in zip(functions, configs, resolved)]
 
+    # -- client credentials (server/auth.py): who may use this control plane ----------------
+    @rpc("credential.create")
+    async def credential_create(self, conn: Connection, args: dict) -> dict:
+        created = self.server.auth.create(args.get("name") or "")
+        tls = self.server.tls
+        return {**created, "server_url": self.server.url,
+                "tls_fingerprint": tls.fingerprint if tls is not None and tls.generated else None}
+
+    @rpc("credential.list")
+    async def credential_list(self, conn: Connection, args: dict) -> list[dict]:
+        return self.server.auth.list()
+
+    @rpc("credential.revoke")
+    async def credential_revoke(self, conn: Connection, args: dict) -> dict:
+        token_id = args.get("token_id")
+        if conn.principal is not None and token_id == conn.principal.credential_id:
+            # answer first: revoking closes this very connection
+            asyncio.get_running_loop().call_soon(self.server.auth.revoke, token_id)
+            return {"token_id": token_id, "closed_connections": None}
+        return self.server.auth.revoke(token_id)
+
     # -- proxy auth tokens of web endpoints (server/gateway/tokens.py) ----------------------
     @rpc("token.create")
     async def token_create(self, conn: Connection, args: dict) -> dict:

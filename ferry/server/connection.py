@@ -24,6 +24,7 @@ class Connection:
         self.writer = writer
         self.role = "unknown"
         self.peer_id = ""
+        self.principal: Any = None  # server/access.Principal, once the hello is authenticated
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
         self._pending_outputs: dict[str, list[dict]] = defaultdict(list)

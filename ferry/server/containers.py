@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from pathlib import Path
 from typing import Any, Callable
 
+from .auth import Authenticator
 from .gpu_inventory import GPUAllocator
 from .logs import LogHub
 from .model import Container, ContainerState, OutputStatus, Pool, now
@@ -32,8 +34,11 @@ MAX_START_BACKOFF = 60.0
 class ContainerManager:
     def __init__(self, *, server_url: str, runtime: Runtime, store: Store, scheduler: Scheduler,
                  logs: LogHub, wake_autoscaler: Callable[[Pool], None],
-                 secrets: SecretStore, images: Any = None, gpus: GPUAllocator | None = None) -> None:
+                 secrets: SecretStore, images: Any = None, gpus: GPUAllocator | None = None,
+                 auth: Authenticator | None = None, control_socket: Path | None = None) -> None:
         self.server_url = server_url
+        self.auth = auth  # mints each container's credential (server/auth.py)
+        self.control_socket = control_socket
         self.gpus = gpus or GPUAllocator([])
         self.images = images  # ImageService: the image and mounts of each container
         self.secret_store = secrets
@@ -52,6 +57,8 @@ class ContainerManager:
         if config.get("secrets"):
             # decrypted here, for this container only; never logged (a missing secret fails the start)
             env.update(self.secret_store.environment(config["secrets"], container.pool.tag))
+        if self.auth is not None:  # its own credential, valid while it lives (server/auth.py)
+            env["FERRY_CONTAINER_SECRET"] = self.auth.container_secret(container.id)
         gpu_type, gpu_indices = container.gpu or (None, [])
         return ContainerSpec(
             container_id=container.id,
@@ -63,6 +70,7 @@ class ContainerManager:
             gpu_type=gpu_type,
             gpu_indices=tuple(gpu_indices),
             volumes=tuple(config.get("volumes") or ()),
+            control_socket=self.control_socket,
         )
 
     def start(self, pool: Pool) -> Container | None:
@@ -187,6 +195,8 @@ class ContainerManager:
             container.gpu = None
         if container.conn is not None:
             container.conn.close()
+        if self.auth is not None:  # its credential dies with it, and every connection it opened
+            self.auth.forget_container(container.id)
         self.store.set_container_state(container.id, "stopped", exit_code=status.code, reason=reason)
         self._wake_autoscaler(pool)
 

@@ -8,17 +8,19 @@ import json
 import logging
 import os
 import signal
+import socket as _socket
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from .. import _config
-from .._protocol import PROTOCOL_VERSION, make_url, read_frame
+from .._protocol import PROTOCOL_VERSION, UNIX, Address, make_url, read_frame
 from .._local_server import LOG_FILE, STATE_FILE, usable_home
-from ..exception import Error, InvalidError, ServerError
+from ..exception import AuthError, Error, InvalidError, ServerError
 from .access import Role
 from .api import API
+from .auth import Authenticator
 from .autoscaler import Autoscaler
 from .blobs import BlobStore
 from .connection import Connection
@@ -36,6 +38,7 @@ from .schedules import ScheduleRunner
 from .secrets import KEY_FILE, SecretStore
 from .volume_rpc import VolumeService
 from .store import Store
+from .tls import TLSFiles, tls_files, wants_tls
 
 log = logging.getLogger("ferry.server")
 
@@ -48,6 +51,9 @@ class Server:
         self.port = port
         self.started = time.time()
         self.store = Store(home / "state.db")
+        self.auth = Authenticator(self.store, home)
+        self.tls: TLSFiles | None = tls_files(home, host) if wants_tls(host) else None
+        self.control_socket = control_socket_path(home)
         self.blobs = BlobStore(home / "blobs")
         self.secrets = SecretStore(self.store, home / KEY_FILE)
         self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
@@ -73,34 +79,59 @@ class Server:
         self._stop = asyncio.Event()
         self._shutting_down = False
         self._tcp: asyncio.base_events.Server | None = None
+        self._unix: asyncio.base_events.Server | None = None
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return make_url(host, self.port)
+        return make_url(host, self.port, tls=self.tls is not None)
+
+    @property
+    def control_url(self) -> str:
+        """The Unix socket address containers on this machine connect to."""
+        return str(Address(UNIX, path=str(self.control_socket)))
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        self.auth.ensure_local_admin()
+        context = self.tls.server_context() if self.tls is not None else None
         try:
-            self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26)
+            self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26,
+                                                   ssl=context)
         except OSError as exc:
             raise ListenFailed(self.host, self.port, exc) from None
         self.port = self._tcp.sockets[0].getsockname()[1]
+        self._unix = await self._listen_unix()
         await self.gateway.start(self.host)
+        # sandbox containers get the Unix socket bound in (runtimes/sandbox); others use its path
+        container_url = self.url if self.runtime.name == "sandbox" else self.control_url
         self.containers = ContainerManager(
-            server_url=self.url, runtime=self.runtime, store=self.store,
+            server_url=container_url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,
             wake_autoscaler=lambda pool: self.autoscaler.wake(pool), secrets=self.secrets,
-            images=self.images, gpus=self.gpus,
+            images=self.images, gpus=self.gpus, auth=self.auth, control_socket=self.control_socket,
         )
         self.autoscaler = Autoscaler(self.scheduler, self.containers, self.logs)
         self._restore()
         self.gateway.refresh()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
         self.schedules.start()
-        (self.home / STATE_FILE).write_text(json.dumps({"url": self.url, "pid": os.getpid(),
-                                                        "web_url": self.gateway.base_url}))
+        (self.home / STATE_FILE).write_text(json.dumps({
+            "url": self.url, "pid": os.getpid(), "web_url": self.gateway.base_url,
+            "socket": str(self.control_socket),
+            "tls_fingerprint": self.tls.fingerprint if self.tls is not None else None}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
+
+    async def _listen_unix(self) -> asyncio.base_events.Server:
+        """The Unix socket for containers on this machine. Anyone who can reach the socket file
+        may connect (sandboxes run as unprivileged ids); the hello's credential decides the rest."""
+        path = self.control_socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_socket() or path.exists():
+            path.unlink()
+        server = await asyncio.start_unix_server(self._accept, str(path), limit=1 << 26)
+        os.chmod(path, 0o666)
+        return server
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -115,8 +146,9 @@ class Server:
 
     async def shutdown(self) -> None:
         self._shutting_down = True  # apps stay as they are in the store (deployed ones come back)
-        if self._tcp is not None:
-            self._tcp.close()
+        for listener in (self._tcp, self._unix):
+            if listener is not None:
+                listener.close()
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
         await self.gateway.stop()  # no new requests; those in flight get up to 3 s
         self.images.shutdown()  # image builds in progress are killed, not waited for
@@ -271,40 +303,56 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Authenticate a new peer by its hello, then serve it the requests its role allows."""
         sock = writer.get_extra_info("socket")
-        if sock is not None:
-            import socket as _socket
-
+        peer = "unix"
+        if sock is not None and sock.family != _socket.AF_UNIX:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            peer = str((writer.get_extra_info("peername") or ("?",))[0])
         conn = Connection(reader, writer)
         try:
             hello = await asyncio.wait_for(read_frame(reader), timeout=10)
         except Exception:
             conn.close()
             return
-        if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+        if not isinstance(hello, dict) or hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+            version = hello.get("v") if isinstance(hello, dict) else None
             conn.send({"t": "refused", "msg": (
                 f"This server speaks Ferry protocol v{PROTOCOL_VERSION}; the peer sent "
-                f"{hello.get('v')!r}. Upgrade the older side.")})
+                f"{version!r}. Upgrade the older side.")})
             conn.close()
             return
         role = hello.get("role")
+        if role not in ("client", "container"):
+            conn.send({"t": "refused", "msg": f"Unknown role {role!r}: expected client or container."})
+            conn.close()
+            return
+        try:
+            principal = await self.auth.authenticate(hello, peer)
+        except AuthError as exc:
+            conn.send({"t": "refused", "auth": True, "msg": str(exc)})
+            conn.close()
+            return
+        if role == "container" and principal.role is not Role.CONTAINER:
+            conn.send({"t": "refused", "msg": "Only a container may connect as one."})
+            conn.close()
+            return
+        conn.principal = principal
+        self.auth.track(principal, conn, conn.on_close)
         if role == "client":
             conn.role = "client"
-            conn.send({"t": "welcome", "v": PROTOCOL_VERSION, "server": self.url})
-            await conn.serve(self.api.handlers(Role.ADMIN), self._on_client_push)
-        elif role == "container":
-            await self._serve_container(conn, hello)
+            conn.peer_id = principal.credential_id
+            conn.send({"t": "welcome", "v": PROTOCOL_VERSION, "server": self.url, "role": principal.role.value})
+            await conn.serve(self.api.handlers(principal.role), self._on_client_push)
         else:
-            conn.send({"t": "refused", "msg": f"Unknown role {role!r}."})
-            conn.close()
+            await self._serve_container(conn, hello)
 
     def _on_client_push(self, conn: Connection, frame: dict) -> None:
         if frame.get("k") == "map.inputs":
             self.api.on_map_inputs(conn, frame)
 
     async def _serve_container(self, conn: Connection, hello: dict) -> None:
-        container = self.containers.containers.get(hello.get("container_id", ""))
+        container = self.containers.containers.get(conn.principal.credential_id)
         if container is None or container.state is ContainerState.STOPPED or container.conn is not None:
             conn.send({"t": "refused", "msg": "Unknown or already connected container."})
             conn.close()
@@ -333,6 +381,19 @@ class Server:
                 container.stop_reason = frame["msg"]
 
         await conn.serve(self.api.handlers(Role.CONTAINER), on_push)
+
+
+def control_socket_path(home: Path) -> Path:
+    """`$FERRY_HOME/run/control.sock`, or a short path under the temporary directory when
+    FERRY_HOME is too long for a Unix socket address (about 100 bytes)."""
+    path = home / "run" / "control.sock"
+    if len(str(path)) <= 100:
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ferry-{digest}" / "control.sock"
 
 
 async def _main(home: Path, host: str, port: int, runtime: str) -> None:

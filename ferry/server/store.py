@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS secrets (
 CREATE TABLE IF NOT EXISTS proxy_tokens (
     id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL,
+    created REAL NOT NULL, revoked REAL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     function_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, schedule TEXT NOT NULL,
     next_run REAL NOT NULL, last_run REAL, last_status TEXT
@@ -336,6 +340,23 @@ class Store:
 
     def delete_proxy_token(self, token_id: str) -> bool:
         return self._db.execute("DELETE FROM proxy_tokens WHERE id=?", (token_id,)).rowcount > 0
+
+    # -- client credentials (server/auth.py) ----------------------------------------------
+    def insert_credential(self, credential_id: str, secret_sha256: str, name: str, role: str) -> float:
+        created = time.time()
+        self._db.execute("INSERT INTO credentials(id, secret_sha256, name, role, created) VALUES (?, ?, ?, ?, ?)",
+                         (credential_id, secret_sha256, name, role, created))
+        return created
+
+    def credentials(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT id, secret_sha256, name, role, created, revoked FROM credentials "
+                                "ORDER BY created")
+        return [{"token_id": i, "secret_sha256": h, "name": n, "role": r, "created": c, "revoked": v}
+                for i, h, n, r, c, v in rows.fetchall()]
+
+    def revoke_credential(self, credential_id: str) -> bool:
+        return self._db.execute("UPDATE credentials SET revoked=? WHERE id=? AND revoked IS NULL",
+                                (time.time(), credential_id)).rowcount > 0
 
     # -- logs -----------------------------------------------------------------------------
     def add_log(self, app_id: str, function: str, container_id: str, stream: str, ts: float,
