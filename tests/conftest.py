@@ -124,8 +124,10 @@ def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def on_sandbox(sandbox_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> ServerProcess:
-    """Point this test's client (app.run(), .remote()) at the sandbox server."""
+    """Point this test's client (app.run(), .remote()) at the sandbox server (its FERRY_HOME
+    holds the administrator credential the client presents)."""
     monkeypatch.setenv("FERRY_SERVER_URL", sandbox_server.url)
+    monkeypatch.setenv("FERRY_HOME", str(sandbox_server.home))
     return sandbox_server
 
 
