@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
 from .._named_objects import (
@@ -80,8 +79,8 @@ class QueueService:
         self.db = db
         self._counts: dict[Key, int] = {}      # items per partition, loaded on first use
         self._expiry: dict[Key, float] = {}
-        self._items: dict[Key, Signal] = defaultdict(Signal)  # set on put
-        self._space: dict[Key, Signal] = defaultdict(Signal)  # set on get and clear
+        self._items: dict[Key, Signal] = {}  # set on put (only while someone waits)
+        self._space: dict[Key, Signal] = {}  # set on get and clear
         self._closed: dict[int, asyncio.Event] = {}
         self._swept = 0.0
         self.objects = NamedObjects(db, table="queues", kind="Queue", prefix="qu", drop_data=self._drop_items)
@@ -105,8 +104,7 @@ class QueueService:
         for key in [k for k in self._counts if k[0] == queue_id]:
             self._counts.pop(key, None)
             self._expiry.pop(key, None)
-            if key in self._space:
-                self._space.pop(key).set()
+            _wake(self._space, key)
 
     def _count(self, key: Key) -> int:
         count = self._counts.get(key)
@@ -141,16 +139,22 @@ class QueueService:
             raise
         self._counts[key] = 0
         self._expiry.pop(key, None)
-        self._space[key].set()
+        _wake(self._space, key)
 
-    def _sweep(self) -> None:
-        """Empty every expired partition (at most once a minute, on some request)."""
+    def _sweep(self, *, force: bool = False, queue_id: str | None = None) -> None:
+        """Empty every expired partition (at most once a minute, on some request; `force`: now),
+        or those of `queue_id`."""
         now = time.time()
-        if now - self._swept < SWEEP_SECONDS:
+        if queue_id is not None:
+            expired = self.db.execute("SELECT queue_id, partition FROM queue_partitions WHERE queue_id=? AND "
+                                      "expires<=?", (queue_id, now)).fetchall()
+        elif force or now - self._swept >= SWEEP_SECONDS:
+            self._swept = now
+            expired = self.db.execute("SELECT queue_id, partition FROM queue_partitions WHERE expires<=?",
+                                      (now,)).fetchall()
+        else:
             return
-        self._swept = now
-        for key in self.db.execute("SELECT queue_id, partition FROM queue_partitions WHERE expires<=?",
-                                   (now,)).fetchall():
+        for key in expired:
             self._drop_partition(tuple(key))  # type: ignore[arg-type]
 
     def _closed_event(self, conn: Connection) -> asyncio.Event:
@@ -199,7 +203,7 @@ class QueueService:
         return {}
 
     async def list(self, conn: Connection, args: dict) -> list[dict]:
-        self._sweep()
+        self._sweep(force=True)
         counts: dict[str, tuple[int, int]] = {}
         for queue_id, partitions, items in self.db.execute(
                 "SELECT queue_id, COUNT(DISTINCT partition), COUNT(*) FROM queue_items GROUP BY queue_id"):
@@ -240,7 +244,7 @@ class QueueService:
             remaining = _remaining(deadline)
             if remaining == 0 or conn.closed:
                 return {"full": True}
-            await self._space[key].wait(remaining, closed)
+            await _wait(self._space, key, remaining, closed)
             self._expire(key)
         if self._expires(key) is None and self._count_partitions(key[0]) >= QUEUE_MAX_PARTITIONS:
             raise InvalidError(f"Queue already has {QUEUE_MAX_PARTITIONS:,} partitions, the most a queue may have; "
@@ -258,7 +262,7 @@ class QueueService:
             raise
         self._counts[key] = self._count(key) + len(values)
         self._expiry[key] = expires
-        self._items[key].set()
+        _wake(self._items, key)
         return {"full": False}
 
     def _count_partitions(self, queue_id: str) -> int:
@@ -283,15 +287,15 @@ class QueueService:
                     "partition=? ORDER BY seq LIMIT ?) RETURNING seq, value", (key[0], key[1], n)).fetchall()
                 if rows:
                     self._counts[key] = max(0, self._count(key) - len(rows))
-                    self._space[key].set()
+                    _wake(self._space, key)
                     if self._counts[key]:
-                        self._items[key].set()  # another waiter may take the rest
+                        _wake(self._items, key)  # another waiter may take the rest
                     return [value for _, value in sorted(rows)]
                 self._counts[key] = 0
             remaining = _remaining(deadline)
             if remaining == 0:
                 return []
-            await self._items[key].wait(remaining, closed)
+            await _wait(self._items, key, remaining, closed)
             self._expire(key)
 
     async def peek(self, conn: Connection, args: dict) -> dict:
@@ -315,7 +319,7 @@ class QueueService:
             remaining = _remaining(deadline)
             if items or remaining == 0 or conn.closed:
                 return {"items": items}
-            await self._items[key].wait(remaining, closed)
+            await _wait(self._items, key, remaining, closed)
             self._expire(key)
 
     async def len(self, conn: Connection, args: dict) -> int:
@@ -323,7 +327,7 @@ class QueueService:
             if args.get("partition") is not None:
                 raise InvalidError("Queue.len() takes partition= or total=True, not both.")
             row = self.objects.find(args)
-            self._sweep()
+            self._sweep(queue_id=row["id"])
             return self.db.execute("SELECT COUNT(*) FROM queue_items WHERE queue_id=?", (row["id"],)).fetchone()[0]
         return self._count(self._key(args))
 
@@ -342,6 +346,24 @@ class QueueService:
             return {}
         self._drop_partition(self._key(args))
         return {}
+
+
+def _wake(signals: dict[Key, Signal], key: Key) -> None:
+    signal = signals.get(key)
+    if signal is not None:
+        signal.set()
+
+
+async def _wait(signals: dict[Key, Signal], key: Key, timeout: float | None, closed: asyncio.Event) -> None:
+    """Wait on `key`'s signal (made for the first waiter, dropped after the last)."""
+    signal = signals.get(key)
+    if signal is None:
+        signal = signals[key] = Signal()
+    try:
+        await signal.wait(timeout, closed)
+    finally:
+        if not signal.waiters and signals.get(key) is signal:
+            del signals[key]
 
 
 def _deadline(args: dict[str, Any]) -> float | None:

@@ -209,6 +209,7 @@ def test_a_partition_is_emptied_partition_ttl_after_its_last_put(server):
         q.put(2, partition="long")
         assert q.len(partition="short") == 1
         time.sleep(1.2)
+        assert q.len(total=True) == 1
         assert q.len(partition="short") == 0 and q.get(partition="short", block=False) is None
         assert q.len(partition="long") == 1
 
@@ -218,7 +219,7 @@ def test_contents_survive_a_sigkill_of_the_server(tmp_path, monkeypatch):
     proc = ServerProcess.start(home)
     try:
         monkeypatch.setenv("FERRY_HOME", str(home))
-        monkeypatch.setenv("FERRY_SERVER_URL", proc.url)
+        proc.use(monkeypatch)
         q = ferry.Queue.from_name("durable", create_if_missing=True)
         q.put_many(list(range(100)))
         q.put("p", partition="side")
@@ -229,7 +230,7 @@ def test_contents_survive_a_sigkill_of_the_server(tmp_path, monkeypatch):
             os.killpg(proc.process.pid, signal.SIGKILL)
             proc.process.wait()
             proc = ServerProcess.start(home)
-            monkeypatch.setenv("FERRY_SERVER_URL", proc.url)
+            proc.use(monkeypatch)
             q = ferry.Queue.from_name("durable")
             assert q.len() == 90 and q.get_many(100) == list(range(10, 100))
             assert q.get(partition="side") == "p"
