@@ -1,5 +1,17 @@
-"""Showing image builds in the terminal: one line per step, a spinner with the latest output
-line while a step builds, and the step's full output if it fails.
+"""Showing image builds compactly on stderr.
+
+    Building image 3f2a9c01b7d4 (4 steps)
+      ✓ [1/4] debian_slim(python_version='3.11') (cached)
+      ✓ [2/4] ferry runtime (cloudpickle, msgpack) (cached)
+      ⠹ [3/4] pip_install('torch')  41 s                <- live, while the step builds:
+          Collecting nvidia-cudnn-cu12                     its last few output lines
+          Downloading torch-2.5.1-cp311-...whl (906 MB)
+
+In a terminal the step being built is a live block (spinner, elapsed time, the last lines of
+its output) that collapses into one `✓ [3/4] ... (52.1 s)` line when the step ends. Elsewhere
+(a pipe, a CI log) a step prints one line when it starts and one when it ends. A failed step
+prints the last lines of its output either way. The full output of every step stays on the
+server: `ferry image logs KEY`.
 
 Events come from the server as `image` pushes (see `ferry/server/images/builder.py`). When
 every step is cached nothing is printed unless `verbose` (as for `ferry image build`).
@@ -7,14 +19,57 @@ every step is cached nothing is printed unless `verbose` (as for `ferry image bu
 
 from __future__ import annotations
 
+import re
 import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
 from rich.markup import escape
-from rich.status import Status
+from rich.spinner import Spinner
+from rich.text import Text
 
-_MAX_LINE = 160
+TAIL_LINES = 4  # output lines under a building step
+FAILURE_LINES = 20  # output lines printed for a failed step
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    """One displayable line: the last of what a `\\r` progress bar redrew, without escapes."""
+    return _CONTROL.sub("", text.rstrip("\r\n").rsplit("\r", 1)[-1]).expandtabs(4)
+
+
+@dataclass
+class _Step:
+    """A step being built, as the live block shows it."""
+
+    where: str
+    label: str
+    started: float = field(default_factory=time.monotonic)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    spinner: Spinner = field(default_factory=lambda: Spinner("dots", style="cyan"))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        elapsed = f"  {time.monotonic() - self.started:.0f} s"
+        room = max(10, options.max_width - 2 - len(self.where) - 1 - len(elapsed))
+        label = self.label if len(self.label) <= room else self.label[:room - 1] + "…"
+        self.spinner.update(text=Text.assemble(f"{self.where} {label}", (elapsed, "dim"), no_wrap=True))
+        yield self.spinner
+        for line in self.tail:
+            yield Text(f"    {line}", style="dim", no_wrap=True, overflow="ellipsis")
+
+
+class _Steps:
+    """Every step building now (several images may build at once)."""
+
+    def __init__(self) -> None:
+        self.active: dict[tuple[str, int], _Step] = {}
+
+    def __rich__(self) -> RenderableType:
+        return Group(*self.active.values())
 
 
 class BuildDisplay:
@@ -26,10 +81,11 @@ class BuildDisplay:
         self.live = self.console.is_terminal
         self._labels: dict[str, list[str]] = {}
         self._keys: dict[str, str] = {}
-        self._logs: dict[tuple[str, int], list[str]] = {}
+        self._logs: dict[tuple[str, int], deque[str]] = {}
         self._pending: dict[str, list[str]] = {}  # cached lines, printed once something builds
         self._announced: set[str] = set()
-        self._status: Status | None = None
+        self._steps = _Steps()
+        self._live: Live | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         try:
@@ -50,14 +106,13 @@ class BuildDisplay:
         labels = self._labels.get(image, [])
         index = int(event.get("index", 0))
         label = labels[index] if index < len(labels) else f"step {index + 1}"
-        where = f"[{index + 1}/{len(labels)}]"
+        where = f"[{index + 1}/{len(labels)}]" if labels else f"[{index + 1}]"
         if kind == "log":
-            lines = self._logs.setdefault((image, index), [])
-            lines.append(event["text"])
-            if self._status is not None:
-                self._status.update(f"{where} {escape(label[:80])}  [dim]{escape(event['text'][:_MAX_LINE])}[/dim]")
-            elif not self.live:
-                self.console.print(f"    {event['text']}", markup=False)
+            line = _clean(str(event.get("text", "")))
+            self._logs.setdefault((image, index), deque(maxlen=FAILURE_LINES)).append(line)
+            step = self._steps.active.get((image, index))
+            if step is not None and line.strip():
+                step.tail.append(line)
             return
         state = event.get("state")
         if state == "cached":
@@ -68,21 +123,31 @@ class BuildDisplay:
                 self._pending.setdefault(image, []).append(line)
         elif state == "building":
             self._announce(image)
+            self._steps.active[(image, index)] = _Step(where, label)
             if self.live:
-                self._status = self.console.status(f"{where} {escape(label[:80])}")
-                self._status.start()
+                if self._live is None:
+                    self._live = Live(self._steps, console=self.console, transient=True, refresh_per_second=8,
+                                      redirect_stdout=False, redirect_stderr=False)
+                    self._live.start()
             else:
                 self.console.print(f"  • {where} {escape(label)}")
         elif state in ("built", "failed"):
-            self._stop_status()
+            step = self._steps.active.pop((image, index), None)
+            if not self._steps.active:
+                self._stop_live()
+            seconds = event.get("seconds")
+            if seconds is None and step is not None:
+                seconds = time.monotonic() - step.started
+            took = f"{seconds:.1f} s" if seconds is not None else ""
             if state == "built":
-                seconds = event.get("seconds") or 0.0
-                self.console.print(f"  [green]✓[/green] {where} {escape(label)} [dim]({seconds:.1f} s)[/dim]")
+                self.console.print(f"  [green]✓[/green] {where} {escape(label)} [dim]({took})[/dim]")
             else:
-                self.console.print(f"  [red]✗[/red] {where} {escape(label)} [red](failed)[/red]")
-                if self.live:
-                    for text in self._logs.get((image, index), []):
-                        self.console.print(f"    {text}", markup=False)
+                self.console.print(f"  [red]✗[/red] {where} {escape(label)} [red](failed{', ' + took if took else ''})[/red]")
+                for text in self._logs.get((image, index), ()):
+                    self.console.print(f"    {text}", markup=False)
+                key = self._keys.get(image, image)[:12]
+                if key:
+                    self.console.print(f"  Full output: ferry image logs {key}", markup=False)
 
     def _announce(self, image: str) -> None:
         if image in self._announced:
@@ -93,11 +158,12 @@ class BuildDisplay:
         for line in self._pending.pop(image, []):
             self.console.print(line)
 
-    def _stop_status(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def close(self) -> None:
-        self._stop_status()
+        self._steps.active.clear()
+        self._stop_live()
         sys.stderr.flush()

@@ -1,0 +1,78 @@
+"""The image build display: compact in a terminal (a live block that collapses into one line
+per step) and in a pipe (one line per step start and end); a failed step's last lines and the
+`ferry image logs` hint either way; never the whole of pip's output."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rich.console import Console
+
+from ferry._image_progress import FAILURE_LINES, BuildDisplay
+
+KEY = "3f2a9c01b7d4e5f6a7b8"
+PIP_LINES = [f"Collecting package-{n}" for n in range(200)]
+
+
+def _display(terminal: bool, *, verbose: bool = False) -> tuple[BuildDisplay, io.StringIO]:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=100, highlight=False, soft_wrap=True,
+                      color_system=None)
+    return BuildDisplay(console=console, verbose=verbose), out
+
+
+def _build(display: BuildDisplay, *, fail: bool = False) -> None:
+    display({"image": "im", "event": "plan", "labels": ["debian_slim()", "pip_install('torch')"], "key": KEY})
+    display({"image": "im", "event": "step", "index": 0, "state": "cached"})
+    display({"image": "im", "event": "step", "index": 1, "state": "building"})
+    for line in PIP_LINES:
+        display({"image": "im", "event": "log", "index": 1, "text": line})
+    display({"image": "im", "event": "log", "index": 1, "text": "\x1b[31mProgress 10%\rProgress 100%\x1b[0m"})
+    display({"image": "im", "event": "step", "index": 1, "state": "failed" if fail else "built", "seconds": 12.34})
+    display.close()
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_pipe_prints_one_line_per_step_event_and_no_output():
+    display, out = _display(terminal=False)
+    _build(display)
+    assert out.getvalue().splitlines() == [
+        "Building image 3f2a9c01b7d4 (2 steps)",
+        "  ✓ [1/2] debian_slim() (cached)",
+        "  • [2/2] pip_install('torch')",
+        "  ✓ [2/2] pip_install('torch') (12.3 s)",
+    ]
+
+
+def test_terminal_collapses_the_live_block_into_one_line():
+    display, out = _display(terminal=True)
+    _build(display)
+    text = _plain(out.getvalue())
+    assert "✓ [2/2] pip_install('torch') (12.3 s)" in text
+    assert text.rstrip().endswith("(12.3 s)")  # the live block is gone at the end
+    assert "Collecting package-0\n" not in text  # not every line of pip's output
+
+
+def test_failure_shows_the_last_lines_and_where_the_full_log_is():
+    for terminal in (False, True):
+        display, out = _display(terminal=terminal)
+        _build(display, fail=True)
+        text = _plain(out.getvalue())
+        assert "✗ [2/2] pip_install('torch') (failed, 12.3 s)" in text
+        shown = [line.strip() for line in text.splitlines() if line.strip().startswith(("Collecting", "Progress"))]
+        assert shown[-FAILURE_LINES:] == [*PIP_LINES[-(FAILURE_LINES - 1):], "Progress 100%"], shown
+        assert "Collecting package-0\n" not in text
+        assert text.rstrip().endswith(f"Full output: ferry image logs {KEY[:12]}")
+
+
+def test_cached_images_print_nothing_unless_verbose():
+    for verbose, expected in ((False, ""), (True, "Building image 3f2a9c01b7d4 (1 steps)\n  ✓ [1/1] a (cached)\n")):
+        display, out = _display(terminal=False, verbose=verbose)
+        display({"image": "im", "event": "plan", "labels": ["a"], "key": KEY})
+        display({"image": "im", "event": "step", "index": 0, "state": "cached"})
+        display.close()
+        assert out.getvalue() == expected
