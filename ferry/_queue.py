@@ -14,7 +14,9 @@ most 100,000 partitions. A put is durable once it returns. Every method has an `
 
 from __future__ import annotations
 
+import asyncio
 import queue as queue_module
+import secrets
 from typing import Any, AsyncIterator
 
 from ._named_objects import (
@@ -94,6 +96,20 @@ class Queue(NamedObject):
                                f"to {QUEUE_MAX_PARTITION_KEY_BYTES} bytes (UTF-8).")
         return data
 
+    async def _call_waiting(self, method: str, **args: Any) -> Any:
+        """A request that may wait on the server; if this call is cancelled (a `.aio` task, or
+        Ctrl-C), the server is told to withdraw it, so it takes or puts nothing later."""
+        client = await self._connect()
+        row = await self._row(client)
+        waiter = secrets.token_hex(8)
+        try:
+            return await client.request(f"queue.{method}", id=row["id"], waiter=waiter, **args)
+        except asyncio.CancelledError:
+            if client.connected:
+                withdraw = asyncio.ensure_future(client.request("queue.withdraw", waiter=waiter))
+                withdraw.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+
     # -- putting --------------------------------------------------------------------------
     async def _put_many(self, vs: list[Any], block: bool = True, timeout: float | None = None, *,
                         partition: str | None = None, partition_ttl: int = QUEUE_DEFAULT_PARTITION_TTL) -> None:
@@ -106,8 +122,8 @@ class Queue(NamedObject):
         if len(values) > QUEUE_MAX_PARTITION_ITEMS:
             raise InvalidError(f"Cannot put {len(values):,} items at once: a queue partition holds at most "
                                f"{QUEUE_MAX_PARTITION_ITEMS:,} items.")
-        result = await self._call("put", values=values, block=bool(block), timeout=timeout, partition=partition,
-                                  partition_ttl=partition_ttl)
+        result = await self._call_waiting("put", values=values, block=bool(block), timeout=timeout,
+                                          partition=partition, partition_ttl=partition_ttl)
         if result["full"]:
             raise queue_module.Full(
                 f"Queue partition is full ({QUEUE_MAX_PARTITION_ITEMS:,} items at most): nothing was put. Get "
@@ -127,7 +143,7 @@ class Queue(NamedObject):
     async def _take(self, n: int, block: bool, timeout: float | None, partition: str | None) -> list[Any]:
         Queue.validate_partition_key(partition)
         _check_timeout(timeout)
-        values = await self._call("take", n=n, block=bool(block), timeout=timeout, partition=partition)
+        values = await self._call_waiting("take", n=n, block=bool(block), timeout=timeout, partition=partition)
         return [deserialize(v, what="Queue item") for v in values]
 
     async def _get(self, block: bool = True, timeout: float | None = None, *,

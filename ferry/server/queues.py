@@ -9,7 +9,8 @@ statement, so an item acknowledged to one getter is gone for every other, also a
 Blocked requests wait on the server, never by polling: a `get` that finds its partition empty
 waits on that partition's `Signal`, which every put to it sets; a blocked `put` to a full
 partition waits on the partition's space signal, set by every get and clear. A waiter whose
-connection closed takes nothing (what it would take stays for the next getter).
+connection closed, or that its client withdrew (`queue.withdraw`: the caller's `get.aio()`
+was cancelled), takes nothing (what it would take stays for the next getter) and puts nothing.
 """
 
 from __future__ import annotations
@@ -46,17 +47,16 @@ class Signal:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float | None, closed: asyncio.Event) -> None:
-        """Until set, `timeout` passes or `closed` is set."""
+    async def wait(self, timeout: float | None, *stops: asyncio.Event) -> None:
+        """Until set, `timeout` passes or one of `stops` is set."""
         self.waiters += 1
-        woken = asyncio.ensure_future(self._event.wait())
-        gone = asyncio.ensure_future(closed.wait())
+        waits = [asyncio.ensure_future(event.wait()) for event in (self._event, *stops)]
         try:
-            await asyncio.wait((woken, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.waiters -= 1
-            woken.cancel()
-            gone.cancel()
+            for wait in waits:
+                wait.cancel()
 
 
 def check_partition(partition: Any) -> str:
@@ -82,19 +82,21 @@ class QueueService:
         self._items: dict[Key, Signal] = {}  # set on put (only while someone waits)
         self._space: dict[Key, Signal] = {}  # set on get and clear
         self._closed: dict[int, asyncio.Event] = {}
+        self._withdrawn: dict[tuple[int, str], asyncio.Event] = {}  # (connection, waiter) -> set to withdraw
         self._swept = 0.0
         self.objects = NamedObjects(db, table="queues", kind="Queue", prefix="qu", drop_data=self._drop_items)
 
     def handlers(self) -> dict[str, Handler]:
         return {f"queue.{name}": getattr(self, name) for name in (
-            "get", "create", "drop_ephemeral", "list", "delete", "put", "take", "len", "clear", "peek")}
+            "get", "create", "drop_ephemeral", "list", "delete", "put", "take", "len", "clear", "peek",
+            "withdraw")}
 
     @staticmethod
     def audiences() -> dict[str, frozenset[Role]]:
         """Containers use queues (named, by id, ephemeral); listing and deleting named queues is
         for administrators."""
         audiences = {f"queue.{name}": EVERYONE for name in (
-            "get", "create", "drop_ephemeral", "put", "take", "len", "clear", "peek")}
+            "get", "create", "drop_ephemeral", "put", "take", "len", "clear", "peek", "withdraw")}
         return {**audiences, "queue.list": ADMIN_ONLY, "queue.delete": ADMIN_ONLY}
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -170,6 +172,26 @@ class QueueService:
             conn.on_close.append(closed)
         return event
 
+    def _withdrawal(self, conn: Connection, args: dict[str, Any]) -> tuple[str, asyncio.Event] | None:
+        """For a request that may wait and names a `waiter`: the event `queue.withdraw` sets."""
+        waiter = args.get("waiter")
+        if not waiter:
+            return None
+        event = self._withdrawn[(id(conn), str(waiter))] = asyncio.Event()
+        return str(waiter), event
+
+    def _done_waiting(self, conn: Connection, withdrawal: tuple[str, asyncio.Event] | None) -> None:
+        if withdrawal is not None:
+            self._withdrawn.pop((id(conn), withdrawal[0]), None)
+
+    async def withdraw(self, conn: Connection, args: dict) -> dict:
+        """Stop the waiting `put`/`take` of this connection named `waiter` (its caller gave up):
+        it answers as if its timeout had passed, having put or taken nothing."""
+        event = self._withdrawn.pop((id(conn), str(args.get("waiter"))), None)
+        if event is not None:
+            event.set()
+        return {"withdrawn": event is not None}
+
     def _key(self, args: dict[str, Any]) -> Key:
         self._sweep()
         row = self.objects.find(args)
@@ -239,13 +261,21 @@ class QueueService:
         if not values:
             return {"full": False}
         deadline = _deadline(args)
-        closed = self._closed_event(conn)
-        while self._count(key) + len(values) > QUEUE_MAX_PARTITION_ITEMS:
-            remaining = _remaining(deadline)
-            if remaining == 0 or conn.closed:
+        stops = [self._closed_event(conn)]
+        withdrawal = self._withdrawal(conn, args)
+        if withdrawal is not None:
+            stops.append(withdrawal[1])
+        try:
+            while self._count(key) + len(values) > QUEUE_MAX_PARTITION_ITEMS:
+                remaining = _remaining(deadline)
+                if remaining == 0 or any(stop.is_set() for stop in stops):
+                    return {"full": True}
+                await _wait(self._space, key, remaining, *stops)
+                self._expire(key)
+            if any(stop.is_set() for stop in stops):
                 return {"full": True}
-            await _wait(self._space, key, remaining, closed)
-            self._expire(key)
+        finally:
+            self._done_waiting(conn, withdrawal)
         if self._expires(key) is None and self._count_partitions(key[0]) >= QUEUE_MAX_PARTITIONS:
             raise InvalidError(f"Queue already has {QUEUE_MAX_PARTITIONS:,} partitions, the most a queue may have; "
                                "clear some (queue.clear(partition=...)) or use another queue.")
@@ -277,9 +307,18 @@ class QueueService:
         if not 1 <= n <= MAX_GET:
             raise InvalidError(f"get_many(n_values={n}) must take 1 to {MAX_GET:,} items at a time.")
         deadline = _deadline(args)
-        closed = self._closed_event(conn)
+        stops = [self._closed_event(conn)]
+        withdrawal = self._withdrawal(conn, args)
+        if withdrawal is not None:
+            stops.append(withdrawal[1])
+        try:
+            return await self._take(key, n, deadline, stops)
+        finally:
+            self._done_waiting(conn, withdrawal)
+
+    async def _take(self, key: Key, n: int, deadline: float | None, stops: list[asyncio.Event]) -> list[bytes]:
         while True:
-            if conn.closed:
+            if any(stop.is_set() for stop in stops):
                 return []
             if self._count(key):
                 rows = self.db.execute(
@@ -295,7 +334,7 @@ class QueueService:
             remaining = _remaining(deadline)
             if remaining == 0:
                 return []
-            await _wait(self._items, key, remaining, closed)
+            await _wait(self._items, key, remaining, *stops)
             self._expire(key)
 
     async def peek(self, conn: Connection, args: dict) -> dict:
@@ -354,13 +393,13 @@ def _wake(signals: dict[Key, Signal], key: Key) -> None:
         signal.set()
 
 
-async def _wait(signals: dict[Key, Signal], key: Key, timeout: float | None, closed: asyncio.Event) -> None:
+async def _wait(signals: dict[Key, Signal], key: Key, timeout: float | None, *stops: asyncio.Event) -> None:
     """Wait on `key`'s signal (made for the first waiter, dropped after the last)."""
     signal = signals.get(key)
     if signal is None:
         signal = signals[key] = Signal()
     try:
-        await signal.wait(timeout, closed)
+        await signal.wait(timeout, *stops)
     finally:
         if not signal.waiters and signals.get(key) is signal:
             del signals[key]

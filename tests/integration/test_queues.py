@@ -144,6 +144,27 @@ def test_aio_forms_and_ephemeral_async(server):
     asyncio.run(main())
 
 
+def test_a_cancelled_get_takes_nothing_later(server):
+    async def main() -> None:
+        async with ferry.Queue.ephemeral() as q:
+            waiting = asyncio.ensure_future(q.get.aio(timeout=30))
+            await asyncio.sleep(0.2)  # blocked on the server
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.sleep(0.1)
+            await q.put.aio("kept")
+            assert await q.get.aio(timeout=5) == "kept"
+            try:
+                await asyncio.wait_for(q.get.aio(), timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
+            await q.put.aio("kept too")
+            assert await q.len.aio() == 1
+
+    asyncio.run(main())
+
+
 def test_iterate_waits_item_poll_timeout_for_more(server):
     with ferry.Queue.ephemeral() as q:
         q.put(1)
