@@ -3,6 +3,7 @@ session, with its own FERRY_HOME) that starts real container processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -89,6 +91,19 @@ class ServerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
+    def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point this process's client at this server, with the administrator credential its
+        FERRY_HOME holds."""
+        monkeypatch.setenv("FERRY_SERVER_URL", self.url)
+        monkeypatch.setenv("FERRY_HOME", str(self.home))
+
+    @contextlib.contextmanager
+    def used(self) -> Iterator["ServerProcess"]:
+        """`use` for the duration of a `with` block (for fixtures wider than one test)."""
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            self.use(monkeypatch)
+            yield self
+
     def env(self) -> dict[str, str]:
         """Environment for a subprocess (e.g. the `ferry` CLI) that should use this server."""
         return {**os.environ, "FERRY_HOME": str(self.home), "FERRY_SERVER_URL": self.url,
@@ -126,8 +141,7 @@ def sandbox_server(tmp_path_factory: pytest.TempPathFactory):
 def on_sandbox(sandbox_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> ServerProcess:
     """Point this test's client (app.run(), .remote()) at the sandbox server (its FERRY_HOME
     holds the administrator credential the client presents)."""
-    monkeypatch.setenv("FERRY_SERVER_URL", sandbox_server.url)
-    monkeypatch.setenv("FERRY_HOME", str(sandbox_server.home))
+    sandbox_server.use(monkeypatch)
     return sandbox_server
 
 

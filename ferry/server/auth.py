@@ -112,6 +112,19 @@ class Authenticator:
         found = self._valid_client(token_id, token_secret)
         return Principal(found[0], token_id, found[1]) if found else None
 
+    def is_active(self, token_id: str) -> bool:
+        """Whether a client credential exists and is not revoked."""
+        return token_id in self._clients
+
+    async def check_login(self, token_id: str, token_secret: str, peer: str) -> Principal | None:
+        """A dashboard login: like a hello, slowed down for an address that keeps failing."""
+        principal = self.check_client(token_id, token_secret) if token_id and token_secret else None
+        if principal is None:
+            delay = self._record_failure(peer)
+            if delay:
+                await asyncio.sleep(delay)
+        return principal
+
     # -- container credentials ---------------------------------------------------------------
     def container_secret(self, container_id: str) -> str:
         """Mint the credential of a container about to start (valid until `forget`)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .._volume_files import DIR, FILE, LINK, MANIFEST_PAGE, TRANSFER_BATCH_BYTES, clean_path, entry_from_wire
 from ..exception import InvalidError, NotFoundError
-from .access import EVERYONE, Role
+from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
 from .volume_mounts import remove_stale_process_views
 from .volumes import OVERWRITE_MODES, VolumeStore, copy_changes, remove_changes
@@ -68,9 +68,10 @@ class VolumeService:
     def audiences() -> dict[str, frozenset[Role]]:
         """Containers use the volumes they are given or look up (and ephemeral ones); listing,
         deleting and renaming volumes is for administrators."""
-        return {f"volume.{name}": EVERYONE for name in (
+        audiences = {f"volume.{name}": EVERYONE for name in (
             "get", "create", "manifest", "listdir", "read", "missing_chunks", "put_chunks",
             "get_chunks", "commit", "remove", "copy")}
+        return {**audiences, **{f"volume.{name}": ADMIN_ONLY for name in ("list", "delete", "rename")}}
 
     def _volume(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("id"):

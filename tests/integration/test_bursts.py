@@ -170,14 +170,14 @@ def test_update_autoscaler_settings_survive_a_server_restart(tmp_path, monkeypat
     home = tmp_path / "home"
     first = ServerProcess.start(home)
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", first.url)
+        first.use(monkeypatch)
         deployed.deploy()
         ferry.Function.from_name("test-bursts-deployed", "adjustable").update_autoscaler(min_containers=1)
     finally:
         first.stop()
     second = ServerProcess.start(home)
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", second.url)
+        second.use(monkeypatch)
         sampler = Sampler(second, "test-bursts-deployed", "adjustable")
         wait_for(lambda: [c for c in sampler.live() if c["state"] == "ready"],
                  "the warm container of min_containers=1 after the restart")

@@ -111,7 +111,7 @@ def test_containers_are_forked_from_a_zygote_and_look_freshly_started(server):
 def test_without_zygote_containers_are_started_by_the_server(tmp_path, monkeypatch):
     other = ServerProcess.start(tmp_path / "home", extra_env={"FERRY_ZYGOTE": "0"})
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", other.url)
+        other.use(monkeypatch)
         for _ in range(2):
             with app.run(show_logs=False):
                 info = lineage.remote()
@@ -125,7 +125,7 @@ def test_without_zygote_containers_are_started_by_the_server(tmp_path, monkeypat
 def test_a_dead_zygote_takes_its_containers_down_and_starts_are_not_blocked(tmp_path, monkeypatch):
     other = ServerProcess.start(tmp_path / "home")
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", other.url)
+        other.use(monkeypatch)
         zygote = _forked_lineage(other.process.pid)["ppid"]
         with app.run(show_logs=False):
             running = lineage.spawn(30)

@@ -48,7 +48,7 @@ def gpu_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def dashboard(gpu_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FERRY_SERVER_URL", gpu_server.url)
+    gpu_server.use(monkeypatch)
     return Client.for_url(gpu_server.url).request_sync("server.status")["web_url"]
 
 

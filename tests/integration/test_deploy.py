@@ -233,7 +233,7 @@ def test_server_restart_keeps_deployed_apps(tmp_path, own_servers, monkeypatch):
 
     second = ServerProcess.start(home)
     own_servers.append(second)
-    monkeypatch.setenv("FERRY_SERVER_URL", second.url)
+    second.use(monkeypatch)
     monkeypatch.setenv("FERRY_HOME", str(home))
     assert ferry.Function.from_name("durable", "add").remote(2, 3) == 5
 
@@ -264,7 +264,7 @@ def test_server_restart_keeps_unfinished_spawned_calls(tmp_path, own_servers, mo
     deployed = run_cli(["deploy", str(script), "--name", "spawner"], first, cwd=tmp_path)
     assert deployed.returncode == 0, deployed.stderr
 
-    monkeypatch.setenv("FERRY_SERVER_URL", first.url)
+    first.use(monkeypatch)
     monkeypatch.setenv("FERRY_HOME", str(home))
     call = ferry.Function.from_name("spawner", "slow_write").spawn(str(signals))
     _wait_for(lambda: (signals / "started").exists(), "the spawned call to start")

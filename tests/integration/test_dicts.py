@@ -147,14 +147,14 @@ def test_contents_survive_a_sigkill_of_the_server(tmp_path, monkeypatch):
     proc = ServerProcess.start(home)
     try:
         monkeypatch.setenv("FERRY_HOME", str(home))
-        monkeypatch.setenv("FERRY_SERVER_URL", proc.url)
+        proc.use(monkeypatch)
         d = ferry.Dict.from_name("durable", create_if_missing=True)
         d.update({f"k{i}": i for i in range(100)})
         d["last"] = "acknowledged"
         os.killpg(proc.process.pid, signal.SIGKILL)
         proc.process.wait()
         proc = ServerProcess.start(home)
-        monkeypatch.setenv("FERRY_SERVER_URL", proc.url)
+        proc.use(monkeypatch)
         d = ferry.Dict.from_name("durable")
         assert d.len() == 101 and d["last"] == "acknowledged" and d["k42"] == 42
     finally:

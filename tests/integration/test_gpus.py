@@ -73,14 +73,9 @@ def on_b200() -> None:
 @pytest.fixture(scope="module")
 def gpu_server(tmp_path_factory: pytest.TempPathFactory):
     server = ServerProcess.start(tmp_path_factory.mktemp("gpu-home"), extra_env={"FERRY_GPUS": INVENTORY})
-    old = os.environ.get("FERRY_SERVER_URL")
-    os.environ["FERRY_SERVER_URL"] = server.url
-    yield server
+    with server.used():
+        yield server
     server.stop()
-    if old is None:
-        os.environ.pop("FERRY_SERVER_URL", None)
-    else:
-        os.environ["FERRY_SERVER_URL"] = old
 
 
 def test_each_container_gets_exactly_its_devices(gpu_server):
@@ -150,7 +145,7 @@ def test_sandbox_without_the_driver_says_so_instead_of_hanging(tmp_path_factory:
     expose /dev/nvidia2 and the call fails with that reason."""
     server = ServerProcess.start(tmp_path_factory.mktemp("gpu-sandbox-home"),
                                  extra_env={"FERRY_GPUS": INVENTORY, "FERRY_RUNTIME": "sandbox"})
-    monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+    server.use(monkeypatch)
     try:
         with pytest.raises(ferry.Error, match="nvidia2 does not exist"):
             with sandboxed.run(show_logs=False):

@@ -165,6 +165,26 @@ def test_a_cancelled_get_takes_nothing_later(server):
     asyncio.run(main())
 
 
+def test_a_get_waiting_on_a_deleted_queue_fails_clearly(server):
+    name = _unique("test-queue-deleted")
+    q = ferry.Queue.from_name(name, create_if_missing=True)
+    q.hydrate()
+    errors: list[BaseException] = []
+
+    def getter() -> None:
+        try:
+            q.get(timeout=30)
+        except BaseException as error:  # noqa: BLE001 (collected for the assertion)
+            errors.append(error)
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    time.sleep(0.3)
+    ferry.Queue.objects.delete(name)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and isinstance(errors[0], NotFoundError), errors
+
+
 def test_iterate_waits_item_poll_timeout_for_more(server):
     with ferry.Queue.ephemeral() as q:
         q.put(1)

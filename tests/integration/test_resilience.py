@@ -45,7 +45,7 @@ def test_memory_limit_kill_raises_out_of_memory_error_naming_the_limit(server):
 
 def test_server_dying_mid_call_raises_connection_error(tmp_path: Path, monkeypatch):
     own = ServerProcess.start(tmp_path / "home")
-    monkeypatch.setenv("FERRY_SERVER_URL", own.url)
+    own.use(monkeypatch)
     try:
         with pytest.raises(ConnectionError, match="Lost the connection"):
             with app.run(show_logs=False):
@@ -116,7 +116,7 @@ class Scaler:
 def test_spawned_call_on_a_class_instance_survives_a_server_kill(tmp_path: Path, monkeypatch):
     home = tmp_path / "home"
     first = ServerProcess.start(home)
-    monkeypatch.setenv("FERRY_SERVER_URL", first.url)
+    first.use(monkeypatch)
     try:
         deployed.deploy(name="test-resilience-deployed")
         call = Scaler(factor=3).scale.spawn(5, 2.0)

@@ -81,7 +81,7 @@ def test_deployed_app_builds_with_progress_and_runs_after_a_server_restart(tmp_p
         first.stop()
     second = ServerProcess.start(home, extra_env={"FERRY_RUNTIME": "sandbox"})
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", second.url)
+        second.use(monkeypatch)
         visible = ferry.Function.from_name("sandbox-restart", "visible")
         assert visible.remote(["/etc/debian_version"])["paths"] == {"/etc/debian_version": True}
     finally:

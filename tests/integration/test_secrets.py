@@ -228,7 +228,7 @@ def test_secrets_survive_a_server_restart(tmp_path, monkeypatch):
         first.stop()
     second = ServerProcess.start(home)
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", second.url)
+        second.use(monkeypatch)
         monkeypatch.setenv("FERRY_HOME", str(home))
         assert ferry.Function.from_name("test-secrets-durable", "read").remote() == ("kept", "kept")
         assert "durable" in run_cli(["secret", "list"], second).stdout
@@ -343,7 +343,7 @@ def test_secret_values_never_appear_in_logs_database_or_output(tmp_path, monkeyp
         for key, digest in expected.items():
             assert f"{key} {digest}" in ran
         cli("deploy", str(script))
-        monkeypatch.setenv("FERRY_SERVER_URL", own.url)
+        own.use(monkeypatch)
         monkeypatch.setenv("FERRY_HOME", str(home))
         assert ferry.Function.from_name("test-secrets-leak", "digests").remote() == expected
 

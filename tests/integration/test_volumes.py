@@ -417,7 +417,7 @@ def test_a_server_killed_during_a_large_commit_keeps_the_previous_or_the_new_com
     script = tmp_path / "commit_a_copy.py"
     script.write_text(COPY_SCRIPT)
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+        server.use(monkeypatch)
         vol = ferry.Volume.from_name("crash", create_if_missing=True)
         level = tmp_path / "l0"
         level.mkdir()
@@ -448,7 +448,7 @@ def test_a_server_killed_during_a_large_commit_keeps_the_previous_or_the_new_com
             server.process.wait()
             process.wait(timeout=60)
             server = ServerProcess.start(home)
-            monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+            server.use(monkeypatch)
             vol = ferry.Volume.from_name("crash")
             top = sorted(e.path for e in vol.listdir("/"))
             if top == ["l0", "l1", "l2", "l3", "l4", "l5", "l6"]:
@@ -476,7 +476,7 @@ def test_the_host_chunk_cache_stays_under_its_size(tmp_path, monkeypatch):
     cache keeps the chunks it can hold (least recently used go), and views are complete."""
     server = ServerProcess.start(tmp_path / "home", extra_env={"FERRY_VOLUME_CACHE_SIZE": str(3 * 1024 * 1024)})
     try:
-        monkeypatch.setenv("FERRY_SERVER_URL", server.url)
+        server.use(monkeypatch)
         vol = ferry.Volume.from_name("cached", create_if_missing=True)
         with vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(os.urandom(2 * 1024 * 1024)), "a.bin")

@@ -75,16 +75,10 @@ def hello():
 def limited(tmp_path_factory: pytest.TempPathFactory):
     own = ServerProcess.start(tmp_path_factory.mktemp("web-limits"), extra_env={
         "FERRY_WEB_REQUEST_TIMEOUT": "5", "FERRY_WEB_MAX_BODY_SIZE": "1024", "FERRY_WEB_PORT": "0"})
-    previous = os.environ.get("FERRY_SERVER_URL")
-    os.environ["FERRY_SERVER_URL"] = own.url
     try:
-        with app.run(show_logs=False):
+        with own.used(), app.run(show_logs=False):
             yield own
     finally:
-        if previous is None:
-            os.environ.pop("FERRY_SERVER_URL", None)
-        else:
-            os.environ["FERRY_SERVER_URL"] = previous
         own.stop()
 
 

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 from ... import _config
 from ...exception import InvalidError
 from ..model import App
+from ..._protocol import is_loopback
 from .dashboard import Dashboard, is_dashboard_path
 from .exchange import Exchange, Receive, Send, respond
+from ..tls import TLSFiles, tls_files, wants_tls
+from .login import DashboardLogin, is_login_path
 from .routes import Route, RouteTable
 from .tokens import AUTH_HEADERS, ProxyTokens
 
@@ -42,25 +45,34 @@ class Gateway:
         self.timeout = float(_config.get("web_request_timeout"))
         self._uvicorn: Any = None
         self._ticker: asyncio.Task | None = None
+        self.login: DashboardLogin | None = None  # set in start(), once the bind address is known
+        self.tls: TLSFiles | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, default_host: str) -> None:
         import uvicorn
 
         self.host = _config.get("web_host") or default_host
+        # beyond loopback: TLS (the control plane's certificate) and a login for the dashboard
+        self.tls = self.server.tls
+        if self.tls is None and wants_tls(self.host):  # (FERRY_WEB_HOST beyond loopback)
+            self.tls = tls_files(self.server.home, self.host)
+        self.login = DashboardLogin(self.server.auth, required=not is_loopback(self.host),
+                                    secure=self.tls is not None)
         sock = self._bind(self.host, int(_config.get("web_port")))
         self.port = sock.getsockname()[1]
+        tls_options = {"ssl_certfile": str(self.tls.cert), "ssl_keyfile": str(self.tls.key)} if self.tls else {}
         config = uvicorn.Config(
             self, loop="none", lifespan="off", log_config=None, access_log=False,
             http=_http_impl(), ws="auto", ws_max_size=self.max_body, server_header=False,
-            proxy_headers=False, timeout_keep_alive=30,
+            proxy_headers=False, timeout_keep_alive=30, **tls_options,
         )
         config.load()
         self._uvicorn = uvicorn.Server(config)
         self._uvicorn.lifespan = config.lifespan_class(config)  # (set by Server.serve, which we skip)
         await self._uvicorn.startup(sockets=[sock])
         self._ticker = asyncio.create_task(self._uvicorn.main_loop())  # keeps the Date header fresh
-        log.warning("Ferry web gateway listening on http://%s:%d", self.host, self.port)
+        log.warning("Ferry web gateway listening on %s://%s:%d", self.scheme, self.host, self.port)
 
     def _bind(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,11 +119,15 @@ class Gateway:
         return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.url_host}:{self.port}"
+        return f"{self.scheme}://{self.url_host}:{self.port}"
 
     def url(self, label: str) -> str:
-        return f"http://{label}.{self.domain}:{self.port}"
+        return f"{self.scheme}://{label}.{self.domain}:{self.port}"
 
     def path_url(self, label: str) -> str:
         return f"{self.base_url}{PATH_PREFIX}{label}/"
@@ -134,9 +150,16 @@ class Gateway:
                 if kind == "http":
                     await respond(send, 308, f"Redirecting to {location}", [(b"location", location.encode())])
                 return
-            if kind == "http" and not self._label_host(scope) and is_dashboard_path(scope["path"]):
-                await self.dashboard.handle(scope, send)  # `/` and `/apps/...` (dashboard.py)
-                return
+            if kind == "http" and not self._label_host(scope) and self.login is not None:
+                if is_login_path(scope["path"]):  # `/_login`, `/_logout` (login.py)
+                    await self.login.handle(scope, receive, send)
+                    return
+                if is_dashboard_path(scope["path"]):  # `/` and `/apps/...` (dashboard.py)
+                    if self.login.allows(scope):
+                        await self.dashboard.handle(scope, send)
+                    else:
+                        await self.login.refuse(scope, send)
+                    return
             await self._not_found(scope, send)
             return
         headers = scope["headers"]
