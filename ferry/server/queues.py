@@ -106,6 +106,8 @@ class QueueService:
         for key in [k for k in self._counts if k[0] == queue_id]:
             self._counts.pop(key, None)
             self._expiry.pop(key, None)
+        for key in [k for k in (*self._items, *self._space) if k[0] == queue_id]:
+            _wake(self._items, key)  # waiters check again: the queue may be gone
             _wake(self._space, key)
 
     def _count(self, key: Key) -> int:
@@ -129,6 +131,11 @@ class QueueService:
         expires = self._expires(key)
         if expires is not None and expires <= time.time():
             self._drop_partition(key)
+
+    def _check_again(self, key: Key) -> None:
+        """After a wait: NotFoundError if the queue was deleted meanwhile; expire the partition."""
+        self.objects.find({"id": key[0]})
+        self._expire(key)
 
     def _drop_partition(self, key: Key) -> None:
         self.db.execute("BEGIN IMMEDIATE")
@@ -271,7 +278,7 @@ class QueueService:
                 if remaining == 0 or any(stop.is_set() for stop in stops):
                     return {"full": True}
                 await _wait(self._space, key, remaining, *stops)
-                self._expire(key)
+                self._check_again(key)
             if any(stop.is_set() for stop in stops):
                 return {"full": True}
         finally:
@@ -335,7 +342,7 @@ class QueueService:
             if remaining == 0:
                 return []
             await _wait(self._items, key, remaining, *stops)
-            self._expire(key)
+            self._check_again(key)
 
     async def peek(self, conn: Connection, args: dict) -> dict:
         """Items after seq `after` without removing them: `items` [[seq, value]] (at most
@@ -359,7 +366,7 @@ class QueueService:
             if items or remaining == 0 or conn.closed:
                 return {"items": items}
             await _wait(self._items, key, remaining, closed)
-            self._expire(key)
+            self._check_again(key)
 
     async def len(self, conn: Connection, args: dict) -> int:
         if args.get("total"):
