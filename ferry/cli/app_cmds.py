@@ -131,11 +131,17 @@ def logs(app: str = typer.Argument(..., help="App name or id."),
          function: str = typer.Option(None, "--function", metavar="NAME",
                                       help="Only the logs of this function or class (as `ferry app show` names it)."),
          container: str = typer.Option(None, "--container", metavar="ID",
-                                       help="Only the logs of this container (its id, or the start of it).")) -> None:
+                                       help="Only the logs of this container (its id, or the start of it)."),
+         as_json: bool = typer.Option(False, "--json", help="Print each entry as one line of JSON: ts, function, "
+                                      "container, stream, text (every entry has its time; no --timestamps needed).")
+         ) -> None:
     """Print an app's container logs; with --follow, keep streaming them."""
+    if as_json and timestamps:
+        raise typer.BadParameter("--json entries carry their time (ts) already; drop --timestamps.",
+                                 param_hint="--timestamps")
     client = _client()
     wanted = LogFilter(since=parse_since(since) if since else None, function=function, container=container)
-    printer = LogPrinter(timestamps=timestamps)
+    printer = LogPrinter(timestamps=timestamps, as_json=as_json)
     filters = {key: value for key, value in (("since", wanted.since), ("function", function),
                                              ("container", container)) if value is not None}
     after = 0

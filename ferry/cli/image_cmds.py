@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .._client import Client
@@ -139,13 +140,20 @@ def remove(
 
 @cli.command("logs")
 @guard
-def logs(key: str = typer.Argument(..., help="Image key (or a unique prefix) from `ferry image list`.")) -> None:
+def logs(key: str = typer.Argument(..., help="Image key (or a unique prefix) from `ferry image list`."),
+         as_json: bool = json_option()) -> None:
     """Show the build output of every step of an image."""
     result = Client.from_env_sync().request_sync("image.logs", key=key)
-    out.print(f"[bold]Image {result['key'][:12]}[/bold] ({result.get('state')}): {result.get('label') or ''}",
+    if as_json:  # a step's log is null when the step was not built
+        print_json({"key": result["key"], "label": result.get("label"), "state": result.get("state"),
+                    "error": result.get("error"),
+                    "steps": [{"key": layer["key"], "label": layer["label"], "log": layer["log"]}
+                              for layer in result["layers"]]})
+        return
+    out.print(f"[bold]Image {result['key'][:12]}[/bold] ({result.get('state')}): {escape(result.get('label') or '')}",
               markup=True)
     for number, layer in enumerate(result["layers"], 1):
-        out.print(f"[bold]── step {number}: {layer['label'] or layer['key'][:12]}[/bold]")
+        out.print(f"[bold]── step {number}: {escape(layer['label'] or layer['key'][:12])}[/bold]")
         if layer["log"] is None:
             out.print("  (not built)")
         elif layer["log"]:

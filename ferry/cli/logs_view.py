@@ -3,11 +3,13 @@
 
 Entries are the server's log records: `{function, container_id, stream, ts, text}` (live
 `log` pushes call the container `container`). A record's text is what a container wrote in
-one go, so it may hold several lines, or end in the middle of one.
+one go, so it may hold several lines, or end in the middle of one. With `--json`, each record
+is one line of JSON: `{"ts", "function", "container", "stream", "text"}`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -61,9 +63,10 @@ class LogPrinter:
     """Writes entries to stdout (stderr for what containers wrote to stderr), as they were
     written; with `timestamps`, every line starts with the time of the entry that began it."""
 
-    def __init__(self, *, timestamps: bool = False, stdout: TextIO | None = None,
+    def __init__(self, *, timestamps: bool = False, as_json: bool = False, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> None:
         self.timestamps = timestamps
+        self.as_json = as_json  # one JSON object per entry, on stdout: JSON_KEYS
         self._streams = {"stdout": stdout, "stderr": stderr}
         self._mid_line: set[tuple[str, str]] = set()  # (container, stream) whose last line is unfinished
 
@@ -73,6 +76,13 @@ class LogPrinter:
 
     def __call__(self, entry: dict[str, Any]) -> None:
         stream, text = entry.get("stream", "stdout"), entry.get("text", "")
+        if self.as_json:
+            out = self._stream("stdout")
+            out.write(json.dumps({"ts": entry.get("ts"), "function": entry.get("function"),
+                                  "container": entry.get("container_id") or entry.get("container"),
+                                  "stream": stream, "text": text}, ensure_ascii=False) + "\n")
+            out.flush()
+            return
         out = self._stream(stream)
         if self.timestamps and text:
             key = (entry.get("container_id") or entry.get("container") or "", stream)

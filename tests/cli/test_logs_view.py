@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -56,6 +57,17 @@ def test_timestamps_start_every_line_and_only_lines():
     later = format_ts(NOW + 1)
     assert out.getvalue() == (f"{stamp} one\n{stamp} two\n{stamp} thr{stamp} other\nee\n{later} four\n")
     assert err.getvalue() == f"{stamp} oops\n"
+
+
+def test_json_records_one_per_line_on_stdout():
+    out, err = io.StringIO(), io.StringIO()
+    printer = LogPrinter(as_json=True, stdout=out, stderr=err)
+    printer({"function": "f", "container_id": "ct-1", "stream": "stderr", "ts": NOW, "text": "a\nb"})
+    printer({"function": "f", "container": "ct-2", "stream": "stdout", "ts": NOW, "text": "c\n"})
+    assert err.getvalue() == ""
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"ts": NOW, "function": "f", "container": "ct-1", "stream": "stderr", "text": "a\nb"},
+        {"ts": NOW, "function": "f", "container": "ct-2", "stream": "stdout", "text": "c\n"}]
 
 
 def test_without_timestamps_text_is_unchanged():

@@ -104,11 +104,21 @@ def test_secret_token_volume_lists(server, tmp_path):
     assert {(row["path"], row["type"]) for row in listing} >= {("in", "directory"), ("in/hello.txt", "file")}
 
 
-def test_image_list_and_server_status(server):
+def test_image_build_list_logs_and_server_status(server):
+    built = run_cli(["image", "build", f"{APPS}/image_process.py::venv_image"], server, env=NARROW)
+    assert built.returncode == 0, built.stderr
+    assert "Collecting six" not in built.stderr  # pip's output is in `ferry image logs`, not here
     images = _json(server, "image", "list")
-    assert set(images) == IMAGE_LIST_KEYS and isinstance(images["images"], list)
+    assert set(images) == IMAGE_LIST_KEYS and isinstance(images["images"], list) and images["images"]
     assert all(set(record) == IMAGE_KEYS for record in images["images"])
     assert all(len(record["key"]) > 12 for record in images["images"])  # full keys
+    plain = run_cli(["image", "list"], server, env=NARROW)
+    assert all(record["key"] in plain.stdout for record in images["images"])
+
+    key = next(record["key"] for record in images["images"] if record["key"][:12] in built.stdout)
+    logs = _json(server, "image", "logs", key[:12])
+    assert set(logs) == {"key", "label", "state", "error", "steps"} and logs["key"] == key
+    assert all(set(step) == {"key", "label", "log"} for step in logs["steps"])  # (the sandbox runtime's layers)
 
     status = _json(server, "server", "status")
     assert set(status) == STATUS_KEYS and status["running"] is True

@@ -3,6 +3,7 @@ and `--since` select entries, `--timestamps` dates each line."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timezone
@@ -86,6 +87,12 @@ def test_app_logs_filters_and_timestamps(server):
     stamped = _logs(server, "--timestamps", "--function", "beta")
     assert len(stamped) == 1
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z beta says early", stamped[0]), stamped
+
+    as_json = run_cli(["app", "logs", "test-logs-filters", "--json", "--function", "beta"], server)
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["function"], r["container"], r["stream"], r["text"]) for r in records] == [
+        ("beta", beta_container, "stdout", "beta says early\n")]
+    assert set(records[0]) == {"ts", "function", "container", "stream", "text"} and records[0]["ts"] < cut
 
     bad = run_cli(["app", "logs", "test-logs-filters", "--since", "yesterday-ish"], server)
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
