@@ -8,6 +8,8 @@ Every tick (and right away when inputs arrive), for each pool:
   4. stop      idle READY containers beyond `desired` once idle for `scaledown_window`
   5. enforce   kill a container whose oldest input is past `timeout` + grace (the container's
                own watchdog normally reports the timeout first)
+  6. rebalance take back inputs waiting in a stalled container while another has room
+               (Scheduler.rebalance; dispatch also does it whenever something changes)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Autoscaler:
         for pool in list(self.scheduler.pools.values()):
             self.scale(pool)
             self.enforce_timeouts(pool)
+            self.scheduler.rebalance(pool)
         self.logs.flush()
 
     def desired(self, pool: Pool) -> int:

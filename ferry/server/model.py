@@ -90,6 +90,14 @@ class Container:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stop_reason: str = ""
     gpu: tuple[str, list[int]] | None = None   # GPU type and host device indices it holds
+    progress_at: float = field(default_factory=time.monotonic)  # its last output, or when it got work while empty
+    reclaiming: bool = False                   # asked to give back its waiting inputs; no answer yet
+
+    def waiting(self) -> list[int]:
+        """Ids of the inputs it holds but has not started (it runs them in the order received,
+        at most `running_slots` at once)."""
+        slots = self.pool.running_slots()
+        return list(self.inflight)[slots:] if len(self.inflight) > slots else []
 
     @property
     def live(self) -> bool:
@@ -130,6 +138,16 @@ class Input:
         return {"id": self.id, "args": self.args, "method": self.method}
 
 
+# Dispatch's prefetch window (docs/architecture.md, "Dispatch"): a container may hold about
+# PREFETCH_HORIZON of work beyond the inputs it runs at once, and only once the pool's last
+# FAST_STREAK_MIN (or more) outputs each took less than FAST_OUTPUT (a bound well above a busy
+# machine's scheduling hiccups, well below scheduler.RECLAIM_AFTER).
+PREFETCH_HORIZON = 0.002
+PREFETCH_MAX = 256
+FAST_STREAK_MIN = 16
+FAST_OUTPUT = 0.01
+
+
 @dataclass
 class PoolStats:
     """Numbers `ferry run --profile` and `ferry app show` report."""
@@ -141,12 +159,23 @@ class PoolStats:
     exec_total: float = 0.0
     exec_max: float = 0.0
     exec_ewma: float | None = None
+    fast_streak: int = 0          # outputs in a row that each took less than FAST_OUTPUT
 
     def record_exec(self, seconds: float) -> None:
         self.exec_count += 1
         self.exec_total += seconds
         self.exec_max = max(self.exec_max, seconds)
         self.exec_ewma = seconds if self.exec_ewma is None else 0.8 * self.exec_ewma + 0.2 * seconds
+        self.fast_streak = self.fast_streak + 1 if seconds < FAST_OUTPUT else 0
+
+    def prefetch(self) -> int:
+        """Inputs a container may hold beyond those it runs: 0 until the function has proved
+        uniformly fast (FAST_STREAK_MIN outputs in a row under FAST_OUTPUT); then about
+        PREFETCH_HORIZON of work, growing no faster than the streak (one slow output resets it)."""
+        if self.fast_streak < FAST_STREAK_MIN:
+            return 0
+        mean = max(self.exec_ewma or 0.0, 1e-6)
+        return int(min(PREFETCH_MAX, self.fast_streak, PREFETCH_HORIZON / mean))
 
     def summary(self) -> dict[str, Any]:
         def mean(values: list[float]) -> float | None:
@@ -217,18 +246,6 @@ class Pool:
         """Inputs a container runs at the same time (the rest of what it holds waits)."""
         return self.concurrency * max(1, int(self.setting("max_batch_size") or 1))
 
-    def capacity(self) -> int:
-        """Inputs a container may hold at once: its concurrency plus a prefetch window that
-        grows for fast functions, so that trivial inputs travel in batches."""
-        base = self.concurrency
-        batch = self.setting("max_batch_size")
-        if batch:
-            base = max(base, int(batch) * self.concurrency)
-        ewma = self.stats.exec_ewma
-        if ewma is None:
-            return base
-        prefetch = int(min(256, 0.002 / max(ewma, 1e-6)))
-        return base + prefetch
 
     def live_containers(self) -> list[Container]:
         return [c for c in self.containers.values() if c.live]

@@ -5,11 +5,24 @@ The path of one input:
     submit -> pool.queue -> dispatch (to the least-loaded READY container with room)
            -> container runs it -> on_outputs -> retry (back to the queue, after a delay)
                                              or deliver (to the call's caller)
+
+Dispatch never leaves an input waiting in a busy container while another container of the
+pool could start it (docs/architecture.md, "Dispatch"):
+  1. room     a container holds at most what it runs at once (`target_inputs`, or a burst up
+              to `max_inputs` when no container is starting) plus a prefetch window
+  2. prefetch the window is 0 unless the pool's last outputs were all fast and no container
+              stalled since (see PoolStats.prefetch), no container of the pool is starting,
+              and the container itself has returned an output within RECLAIM_AFTER
+  3. reclaim  a container that holds waiting inputs and has returned nothing for
+              RECLAIM_AFTER is asked to give them back (`reclaim`) unless it is the pool's
+              only container; it answers with `requeue` for those it had not started, and
+              they go back to the front of the queue, for whichever container frees first
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 from typing import Any, Callable
@@ -19,6 +32,9 @@ from .model import Call, Container, ContainerState, Input, OutputStatus, Pool, n
 log = logging.getLogger("ferry.server")
 
 NO_MORE_RETRIES = 1 << 30
+# a container that holds waiting inputs and returned no output for this long is "stalled":
+# its waiting inputs cannot start soon, so it gets no prefetch and may be asked to give them back
+RECLAIM_AFTER = 0.05
 
 
 class Scheduler:
@@ -45,23 +61,31 @@ class Scheduler:
     def dispatch(self, pool: Pool) -> None:
         """Hand queued inputs to READY containers, evening out their loads: first up to
         `target_inputs` each (plus the prefetch window); then, unless more containers are
-        starting, up to `max_inputs` each (a burst above the target)."""
-        if not pool.queue:
-            return
-        capacity = pool.capacity()
-        share = capacity - (pool.running_slots() - pool.target_inputs)
-        self._place(pool, share)
-        if pool.queue and share < capacity and not any(
-                c.state is ContainerState.STARTING for c in pool.containers.values()):
-            self._place(pool, capacity)
+        starting, up to `max_inputs` each (a burst above the target). Then take back the
+        inputs waiting in stalled containers."""
+        if pool.queue:
+            starting = any(c.state is ContainerState.STARTING for c in pool.containers.values())
+            prefetch = 0 if starting else pool.stats.prefetch()
+            target, slots = pool.target_inputs, pool.running_slots()
+            self._place(pool, target, prefetch)
+            if pool.queue and target < slots and not starting:
+                self._place(pool, slots, prefetch)
+        self.rebalance(pool)
 
-    def _place(self, pool: Pool, limit: int) -> None:
-        ready = [c for c in pool.containers.values()
-                 if c.state is ContainerState.READY and len(c.inflight) < limit]
+    def _place(self, pool: Pool, base: int, prefetch: int) -> None:
+        stamp = now()
+        ready: list[Container] = []
+        limits: list[int] = []
+        for container in pool.containers.values():
+            if container.state is not ContainerState.READY:
+                continue
+            limit = base if prefetch == 0 or stalled(container, stamp) else base + prefetch
+            if len(container.inflight) < limit:
+                ready.append(container)
+                limits.append(limit)
         if not ready:
             return
-        counts = spread([len(c.inflight) for c in ready], limit, len(pool.queue))
-        stamp = now()
+        counts = spread([len(c.inflight) for c in ready], limits, len(pool.queue))
         for container, count in zip(ready, counts):
             batch: list[Input] = []
             while pool.queue and len(batch) < count:
@@ -70,11 +94,35 @@ class Scheduler:
                     continue
                 item.container = container
                 item.dispatched_at = stamp
+                if not container.inflight:
+                    container.progress_at = stamp
                 container.inflight[item.id] = item
                 batch.append(item)
             if batch:
                 assert container.conn is not None
                 container.conn.push("inputs", items=[i.wire() for i in batch])
+
+    def rebalance(self, pool: Pool) -> None:
+        """Ask each stalled container to give back the inputs waiting in it, so that they go,
+        in order, to whichever container of the pool can start them first (runs on dispatch
+        and on every autoscaler tick). A pool's only container keeps what it holds. A stall
+        also shows that the pool's inputs are not uniformly fast: the prefetch window closes."""
+        if pool.definition.get("web"):  # a web request is not taken back once sent
+            return
+        live = sum(1 for c in pool.containers.values() if c.live)
+        stamp = now()
+        for container in pool.containers.values():
+            if not stalled(container, stamp):
+                continue
+            pool.stats.fast_streak = 0  # an input runs longer than FAST_OUTPUT: no more prefetch
+            if container.reclaiming or container.conn is None:
+                continue
+            if live - (1 if container.live else 0) == 0:  # no other container could take them
+                continue
+            waiting = container.waiting()
+            if waiting:
+                container.reclaiming = True
+                container.conn.push("reclaim", ids=waiting)
 
     # -- outputs --------------------------------------------------------------------------
     def on_outputs(self, container: Container, items: list[dict[str, Any]]) -> None:
@@ -92,17 +140,28 @@ class Scheduler:
             if "dur" in item:
                 pool.stats.record_exec(item["dur"])
             self.finish(entry, item)
+        container.progress_at = now()
         if not container.inflight:
-            container.idle_since = now()
+            container.idle_since = container.progress_at
         self.dispatch(pool)
 
     def requeue(self, container: Container, ids: list[int]) -> None:
-        """Inputs a container received but never started (it is going away): queue them again."""
-        for input_id in reversed(ids):
+        """Inputs a container received but never started (it gave them back, or it is going
+        away): queue them again, ahead of the rest."""
+        container.reclaiming = False
+        back = []
+        for input_id in ids:
             entry = container.inflight.pop(input_id, None)
             if entry is not None:
                 entry.container = None
-                container.pool.queue.appendleft(entry)
+                back.append(entry)
+        if back:  # in submission order among the inputs at the front of the queue
+            queue = container.pool.queue
+            back.sort(key=lambda entry: entry.id)
+            front = []
+            while queue and queue[0].id < back[-1].id:
+                front.append(queue.popleft())
+            queue.extendleft(reversed(list(heapq.merge(front, back, key=lambda entry: entry.id))))
         self.dispatch(container.pool)
 
     def finish(self, entry: Input, item: dict[str, Any]) -> None:
@@ -159,17 +218,24 @@ class Scheduler:
         return running
 
 
-def spread(loads: list[int], limit: int, count: int) -> list[int]:
+def stalled(container: Container, at: float) -> bool:
+    """Whether `container` holds inputs and has returned no output for RECLAIM_AFTER."""
+    return bool(container.inflight) and at - container.progress_at > RECLAIM_AFTER
+
+
+def spread(loads: list[int], limit: int | list[int], count: int) -> list[int]:
     """How many of `count` inputs each container gets (water-filling): the least loaded fill
-    up first, loads even out, none goes above `limit`. `spread([0, 2], 4, 4) == [3, 1]`."""
+    up first, loads even out, none goes above its limit (one for all, or one per container).
+    `spread([0, 2], 4, 4) == [3, 1]`."""
+    limits = limit if isinstance(limit, list) else [limit] * len(loads)
     levels = list(loads)
     while count > 0:
-        open_ = [i for i, level in enumerate(levels) if level < limit]
+        open_ = [i for i, level in enumerate(levels) if level < limits[i]]
         if not open_:
             break
         low = min(levels[i] for i in open_)
         lowest = [i for i in open_ if levels[i] == low]
-        next_level = min([levels[i] for i in open_ if levels[i] > low] + [limit])
+        next_level = min([levels[i] for i in open_ if levels[i] > low] + [limits[i] for i in lowest])
         step = min(next_level - low, count // len(lowest))
         if step == 0:  # fewer inputs left than containers at this level: one each
             for i in lowest[:count]:
