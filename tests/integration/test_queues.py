@@ -307,3 +307,18 @@ def test_queue_cli(server):
     assert cli("clear", name, "--all", "--yes").returncode == 0 and q.len(total=True) == 0
     assert cli("delete", name, "--yes").returncode == 0
     assert "not found" in cli("len", name).stderr
+
+
+def test_dicts_and_queues_in_sandbox_containers(on_sandbox):
+    from .apps.dict_queue_apps import sandbox_app, sandbox_round_trip
+
+    d = ferry.Dict.from_name(_unique("test-dict-sandbox"), create_if_missing=True)
+    q = ferry.Queue.from_name(_unique("test-queue-sandbox"), create_if_missing=True)
+    d["from-outside"] = 1
+    with sandbox_app.run(show_logs=False):
+        call = sandbox_round_trip.spawn(d.name, q.name)
+        assert q.get(partition="status", timeout=120) == "sandbox ready"
+        q.put({"job": "for the sandbox"})
+        result = call.get(timeout=60)
+    assert result["item"] == {"job": "for the sandbox"} and d["from-sandbox"] == 2
+    assert all("not permitted from inside a container" in text for text in result["refused"].values()), result

@@ -75,3 +75,20 @@ def put_item(queue_id: str, item: object) -> float:
     sent = time.time()
     q.put(item)
     return sent
+
+
+sandbox_app = ferry.App("test-dicts-queues-sandbox", image=ferry.Image.debian_slim(python_version="3.11"))
+
+
+@sandbox_app.function()
+def sandbox_round_trip(dict_name: str, queue_name: str) -> dict:
+    """In a sandbox (own network namespace): a dict read and write, a blocking queue get, and
+    the administrative requests refused."""
+    d = ferry.Dict.from_name(dict_name)
+    q = ferry.Queue.from_name(queue_name)
+    d["from-sandbox"] = d["from-outside"] + 1
+    q.put("sandbox ready", partition="status")
+    item = q.get(timeout=60)
+    refused = _refusals({"dict.list": lambda: ferry.Dict.objects.list(),
+                         "queue.delete": lambda: ferry.Queue.objects.delete(queue_name)})
+    return {"item": item, "refused": refused}
