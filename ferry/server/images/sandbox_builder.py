@@ -29,6 +29,7 @@ from ..._image_wire import step_key
 from ...exception import InvalidError
 from ..blobs import BlobStore
 from ..runtimes.sandbox.bwrap import BindMount
+from ..runtimes.sandbox.ids import ensure_shifted, is_shifted, shift_tree
 from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, suite_for_python
 from ..volume_mounts import prepare_build
 from . import oci
@@ -99,7 +100,7 @@ class SandboxBackend:
 
     def _debian_rootfs(self, suite: str, log: Log) -> Path:
         dest = self.base_dir / f"rootfs-{suite}"
-        if (dest / "usr/bin/python3").exists():
+        if (dest / "usr/bin/python3").exists() and is_shifted(dest):
             return dest
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with open(self.base_dir / f".rootfs-{suite}.lock", "w") as lock:
@@ -107,6 +108,8 @@ class SandboxBackend:
             if not dest.exists():
                 log(f"building the Debian {suite} base root filesystem (once per machine) in {dest}")
                 build_base_rootfs(suite, dest, log=log)
+            elif ensure_shifted(dest):  # built before sandboxes had user namespaces
+                log(f"{dest} is now owned by the sandbox ids (root inside sandboxes)")
         return dest
 
     def build_base(self, plan: LayerPlan, log: Log) -> dict[str, Any]:
@@ -122,6 +125,7 @@ class SandboxBackend:
             root = staging / "root"
             root.mkdir()
             config = oci.unpack(args["ref"], root, log)
+            shift_tree(root)  # its owners become the sandbox ids (runtimes/sandbox/ids.py)
             meta = {"parent": "", "kind": "from_registry", "label": plan.label, "env": config.env,
                     "workdir": config.workdir, "cmd": config.cmd, "entrypoint": config.entrypoint}
             return self.store.commit(plan.key, root, meta)
@@ -151,12 +155,18 @@ class SandboxBackend:
                 directory.mkdir()
             commands, binds = self._commands(plan, parent, files, meta)
             layers = [self.layer_path(m) for m in chain if m.get("has_dir") or m.get("path")]
+            for layer in layers:  # layers built before sandboxes had user namespaces
+                ensure_shifted(layer)
             env = build_env(meta["env"], self.ca_bundle, secret_env)
             if kind == "run_function":
                 env["PYTHONPATH"] = ":".join(filter(None, [FERRY_PACKAGE_DIR, env.get("PYTHONPATH")]))
                 if args.get("volumes"):  # mounted as in containers, committed when it returns
                     volumes = prepare_build(args["volumes"], staging / "volumes")
                     binds += [BindMount(*bind) for bind in volumes.binds]
+                    for host, _, read_only in volumes.binds:  # the views and the chunk cache
+                        if not read_only:
+                            ensure_shifted(host)
+                    shift_tree(volumes.scaffold)
                     env.update(volumes.env)
                     layers.append(volumes.scaffold)
             if self.ca_bundle:

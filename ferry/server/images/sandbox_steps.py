@@ -7,7 +7,9 @@ read-only at `BUILD_DIR/ca-certificates.crt` with SSL_CERT_FILE, PIP_CERT, REQUE
 CURL_CA_BUNDLE and GIT_SSL_CAINFO pointing at it (hosts whose outbound HTTPS goes through a
 TLS-intercepting proxy trust only that CA), and the host's proxy variables if set. Files a
 step reads (requirements, a pickled function, files to copy) are bound under `BUILD_DIR`, a
-private tmpfs (/tmp) that is not part of the layer.
+private tmpfs (/tmp) that is not part of the layer. Steps run in the sandbox's user namespace
+(root inside is host uid 1,000,000,000, runtimes/sandbox/ids.py), so the files they write are
+owned by the sandbox ids, as every layer is; they share the host's network (pip, apt).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..runtimes.sandbox.bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch
+from ..runtimes.sandbox.ids import shift_tree
 
 BUILD_DIR = "/tmp/.ferry-build"
 FERRY_PACKAGE_DIR = "/opt/ferry"
@@ -59,10 +62,12 @@ class StepFailure(Exception):
 
 
 def scaffold(root: Path) -> Path:
-    """A layer with the mount points builds use, topmost during builds only."""
+    """A layer with the mount points builds use, topmost during builds only (owned by root
+    inside sandboxes, as the directories it shadows)."""
     for relative in ("proc", "dev", "sys", "tmp", "opt/ferry/ferry", "root", "etc"):
         (root / relative).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "resolv.conf").touch()
+    shift_tree(root)
     return root
 
 
@@ -143,7 +148,7 @@ def run_sandboxed(*, layers: list[Path], upper: Path, work: Path, command: str, 
     """Run `command` with `sh -c` in a build sandbox; its writes go to `upper`.
     Returns the output lines; raises StepFailure on a non-zero exit or a timeout."""
     spec = SandboxSpec(layers=layers, argv=argv or ["/bin/sh", "-c", command], upper_dir=upper,
-                       work_dir=work, binds=binds, env=env, cwd=cwd)
+                       work_dir=work, binds=binds, env=env, cwd=cwd, network="host")
     process = launch(spec, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _RUNNING.add(process)
     lines: list[str] = []

@@ -20,7 +20,9 @@ def sandbox_unavailable_reason() -> str | None:
         return str(exc)
     if shutil.which("mmdebstrap") is None:
         return "mmdebstrap is not installed (apt-get install -y mmdebstrap)"
-    return None
+    from .sandbox.network import pasta_unavailable_reason
+
+    return pasta_unavailable_reason()  # container networks (runtimes/sandbox/network.py)
 
 
 def runtime_named(name: str) -> Runtime:

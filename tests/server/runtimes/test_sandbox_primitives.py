@@ -1,5 +1,5 @@
 # Host packages these tests need (Debian 12, run as root):
-#     apt-get update && apt-get install -y bubblewrap mmdebstrap uidmap
+#     apt-get update && apt-get install -y bubblewrap mmdebstrap uidmap passt
 # (plus `mount` and `util-linux`, which every Debian has), network access to deb.debian.org,
 # cgroups (v1 or v2) with the memory and cpu controllers, and overlayfs.
 """Real sandboxes: a bookworm root filesystem, bubblewrap, overlayfs and cgroups, not mocks.
@@ -42,6 +42,8 @@ from ferry.server.runtimes.cgroups import (
     cgroups_available,
     cgroups_unavailable_reason,
 )
+from ferry.server.runtimes.sandbox.ids import SANDBOX_IDS, ensure_shifted, shift_tree
+from ferry.server.runtimes.sandbox.network import PID_DIR, pasta_unavailable_reason, resolv_conf
 from ferry.server.runtimes.sandbox.rootfs import (
     PYTHON_SUITES,
     build_base_rootfs,
@@ -61,6 +63,7 @@ def rootfs() -> Path:
         build_base_rootfs("bookworm", path, log=lambda line: print(f"mmdebstrap: {line}"))
         print(f"built {path} in {time.monotonic() - started:.1f} s")
     assert (path / "usr/bin/python3").exists(), f"{path} is not a root filesystem; delete it"
+    ensure_shifted(path)  # built before sandboxes had user namespaces
     return path
 
 
@@ -148,6 +151,7 @@ def test_read_only_bind_can_be_read_not_written(rootfs: Path, tmp_path: Path) ->
     ro, rw = tmp_path / "ro", tmp_path / "rw"
     ro.mkdir()
     rw.mkdir()
+    os.chown(rw, SANDBOX_IDS.base, SANDBOX_IDS.base)  # root inside is that host id
     (ro / "data.txt").write_text("payload")
     code = (
         "print(open('/ro/data.txt').read())\n"
@@ -261,13 +265,13 @@ def test_suite_for_python() -> None:
     assert dict(PYTHON_SUITES) == {"3.11": "bookworm", "3.13": "trixie"}
 
 
-def test_network_shared_with_dns_or_private(rootfs: Path) -> None:
+def test_network_host_with_dns_or_private(rootfs: Path) -> None:
     code = "import socket; print(len(socket.getaddrinfo('deb.debian.org', 80)) > 0)"
-    shared = run(python(rootfs, code))
+    shared = run(python(rootfs, code, network="host"))
     assert shared.returncode == 0, shared.stderr
     assert shared.stdout.strip() == "True"
     code = "import socket; print(socket.if_nameindex())"
-    private = run(python(rootfs, code, share_network=False))
+    private = run(python(rootfs, code))  # the default: loopback only
     assert private.stdout.strip() == "[(1, 'lo')]"
 
 
@@ -349,9 +353,14 @@ def test_bwrap_argv(rootfs: Path, tmp_path: Path) -> None:
         assert flag in argv
     assert argv[argv.index("--proc") + 1] == "/proc" and argv[argv.index("--tmpfs") + 1] == "/tmp"
     assert argv.index("/a") < argv.index("/a/b")  # parents are bound first
-    assert "--unshare-net" not in argv and "/etc/resolv.conf" in argv
-    private = build_bwrap_argv(SandboxSpec([rootfs], ["python3"], share_network=False))
-    assert "--unshare-net" in private and "/etc/resolv.conf" not in private
+    assert "--unshare-net" in argv and "/etc/resolv.conf" not in argv  # network="none"
+    host = build_bwrap_argv(SandboxSpec([rootfs], ["python3"], network="host"))
+    assert "--unshare-net" not in host and "/etc/resolv.conf" in host
+    pasta = build_bwrap_argv(SandboxSpec([rootfs], ["python3"], network="pasta"), resolv_fd=7)
+    assert "--unshare-net" not in pasta  # the launcher's `unshare --net` made it
+    assert pasta[pasta.index("--ro-bind-data") + 1:][:2] == ["7", "/etc/resolv.conf"]
+    with pytest.raises(InvalidError, match="network"):
+        SandboxSpec([rootfs], ["python3"], network="bridge")  # type: ignore[arg-type]
     assert argv[-2:] == ["--", "python3"]
 
 
@@ -410,3 +419,156 @@ def test_environment_values_stay_out_of_the_host_process_list(rootfs: Path) -> N
     finally:
         process.kill()
         process.wait()
+
+
+# -- user namespace ---------------------------------------------------------------------------
+
+def test_root_inside_is_an_unprivileged_host_id(rootfs: Path, tmp_path: Path) -> None:
+    """uid 0 inside is SANDBOX_IDS.base on the host; host root is unmapped inside; what root
+    writes in a bound directory or the upper layer is owned by that id, never by host root."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, SANDBOX_IDS.base, SANDBOX_IDS.base)
+    host_file = tmp_path / "host-root-file"
+    host_file.write_text("host root's")
+    code = (
+        "import os\n"
+        "print(os.getuid(), os.getgid(), open('/proc/self/uid_map').read().split())\n"
+        "open('/shared/made', 'w').write('x'); open('/etc/made', 'w').write('y')\n"
+        "print(os.stat('/usr/bin/python3').st_uid, os.stat('/host').st_uid)\n"
+        "try:\n    open('/host', 'a')\nexcept PermissionError:\n    print('denied')\n"
+    )
+    binds = [BindMount(shared, "/shared", False), BindMount(host_file, "/host", False)]
+    result = run(python(rootfs, code, binds=binds, upper_dir=tmp_path / "upper", work_dir=tmp_path / "work"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"0 0 ['0', '{SANDBOX_IDS.base}', '{SANDBOX_IDS.count}']"
+    assert lines[1:] == ["0 65534", "denied"]  # the image is root's inside; host root is nobody
+    for made in (shared / "made", tmp_path / "upper/etc/made"):
+        info = made.stat()
+        assert (info.st_uid, info.st_gid) == (SANDBOX_IDS.base, SANDBOX_IDS.base)
+    assert (tmp_path / "upper").stat().st_uid == SANDBOX_IDS.base
+    assert host_file.read_text() == "host root's"
+
+
+def test_no_host_descriptor_reaches_the_command(rootfs: Path) -> None:
+    code = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+    for network in ("none", "pasta", "host"):
+        result = run(python(rootfs, code, env={**DEFAULT_ENV, "SECRET": "x"}, network=network))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "[0, 1, 2, 3]", network  # 3: listdir's own
+
+
+def test_private_host_paths_are_bound(rootfs: Path, tmp_path: Path) -> None:
+    """Binds below directories only host root may enter (0700) still work: the launcher
+    stages them before the sandbox drops host root."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "inside").mkdir()
+    (private / "inside" / "data.txt").write_text("reachable")
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+    result = run(python(rootfs, "print(open('/data/data.txt').read())",
+                        binds=[BindMount(private / "inside", "/data", True)]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "reachable"
+
+
+def test_shift_tree_moves_owners_into_the_range_once(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "setuid").write_text("")
+    os.chmod(tree / "sub" / "setuid", 0o4755)
+    (tree / "link").symlink_to("/etc/passwd")
+    os.lchown(tree / "sub", 1000, 100)
+    shift_tree(tree)
+    base = SANDBOX_IDS.base
+    assert (tree / "sub").stat().st_uid == base + 1000 and (tree / "sub").stat().st_gid == base + 100
+    assert (tree / "sub" / "setuid").stat().st_mode & 0o7777 == 0o4755  # chown cleared it; restored
+    assert os.lstat(tree / "link").st_uid == base and Path("/etc/passwd").stat().st_uid == 0
+    assert tree.stat().st_uid == base
+    assert not ensure_shifted(tree)  # done: a second pass changes nothing
+    shift_tree(tree)
+    assert (tree / "sub").stat().st_uid == base + 1000
+
+
+# -- network -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def host_loopback_server() -> Iterator[int]:
+    """A TCP server on the host's 127.0.0.1 (what a sandbox must never reach)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_pasta_network_reaches_out_not_the_host_loopback(rootfs: Path, host_loopback_server: int) -> None:
+    assert pasta_unavailable_reason() is None
+    code = (
+        "import socket\n"
+        "print(sorted(name for _, name in socket.if_nameindex()))\n"
+        f"for host in ('127.0.0.1', 'localhost'):\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {host_loopback_server}), timeout=3); print('reached')\n"
+        "    except OSError as e:\n"
+        "        print(type(e).__name__)\n"
+        "print(len(socket.getaddrinfo('deb.debian.org', 80)) > 0)\n"
+        "print(open('/etc/resolv.conf').read().split())\n"
+    )
+    result = run(python(rootfs, code, network="pasta"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("['") and "'lo'" in lines[0] and len(eval(lines[0])) == 2
+    assert lines[1:3] == ["ConnectionRefusedError", "ConnectionRefusedError"]  # its own loopback
+    assert lines[3] == "True"  # DNS works
+    assert eval(lines[4]) == resolv_conf()[0].split()
+
+
+def test_pasta_ends_with_its_sandbox(rootfs: Path) -> None:
+    process = launch(python(rootfs, "import time; print('up', flush=True); time.sleep(60)", network="pasta"),
+                     stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    pid_file = PID_DIR / f"{process.pid}.pid"
+    pasta = int(pid_file.read_text())
+    assert Path(f"/proc/{pasta}/comm").read_text().startswith(("pasta", "passt"))  # passt.avx2
+    assert os.stat(f"/proc/{pasta}").st_uid == SANDBOX_IDS.base  # never host root
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pasta}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pasta}").exists() and not pid_file.exists()
+
+
+def test_resolv_conf_drops_loopback_nameservers(tmp_path: Path) -> None:
+    host = tmp_path / "resolv.conf"
+    host.write_text("# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch example.org\n")
+    assert resolv_conf(host) == ("nameserver 10.0.0.2\nsearch example.org\n", False)
+    host.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    text, forward = resolv_conf(host)
+    assert forward and text.splitlines() == ["nameserver 169.254.0.53", "options edns0"]
+
+
+def test_a_restarted_server_ends_the_pastas_left_behind(rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.server.runtimes.sandbox.network import PastaNetwork, end_leftover_pastas
+
+    monkeypatch.setattr(PastaNetwork, "close", lambda self: None)  # as if its server had crashed
+    process = launch(python(rootfs, "import time; print('up', flush=True); time.sleep(60)", network="pasta"),
+                     stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    pasta = int((PID_DIR / f"{process.pid}.pid").read_text())
+    end_leftover_pastas()  # its sandbox still runs: kept
+    assert Path(f"/proc/{pasta}").exists()
+    process.kill()
+    process.wait()
+    time.sleep(0.2)
+    assert Path(f"/proc/{pasta}").exists()  # nobody ended it
+    end_leftover_pastas()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pasta}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pasta}").exists()
+    assert not (PID_DIR / f"{process.pid}.pid").exists()

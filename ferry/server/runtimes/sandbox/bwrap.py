@@ -1,36 +1,57 @@
-"""Describe a sandbox (`SandboxSpec`) and launch it with bubblewrap.
+"""Describe a sandbox (`SandboxSpec`) and launch it with bubblewrap in user and network
+namespaces of its own.
 
 The root of a sandbox is an overlayfs: the spec's read-only layers (a base root filesystem,
 then one layer per image step) under a writable upper layer (a directory, or a tmpfs thrown
 away at exit). bubblewrap 0.8 (Debian 12) has no overlay options (`--overlay-src` came in
-0.9), so the overlay is mounted by a tiny shell launcher in a private mount namespace:
+0.9), so the overlay is mounted by a tiny bash launcher in a private mount namespace, as host
+root, before the sandbox enters its user namespace:
 
-    unshare --mount --propagation private /bin/sh -c '
+    unshare --mount --propagation private /bin/bash -c '
         echo $$ > <cgroup>/cgroup.procs          # join the cgroup before anything else runs
         mount -t tmpfs ... <mount_dir>/scratch    # only for a tmpfs upper layer
         mount -t overlay ... <mount_dir>/root
-        exec bwrap --bind <mount_dir>/root / --proc /proc --dev /dev ... -- ARGV'
+        exec 30< <mount_dir>/root                 # the root, for bwrap --bind-fd
+        exec setpriv --reuid=BASE --regid=BASE --clear-groups -- \
+             unshare --user [--net] -- /bin/bash -c '
+                 printf r >&READY; read go <&GO    # the server writes the id map (and pasta
+                 exec bwrap --bind-fd 30 / ...'    # connects the network), then says go
 
 Every container uses the same (empty) host directory `mount_dir`; its mounts exist only in
 the container's own mount namespace, so they vanish when the container ends, crashed or not,
-and nothing is ever left mounted on the host. The pid that `launch` returns is the shell,
-then bwrap (exec), so it is in the cgroup before bwrap or user code runs, and every process
-of the container is born inside it (writing the pid after spawning would let the first
-instructions, and any child forked meanwhile, run unconstrained).
+and nothing is ever left mounted on the host. The pid that `launch` returns is the launcher,
+then bwrap (every stage execs the next), so it is in the cgroup before bwrap or user code
+runs, and every process of the container is born inside it.
 
-The launcher needs root (mount). As root, bwrap keeps capabilities in the sandbox; the spec
-keeps `DEFAULT_CAPABILITIES` (Docker's default set, without CAP_MKNOD) and drops the rest,
-so user code cannot mount, load modules or reach raw devices.
+**User namespace** (ids.py): the launcher becomes the unprivileged host id `SANDBOX_IDS.base`
+and creates a user namespace, whose owner that id is; the server, which is root, writes its
+map `0 BASE 65536`, so root inside is host uid BASE and host root is unmapped inside. Image
+layers are owned by the shifted ids (ids.py), so root inside owns its image. bwrap runs as
+root of that namespace and keeps `DEFAULT_CAPABILITIES` (Docker's default set, without
+CAP_MKNOD), all of them relative to the sandbox's own namespaces: user code cannot mount,
+load modules, reach raw devices, or do anything as host root. Host paths are bound with
+`--bind-fd` on descriptors the server opened (O_PATH), so they need not be reachable by the
+unprivileged id (the server's state directory is private); bwrap closes them before the
+command runs.
+
+**Network** (network.py): `pasta` gives the sandbox a network namespace of its own with
+outbound access through pasta and a resolv.conf suited to it; `none` one with loopback only;
+`host` keeps the host's (image build steps).
 """
 
 from __future__ import annotations
 
+
 import asyncio
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,18 +60,22 @@ from typing import IO, Any, Final, NamedTuple
 
 from ....exception import ExecutionError, InvalidError
 from ..cgroups import Cgroup
+from .ids import SANDBOX_IDS, chown_to_sandbox_root
+from .network import NETWORKS, Network, PastaNetwork, resolv_conf
 from .rootfs import DEFAULT_HOSTNAME
 
 DEFAULT_PATH: Final[str] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ENV: Final[Mapping[str, str]] = MappingProxyType({"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"})
-DEFAULT_MOUNT_DIR: Final[Path] = Path("/run/ferry/sandbox")
+DEFAULT_MOUNT_DIR: Final[Path] = Path("/run/ferry-sandbox")
 DEFAULT_CAPABILITIES: Final[tuple[str, ...]] = (
     "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
     "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
     "CAP_SETUID", "CAP_SYS_CHROOT",
 )
 SETUP_FAILED_EXIT_CODE: Final[int] = 125
-"""Exit code of a sandbox whose setup (cgroup, overlay) failed; its stderr says why."""
+"""Exit code of a sandbox whose setup (cgroup, overlay, namespaces) failed; stderr says why."""
+SETUP_TIMEOUT: Final[float] = 30.0
+"""Seconds the server waits for a launcher to reach its user namespace."""
 
 _LAUNCHER_ENV: Final[Mapping[str, str]] = MappingProxyType(
     {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -78,8 +103,9 @@ class SandboxSpec:
     `layers` are read-only directories, lowest first (the base root filesystem first).
     Writes go to `upper_dir` (with `work_dir`, an empty directory on the same filesystem),
     or, when both are None, to a tmpfs discarded at exit. `env` is exactly the environment
-    (bwrap adds PWD). `share_network` keeps the host's network (outbound access, host DNS);
-    False gives a private network namespace with loopback only. `devices` are host device
+    (bwrap adds PWD). `network` is "pasta" (a network namespace of its own with outbound
+    access through pasta), "none" (loopback only) or "host" (the host's network and DNS, for
+    image build steps); see network.py. `devices` are host device
     paths exposed as-is (e.g. /dev/nvidia0). `mount_dir` is an empty host directory the
     launcher mounts over, privately (see the module docstring).
     """
@@ -92,7 +118,7 @@ class SandboxSpec:
     env: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV), hash=False)
     cwd: str = "/"
     hostname: str = DEFAULT_HOSTNAME
-    share_network: bool = True
+    network: Network = "none"
     devices: Sequence[str] = ()
     capabilities: Sequence[str] = DEFAULT_CAPABILITIES
     mount_dir: Path = DEFAULT_MOUNT_DIR
@@ -134,6 +160,8 @@ class SandboxSpec:
             raise InvalidError("A sandbox needs at least one root filesystem layer (`layers`).")
         if not self.argv:
             raise InvalidError("A sandbox needs a command (`argv` is empty).")
+        if self.network not in NETWORKS:
+            raise InvalidError(f"`network` must be one of {', '.join(NETWORKS)}, not {self.network!r}.")
         if (self.upper_dir is None) != (self.work_dir is None):
             raise InvalidError(
                 "Give both `upper_dir` and `work_dir` (an empty directory on the same "
@@ -158,12 +186,15 @@ class SandboxSpec:
             raise InvalidError(f"Invalid capability name(s) {bad_caps}; e.g. 'CAP_NET_RAW'.")
 
 
-def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap", env_fd: int | None = None) -> list[str]:
+def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap", env_fd: int | None = None,
+                     sources: Sequence[Path] | None = None, resolv_fd: int | None = None) -> list[str]:
     """The bubblewrap command line, its root being the overlay at `spec.root_mount`.
 
     With `env_fd`, the environment is read from that file descriptor (`--args`, see
     `env_args`) rather than given as `--setenv` arguments, so values (secrets) never appear
-    in the host's process list."""
+    in the host's process list. `sources` (one per bind, in `spec.binds` order) replace the
+    binds' host paths (the launcher's staged copies, see `staged_binds`); `resolv_fd` holds
+    a pasta sandbox's /etc/resolv.conf."""
     argv = [
         bwrap,
         "--bind", str(spec.root_mount), "/",
@@ -175,16 +206,20 @@ def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap", env_fd: int | N
         "--die-with-parent",
         "--new-session",
     ]
-    if spec.share_network:
+    if spec.network == "host":
         argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-    else:
-        argv.append("--unshare-net")
+    elif spec.network == "none":
+        argv.append("--unshare-net")  # bwrap brings its loopback up
+    elif resolv_fd is not None:  # pasta: the launcher's `unshare --net` made the namespace
+        argv += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     for device in spec.devices:
         argv += ["--dev-bind", device, device]
+    paths = list(sources) if sources is not None else [b.host_path for b in spec.binds]
     # Parents before children, so that a bind on /a does not hide one on /a/b.
-    for bind in sorted(spec.binds, key=lambda b: len(PurePosixPath(b.container_path).parts)):
-        option = "--ro-bind" if bind.read_only else "--bind"
-        argv += [option, str(bind.host_path), bind.container_path]
+    order = sorted(range(len(spec.binds)), key=lambda i: len(PurePosixPath(spec.binds[i].container_path).parts))
+    for index in order:
+        bind = spec.binds[index]
+        argv += ["--ro-bind" if bind.read_only else "--bind", str(paths[index]), bind.container_path]
     argv += ["--cap-drop", "ALL"]
     for capability in spec.capabilities:
         argv += ["--cap-add", capability]
@@ -204,8 +239,53 @@ def env_args(spec: SandboxSpec) -> bytes:
     return b"".join(word.encode() + b"\0" for word in words)
 
 
-def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None, env_fd: int | None = None) -> list[str]:
-    """The full command: join `cgroup`, mount the overlay root privately, exec bwrap."""
+class LaunchFds(NamedTuple):
+    """The descriptors a launcher gets (see `build_launch_argv`)."""
+
+    env: int
+    ready: int
+    go: int
+    resolv: int | None = None
+
+
+def staged_binds(spec: SandboxSpec) -> list[Path | None]:
+    """For each bind, where the launcher binds its host path first (as host root) so that
+    the sandbox's unprivileged root can reach it, or None when it can reach the path itself.
+
+    bubblewrap runs as root of the sandbox's user namespace, which cannot traverse private
+    host directories (the server's state directory is often 0700, under /root); so their
+    binds are staged under `mount_dir/binds`, in the launcher's private mount namespace."""
+    staged: list[Path | None] = []
+    for index, bind in enumerate(spec.binds):
+        if _reachable(bind.host_path):
+            staged.append(None)
+        else:
+            kind = "dir" if bind.host_path.is_dir() else "file"
+            staged.append(spec.mount_dir / "binds" / f"{kind}-{index}")
+    return staged
+
+
+def _reachable(path: Path) -> bool:
+    """Whether the sandbox ids can reach `path` (search permission on every parent)."""
+    ids = SANDBOX_IDS
+    for parent in Path(os.path.realpath(path)).parents:
+        info = os.stat(parent)
+        if info.st_uid == ids.base:
+            bit = stat.S_IXUSR
+        elif info.st_gid == ids.base:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
+def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None, fds: LaunchFds,
+                      staged: Sequence[Path | None] | None = None) -> list[str]:
+    """The full command: join `cgroup`, mount the overlay root and the `staged` binds
+    privately as host root, become the sandbox ids in a user namespace of their own (a
+    network one too for pasta), report on `fds.ready`, wait for "go" on `fds.go`, exec bwrap."""
     tools = _tools()
     lines = [
         f'fail() {{ echo "ferry sandbox setup failed: $1" >&2; exit {SETUP_FAILED_EXIT_CODE}; }}'
@@ -213,12 +293,13 @@ def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None, env_fd: i
     if cgroup is not None:
         for procs in cgroup.procs_files:
             lines.append(f"echo $$ > {_q(procs)} || fail {_q(f'joining cgroup {procs.parent}')}")
+    ids = SANDBOX_IDS.base
     if spec.tmpfs_upper:
         scratch = spec.scratch_mount
         upper, work = scratch / "upper", scratch / "work"
         lines.append(
             f"{_q(tools['mount'])} -t tmpfs -o mode=0755 ferry-upper {_q(scratch)} "
-            f"&& {_q(tools['mkdir'])} {_q(upper)} {_q(work)} "
+            f"&& {_q(tools['mkdir'])} {_q(upper)} {_q(work)} && {_q(tools['chown'])} {ids}:{ids} {_q(upper)} "
             "|| fail 'mounting the tmpfs upper layer'"
         )
     else:
@@ -232,18 +313,38 @@ def build_launch_argv(spec: SandboxSpec, cgroup: Cgroup | None = None, env_fd: i
         "filesystem (ext4, xfs, btrfs or tmpfs), the layers readable; the kernel log (dmesg) "
         "says more'"
     )
-    lines.append("exec " + shlex.join(build_bwrap_argv(spec, bwrap=tools["bwrap"], env_fd=env_fd)))
+    staged = list(staged) if staged is not None else [None] * len(spec.binds)
+    for bind, stage in zip(spec.binds, staged):
+        if stage is not None:
+            lines.append(f"{_q(tools['mount'])} --bind {_q(bind.host_path)} {_q(stage)} "
+                         f"|| fail {_q(f'binding {bind.host_path}')}")
+    sources = [stage or bind.host_path for bind, stage in zip(spec.binds, staged)]
+    bwrap = build_bwrap_argv(spec, bwrap=tools["bwrap"], env_fd=fds.env, sources=sources,
+                             resolv_fd=fds.resolv)
+    inner = "\n".join([
+        f"printf r >&{fds.ready} || exit {SETUP_FAILED_EXIT_CODE}",
+        f"exec {fds.ready}>&-",
+        f"IFS= read -r go <&{fds.go}",
+        f"exec {fds.go}<&-",
+        f'[ "$go" = go ] || {{ echo "ferry sandbox setup failed: the server did not finish the '
+        f'namespaces" >&2; exit {SETUP_FAILED_EXIT_CODE}; }}',
+        "exec " + shlex.join(bwrap),
+    ])
+    unshare = [tools["unshare"], "--user", *(["--net"] if spec.network == "pasta" else []), "--"]
+    enter = [tools["setpriv"], f"--reuid={ids}", f"--regid={ids}", "--clear-groups", "--",
+             *unshare, tools["bash"], "-c", inner]
+    lines.append("exec " + shlex.join(enter))
     script = "\n".join(lines)
-    unshare = [tools["unshare"], "--mount", "--propagation", "private", "--"]
-    return [*unshare, tools["sh"], "-c", script]
+    return [tools["unshare"], "--mount", "--propagation", "private", "--", tools["bash"], "-c", script]
 
 
 def check_sandbox_support() -> None:
     """Raise ExecutionError saying how to fix it if sandboxes cannot run on this host."""
     if os.geteuid() != 0:
         raise ExecutionError(
-            "The sandbox runtime needs root (it mounts overlay root filesystems). Run the Ferry "
-            "server as root, or use the `process` runtime."
+            "The sandbox runtime needs root (it mounts overlay root filesystems and writes the "
+            "id maps of its user namespaces). Run the Ferry server as root, or use the "
+            "`process` runtime."
         )
     _tools()
 
@@ -258,23 +359,35 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     """Start the sandbox; its process is in `cgroup` before any of its code runs.
 
-    The process gets its own session (terminal signals do not reach it). Killing it kills
-    the whole sandbox (bwrap --die-with-parent); so does the death of the calling thread.
-    Destroy the cgroup once it has exited.
+    Returns once the sandbox's namespaces are set up (its command is starting). The process
+    gets its own session (terminal signals do not reach it). Killing it kills the whole
+    sandbox (bwrap --die-with-parent); so does the death of the calling thread. Its pasta
+    network, if any, ends with it. Destroy the cgroup once it has exited.
     """
-    argv, env_fd = _prepare(spec, cgroup)
+    prepared = _prepare(spec, cgroup)
     try:
-        return subprocess.Popen(
-            argv,
+        process = subprocess.Popen(
+            prepared.argv,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             env=dict(_LAUNCHER_ENV),
             start_new_session=True,
-            pass_fds=(env_fd,),
+            pass_fds=prepared.child_fds,
         )
-    finally:
-        os.close(env_fd)
+    except BaseException:
+        prepared.close()
+        raise
+    prepared.close_child_fds()
+    try:
+        network = prepared.finish(process.pid)
+    except BaseException:
+        _kill_group(process.pid)
+        process.wait()
+        raise
+    if network is not None:
+        _close_with(process.pid, network, None)
+    return process
 
 
 async def launch_async(
@@ -286,19 +399,30 @@ async def launch_async(
     cgroup: Cgroup | None = None,
 ) -> asyncio.subprocess.Process:
     """`launch` for asyncio: the same sandbox, as an `asyncio.subprocess.Process`."""
-    argv, env_fd = _prepare(spec, cgroup)
+    prepared = _prepare(spec, cgroup)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
+        process = await asyncio.create_subprocess_exec(
+            *prepared.argv,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             env=dict(_LAUNCHER_ENV),
             start_new_session=True,
-            pass_fds=(env_fd,),
+            pass_fds=prepared.child_fds,
         )
-    finally:
-        os.close(env_fd)
+    except BaseException:
+        prepared.close()
+        raise
+    prepared.close_child_fds()
+    try:
+        network = await asyncio.to_thread(prepared.finish, process.pid)
+    except BaseException:
+        _kill_group(process.pid)
+        await process.wait()
+        raise
+    if network is not None:
+        _close_with(process.pid, network, asyncio.get_running_loop())
+    return process
 
 
 def signal_command(pid: int, sig: int) -> list[int]:
@@ -327,32 +451,146 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> tuple[list[str], int]:
-    """The launch command, and a memory file holding the environment (`env_args`) whose
-    descriptor the launch passes to bwrap; the caller closes it once the process started."""
+class _Prepared:
+    """A launch in the making: its command, the descriptors its launcher inherits, and the
+    server's ends of the ready/go pipes (see `finish`)."""
+
+    def __init__(self, spec: SandboxSpec, cgroup: Cgroup | None) -> None:
+        self.spec = spec
+        self._child: list[int] = []
+        self._ready_r = self._go_w = -1
+        try:
+            self._open(cgroup)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, cgroup: Cgroup | None) -> None:
+        spec = self.spec
+        env_fd = self._memfd("ferry-sandbox-env", env_args(spec))
+        staged = staged_binds(spec)
+        for stage in staged:  # mount points of staged binds, shared by every launcher
+            if stage is not None and not stage.exists():
+                if stage.name.startswith("dir-"):
+                    stage.mkdir(parents=True, exist_ok=True)
+                else:
+                    stage.parent.mkdir(parents=True, exist_ok=True)
+                    stage.touch()
+        resolv_fd = None
+        self.forward_dns = False
+        if spec.network == "pasta":
+            text, self.forward_dns = resolv_conf()
+            resolv_fd = self._memfd("ferry-sandbox-resolv", text.encode())
+        self._ready_r, ready_w = os.pipe()
+        go_r, self._go_w = os.pipe()
+        self._keep(ready_w)
+        self._keep(go_r)
+        fds = LaunchFds(env=env_fd, ready=ready_w, go=go_r, resolv=resolv_fd)
+        self.argv = build_launch_argv(spec, cgroup, fds, staged)
+        self.child_fds = tuple(self._child)
+
+    def _keep(self, fd: int) -> int:
+        self._child.append(fd)
+        return fd
+
+    def _memfd(self, name: str, data: bytes) -> int:
+        fd = self._keep(os.memfd_create(name, 0))
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def close_child_fds(self) -> None:
+        """The launcher has its copies (or failed to start): close ours."""
+        for fd in self._child:
+            os.close(fd)
+        self._child = []
+
+    def close(self) -> None:
+        self.close_child_fds()
+        for fd in (self._ready_r, self._go_w):
+            if fd >= 0:
+                os.close(fd)
+        self._ready_r = self._go_w = -1
+
+    def finish(self, pid: int) -> PastaNetwork | None:
+        """Wait for the launcher `pid` to reach its user namespace, write its id map, connect
+        its network, and let it go on. A launcher that failed before (its stderr and exit
+        code say why) is left to exit."""
+        try:
+            readable, _, _ = select.select([self._ready_r], [], [], SETUP_TIMEOUT)
+            if not readable:
+                raise ExecutionError(f"The sandbox did not reach its user namespace within "
+                                     f"{SETUP_TIMEOUT:.0f} s.")
+            if not os.read(self._ready_r, 1):
+                return None
+            if os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
+                raise ExecutionError("The sandbox has no user namespace of its own.")
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as handle:
+                    handle.write(SANDBOX_IDS.map_line())
+            network = PastaNetwork.start(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            try:
+                os.write(self._go_w, b"go\n")
+            except BrokenPipeError:  # it died meanwhile: its exit status says how
+                pass
+            return network
+        finally:
+            self.close()
+
+
+def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> _Prepared:
+    """Check the spec's paths, create its directories, and open what the launcher inherits."""
     missing = [str(p) for p in spec.layers if not p.is_dir()]
     if missing:
         raise InvalidError(f"Root filesystem layer(s) not found: {', '.join(missing)}.")
     missing = [str(b.host_path) for b in spec.binds if not b.host_path.exists()]
     if missing:
         raise InvalidError(f"Bind mount source(s) not found on the host: {', '.join(missing)}.")
+    if not spec.mount_dir.is_dir():  # bwrap reaches the root through it as the sandbox ids
+        spec.mount_dir.mkdir(parents=True, exist_ok=True)
+        spec.mount_dir.chmod(0o755)
     for directory in (spec.root_mount, spec.scratch_mount, spec.upper_dir, spec.work_dir):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-    env_fd = os.memfd_create("ferry-sandbox-env", 0)
+    if spec.upper_dir is not None:  # the root directory of the sandbox is root's inside
+        chown_to_sandbox_root(spec.upper_dir)
+    return _Prepared(spec, cgroup)
+
+
+def _kill_group(pid: int) -> None:
     try:
-        os.write(env_fd, env_args(spec))
-        os.lseek(env_fd, 0, os.SEEK_SET)
-        return build_launch_argv(spec, cgroup, env_fd), env_fd
-    except BaseException:
-        os.close(env_fd)
-        raise
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _close_with(pid: int, network: PastaNetwork, loop: asyncio.AbstractEventLoop | None) -> None:
+    """End `network` when the process `pid` (not yet reaped by us) has ended."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        network.close()
+        return
+
+    def done() -> None:
+        if loop is not None:
+            loop.remove_reader(pidfd)
+        os.close(pidfd)
+        network.close()
+
+    if loop is not None:
+        loop.add_reader(pidfd, done)
+    else:
+        def wait() -> None:
+            select.select([pidfd], [], [])
+            done()
+        threading.Thread(target=wait, name=f"sandbox-network-{pid}", daemon=True).start()
 
 
 def _tools() -> dict[str, str]:
     found: dict[str, str] = {}
     missing: list[str] = []
-    for name in ("bwrap", "unshare", "mount", "mkdir", "sh"):
+    for name in ("bwrap", "unshare", "mount", "mkdir", "chown", "bash", "setpriv"):
         path = shutil.which(name, path=_LAUNCHER_ENV["PATH"])
         if path is None:
             missing.append(name)
@@ -361,7 +599,7 @@ def _tools() -> dict[str, str]:
     if missing:
         raise ExecutionError(
             f"The sandbox runtime needs {', '.join(missing)} on the host: install them with "
-            f"`apt-get install -y bubblewrap util-linux mount` (Debian/Ubuntu)."
+            f"`apt-get install -y bubblewrap util-linux mount bash` (Debian/Ubuntu)."
         )
     return found
 

@@ -10,8 +10,10 @@ renamed to `dest` only once complete, so an interrupted build never leaves a hal
 mmdebstrap runs with `--mode=unshare` (also as root): its build-time mounts (/proc, /sys, /dev)
 live in a private mount namespace and vanish with it, whereas `--mode=root` mounts them in the
 host's namespace, where an interrupted build leaves them behind. As root both produce the same
-tree (files owned by the real uid 0, usable as a bwrap root); unshare mode leaves /dev empty,
-which is fine because bwrap mounts its own (`--dev /dev`). The output is a directory, not a
+tree (files owned by the real uid 0); unshare mode leaves /dev empty, which is fine because
+bwrap mounts its own (`--dev /dev`). The tree is then shifted to the sandbox ids (ids.py), so
+root inside a sandbox (host uid 1,000,000,000) owns it; `ensure_shifted` migrates a tree
+built before that. The output is a directory, not a
 tarball: overlayfs and bwrap need a directory, and a directory can be renamed into place.
 
 /etc/resolv.conf is left empty in the tree (bwrap binds the host's at run time) and
@@ -33,6 +35,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from ....exception import ExecutionError, InvalidError
+from .ids import shift_tree
 
 PYTHON_SUITES: Final[Mapping[str, str]] = MappingProxyType({"3.11": "bookworm", "3.13": "trixie"})
 """Python version -> the Debian suite whose `python3` is that version."""
@@ -118,6 +121,7 @@ def build_base_rootfs(
     try:
         _run_streaming(argv, log)
         _neutralise_host_files(partial)
+        shift_tree(partial)  # root inside sandboxes owns it (ids.py)
         try:
             os.rename(partial, dest)
         except OSError as exc:
