@@ -9,10 +9,13 @@ A container sees:
     add_local_* paths the mounted files, read-only (python sources under /root, on PYTHONPATH)
     volumes=          each volume's view at its path (read-only if asked), and again writable at
                       /var/lib/ferry/volumes/N with the host's chunk cache (server/volume_mounts.py)
-    the network       the host's (outbound access as on the reference platform; the control
-                      plane at 127.0.0.1), and the host's /etc/resolv.conf
-and nothing else of the host. It has its own PID, IPC, UTS and mount namespaces, runs as
-root inside with Docker's default capabilities, and `cpu=`/`memory=` are cgroup limits.
+    /run/ferry/control.sock  the server's Unix socket, its only way to the control plane
+                      (FERRY_SERVER_URL=ferry+unix:///run/ferry/control.sock)
+    the network       a namespace of its own: outbound access through pasta, never the host's
+                      loopback (network.py); loopback only with block_network=True
+and nothing else of the host. It has its own user, PID, IPC, UTS, mount and network
+namespaces; root inside is an unprivileged host id (ids.py) with Docker's default
+capabilities inside its namespaces, and `cpu=`/`memory=` are cgroup limits.
 It runs `<image python> -m ferry._container` with cwd = the image's workdir (default /root).
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import ferry
 
-from ....exception import InvalidError
+from ....exception import ExecutionError, InvalidError
 from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ...volume_mounts import prepare_sandbox
@@ -34,9 +37,12 @@ from ..process import ProcessHandle, _pump
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
 from .gpu import BIN_DIR as GPU_BIN_DIR
 from .gpu import gpu_access
+from .ids import chown_to_sandbox_root, ensure_shifted
+from .network import end_leftover_pastas, pasta_unavailable_reason
 
 CONTAINER_HOME = "/var/lib/ferry"
 FERRY_PACKAGE_DIR = "/opt/ferry"
+CONTROL_SOCKET = "/run/ferry/control.sock"
 _NOT_PASSED = {"FERRY_HOME", "FERRY_SERVER_URL", "FERRY_CONTAINER_ID", "FERRY_FUNCTION_ID"}
 
 
@@ -59,15 +65,28 @@ class SandboxRuntime(Runtime):
 
     def __init__(self, scratch_root: Path) -> None:
         self.scratch_root = scratch_root
+        self._owned: set[Path] = set()  # trees known to be owned by the sandbox ids (ids.py)
         if scratch_root.is_dir():  # writable layers of containers of a server that crashed
             for leftover in scratch_root.iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
+        end_leftover_pastas()
 
     def check(self, spec: ContainerSpec) -> None:
         if spec.memory_mb is not None or spec.cpu is not None:
             reason = cgroups_unavailable_reason()
             if reason is not None:
                 raise InvalidError(f"This server cannot enforce cpu=/memory= limits: {reason}")
+        if spec.control_socket is None:
+            raise InvalidError(
+                "The sandbox runtime gives each container a network namespace of its own, so "
+                "containers reach the control plane only through the server's Unix socket, and "
+                "this server has none (ContainerSpec.control_socket is not set)."
+            )
+        if not spec.block_network:
+            reason = pasta_unavailable_reason()
+            if reason is not None:
+                raise InvalidError(f"This server cannot give sandbox containers a network: {reason}. "
+                                   "(block_network=True containers need no network.)")
 
     def sandbox_spec(self, spec: ContainerSpec, scratch: Path) -> SandboxSpec:
         image = spec.image
@@ -93,6 +112,11 @@ class SandboxRuntime(Runtime):
             volumes = prepare_sandbox(spec.volumes, scratch / "volumes")
             binds += [BindMount(*bind) for bind in volumes.binds]
             env.update(volumes.env)
+            for host, _, read_only in volumes.binds:  # written by root inside (its host id)
+                if not read_only and host.parent == scratch / "volumes":
+                    chown_to_sandbox_root(host)
+        assert spec.control_socket is not None  # check()
+        binds.append(BindMount(spec.control_socket, CONTROL_SOCKET))
         devices: list[str] = []
         if spec.gpu_indices:  # its own GPUs' device nodes and the host's driver, nothing else
             access = gpu_access(spec.gpu_indices)
@@ -106,7 +130,7 @@ class SandboxRuntime(Runtime):
             "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
             "PYTHONUNBUFFERED": "1",
             "FERRY_HOME": CONTAINER_HOME,
-            "FERRY_SERVER_URL": spec.server_url,
+            "FERRY_SERVER_URL": f"ferry+unix://{CONTROL_SOCKET}",
             "FERRY_CONTAINER_ID": spec.container_id,
             "FERRY_FUNCTION_ID": spec.function_id,
         })
@@ -114,7 +138,27 @@ class SandboxRuntime(Runtime):
             layers=image.layers, argv=[image.python, "-m", "ferry._container"],
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
             cwd=image.workdir or "/root", devices=devices,
+            network="none" if spec.block_network else "pasta",
         )
+
+    def _unowned_trees(self, spec: ContainerSpec) -> list[Path]:
+        """Image layers, mounted files and the chunk cache not yet known to be owned by the
+        sandbox ids: those written before sandboxes had user namespaces are shifted once."""
+        trees: list[Path] = []
+        if spec.image is not None:
+            trees += [*spec.image.layers, *(m.host_dir for m in spec.image.mounts)]
+        if spec.code_dir is not None:
+            trees.append(spec.code_dir)
+        if spec.volumes:
+            from ...volume_mounts import cache_dir
+
+            trees.append(cache_dir())
+        return [tree for tree in trees if tree not in self._owned]
+
+    def _own(self, trees: list[Path]) -> None:
+        for tree in trees:
+            ensure_shifted(tree)
+            self._owned.add(tree)
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
@@ -125,12 +169,15 @@ class SandboxRuntime(Runtime):
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         cgroup = None
-        if spec.memory_mb is not None or spec.cpu is not None:
-            cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
         try:
+            unowned = self._unowned_trees(spec)
+            if unowned:
+                await asyncio.to_thread(self._own, unowned)
+            if spec.memory_mb is not None or spec.cpu is not None:
+                cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
             process = await launch_async(sandbox, stdout=asyncio.subprocess.PIPE,
                                          stderr=asyncio.subprocess.PIPE, cgroup=cgroup)
-        except (OSError, InvalidError) as exc:
+        except (OSError, InvalidError, ExecutionError) as exc:
             if cgroup is not None:
                 cgroup.destroy()
             shutil.rmtree(scratch, ignore_errors=True)
