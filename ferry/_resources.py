@@ -95,6 +95,7 @@ def function_config(
     concurrency_limit: int | None = None,
     container_idle_timeout: float | None = None,
     allow_concurrent_inputs: int | None = None,
+    block_network: bool = False,
     stacklevel: int = 4,
 ) -> dict[str, Any]:
     """Check options and return the function's config (what the control plane stores)."""
@@ -133,6 +134,10 @@ def function_config(
         raise InvalidError(f"min_containers ({min_containers}) cannot exceed max_containers ({max_containers}).")
     if concurrency:
         config["max_inputs"] = concurrency["max_inputs"]
+    if not isinstance(block_network, bool):
+        raise InvalidError(f"block_network= takes True or False, got {block_network!r}.")
+    if block_network:  # no network but the control plane: needs the sandbox runtime
+        config["block_network"] = True
 
     _check_image(image)
     if gpu is not None:

@@ -92,7 +92,8 @@ async def _pipe_reader(fd: int) -> asyncio.StreamReader:
 
 
 class ProcessRuntime(Runtime):
-    """Containers as subprocesses in their own session, sharing the host's filesystem.
+    """Containers as subprocesses in their own session, sharing the host's filesystem, network
+    and user ids (see docs/security.md, "What each runtime isolates").
 
     With FERRY_ZYGOTE (the default) a container is forked from a zygote of its interpreter
     that has already imported Ferry (see zygote.py); else, or until that zygote is ready,
@@ -112,6 +113,13 @@ class ProcessRuntime(Runtime):
             reason = cgroups_unavailable_reason()
             if reason is not None:
                 raise InvalidError(f"This server cannot enforce cpu=/memory= limits: {reason}")
+        if spec.block_network:
+            raise InvalidError(
+                "block_network=True needs the sandbox runtime: the process runtime runs containers "
+                "as plain processes in the host's network namespace, so it cannot take their network "
+                "away. Run the server with FERRY_RUNTIME=sandbox (root, bubblewrap, passt), or remove "
+                "block_network=True."
+            )
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
