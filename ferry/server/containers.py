@@ -71,6 +71,7 @@ class ContainerManager:
             gpu_indices=tuple(gpu_indices),
             volumes=tuple(config.get("volumes") or ()),
             control_socket=self.control_socket,
+            block_network=bool(config.get("block_network")),
         )
 
     def start(self, pool: Pool) -> Container | None:
