@@ -148,6 +148,28 @@ def test_cpu_and_memory_limits_are_stored_in_the_config(memory, stored, app):
     assert (config["cpu"], config["memory"]) == (2, stored)
 
 
+@pytest.mark.parametrize("decorator", ["function", "cls"])
+def test_block_network_is_stored_in_the_config_only_when_true(decorator, app):
+    class Model:
+        @ferry.method()
+        def f(self) -> None: ...
+
+    target = _square if decorator == "function" else Model
+    blocked = getattr(app, decorator)(block_network=True)(target)
+    config = blocked.definition(None, __name__)["config"] if decorator == "function" else blocked._config
+    assert config["block_network"] is True
+    other = ferry.App("test-app-options-other")
+    plain = getattr(other, decorator)(block_network=False)(target)
+    config = plain.definition(None, __name__)["config"] if decorator == "function" else plain._config
+    assert "block_network" not in config
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_block_network_must_be_a_bool(value, app):
+    with pytest.raises(InvalidError, match=r"block_network= takes True or False"):
+        app.function(block_network=value)
+
+
 # ------------------------------------------------------------------ misuse of the decorators
 
 
