@@ -22,6 +22,11 @@ def setup() -> None:
     reason = sandbox_unavailable_reason()
     out.print("Sandbox runtime (namespaces + image root filesystems): "
               + ("available" if reason is None else f"unavailable — {reason}; the process runtime is used"))
+    from ..server.runtimes.sandbox.network import pasta_unavailable_reason
+
+    network = pasta_unavailable_reason()
+    out.print("Sandbox container networks (own namespace, outbound through pasta): "
+              + ("available" if network is None else f"unavailable — {network}"))
     limits = cgroups_unavailable_reason()
     out.print("cpu=/memory= limits (cgroups): " + ("available" if limits is None else f"unavailable — {limits}"))
     url = running_server_url(home)

@@ -63,7 +63,7 @@ def pasta_unavailable_reason() -> str | None:
         return f"{_TUN} does not exist: the kernel needs the tun driver (CONFIG_TUN)"
     if mode & 0o006 != 0o006:
         return (f"{_TUN} has mode {mode:o}; pasta opens it as an unprivileged user, so it must be "
-                f"0666 (Debian's default): run `chmod 0666 {_TUN}` (or `ferry setup --fix`)")
+                f"0666 (Debian's default): run `chmod 0666 {_TUN}`")
     return None
 
 
