@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -25,9 +26,8 @@ def usable_home() -> Path:
     path: Path = _config.get("home")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with open(path / ".write-test", "wb"):
-            pass
-        (path / ".write-test").unlink()
+        if not os.access(path, os.W_OK | os.X_OK):  # (also false on a read-only file system)
+            raise PermissionError(errno.EACCES, "not writable")
     except OSError as exc:
         raise InvalidError(f"FERRY_HOME={path} cannot be used as the server's state directory "
                            f"({exc.strerror or exc}). Set FERRY_HOME to a directory you can write to.") from None
