@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 # servers listen on ports of their own (0: free ones); FERRY_HOME and FERRY_CONFIG_PATH point
 # into the session's temporary directory (`_private_settings`), so a user's server (recorded
 # in ~/.ferry) and client profiles (~/.ferry.toml) are never found.
-KEPT_SETTINGS = frozenset({"FERRY_BASE_ROOTFS_DIR"})
+KEPT_SETTINGS = frozenset({"FERRY_BASE_ROOTFS_DIR", "FERRY_TEST_ROOTFS_CACHE"})  # (the latter: a test knob)
 for _name in [name for name in os.environ if name.startswith("FERRY_") and name not in KEPT_SETTINGS]:
     del os.environ[_name]
 # Sandbox base root filesystems are built once per machine (mmdebstrap, ~20 s) and shared by
