@@ -23,12 +23,17 @@ REPO = Path(__file__).resolve().parent.parent
 # servers listen on ports of their own (0: free ones); FERRY_HOME and FERRY_CONFIG_PATH point
 # into the session's temporary directory (`_private_settings`), so a user's server (recorded
 # in ~/.ferry) and client profiles (~/.ferry.toml) are never found.
+# This is done when pytest starts (`pytest_configure`), never on import: containers import test
+# modules (and so this one) and need the settings their server gave them.
 KEPT_SETTINGS = frozenset({"FERRY_BASE_ROOTFS_DIR", "FERRY_TEST_ROOTFS_CACHE"})  # (the latter: a test knob)
-for _name in [name for name in os.environ if name.startswith("FERRY_") and name not in KEPT_SETTINGS]:
-    del os.environ[_name]
-# Sandbox base root filesystems are built once per machine (mmdebstrap, ~20 s) and shared by
-# every test server; scripts/test.sh points this at the same place.
-os.environ.setdefault("FERRY_BASE_ROOTFS_DIR", "/var/cache/ferry-test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in [name for name in os.environ if name.startswith("FERRY_") and name not in KEPT_SETTINGS]:
+        del os.environ[name]
+    # Sandbox base root filesystems are built once per machine (mmdebstrap, ~20 s) and shared by
+    # every test server; scripts/test.sh points this at the same place.
+    os.environ.setdefault("FERRY_BASE_ROOTFS_DIR", "/var/cache/ferry-test")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -198,3 +198,23 @@ class Authenticator:
         for conn in peers:
             conn.close()
         return len(peers)
+
+
+class StepCredentials:
+    """Credentials of image build steps that reach the control plane like a container (an
+    `Image.run_function` step with volumes). Steps run in builder threads: minting is a plain
+    dict write, and ending one is handed to the server's event loop."""
+
+    def __init__(self, auth: Authenticator, loop: asyncio.AbstractEventLoop) -> None:
+        self._auth = auth
+        self._loop = loop
+
+    def mint(self, env: dict[str, str]) -> str:
+        """Add a fresh credential to a step's environment; returns its id for `forget`."""
+        step_id = "ct-build-" + secrets.token_hex(6)
+        env["FERRY_CONTAINER_ID"] = step_id
+        env["FERRY_CONTAINER_SECRET"] = self._auth.container_secret(step_id)
+        return step_id
+
+    def forget(self, step_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._auth.forget_container, step_id)

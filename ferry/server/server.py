@@ -20,7 +20,7 @@ from .._local_server import LOG_FILE, STATE_FILE, usable_home
 from ..exception import AuthError, Error, InvalidError, ServerError
 from .access import Role
 from .api import API
-from .auth import Authenticator
+from .auth import Authenticator, StepCredentials
 from .autoscaler import Autoscaler
 from .blobs import BlobStore
 from .connection import Connection
@@ -62,7 +62,7 @@ class Server:
         self.images = ImageService(
             home, self.blobs, self.runtime.name, base_dir=_config.get("base_rootfs_dir"),
             ca_bundle=_config.get("build_ca_bundle"), step_timeout=_config.get("image_build_timeout"),
-            secrets=self.secrets,
+            secrets=self.secrets, step_credentials=StepCredentials(self.auth, asyncio.get_running_loop()),
         )
         self.apps: dict[str, App] = {}
         self.logs = LogHub(self.store)

@@ -123,8 +123,10 @@ def prepare_build(refs: list[dict[str, Any]], root: Path) -> PreparedVolumes:
     for _, inside, _ in prepared.binds:
         (scaffold / inside.lstrip("/")).mkdir(parents=True, exist_ok=True)
     prepared.scaffold = scaffold
-    url = json.loads((_config.home() / STATE_FILE).read_text())["url"]
-    prepared.env["FERRY_SERVER_URL"] = url
+    state = json.loads((_config.home() / STATE_FILE).read_text())
+    prepared.env["FERRY_SERVER_URL"] = state["url"]
+    if state.get("tls_fingerprint"):  # a server bound beyond loopback serves TLS
+        prepared.env["FERRY_TLS_FINGERPRINT"] = state["tls_fingerprint"]
     return prepared
 
 

@@ -59,7 +59,8 @@ class Progress:
 
 class ImageService:
     def __init__(self, home: Path, blobs: BlobStore, runtime_name: str, *, base_dir: Path,
-                 ca_bundle: str, step_timeout: float, secrets: Any = None) -> None:
+                 ca_bundle: str, step_timeout: float, secrets: Any = None,
+                 step_credentials: Any = None) -> None:
         self.store = LayerStore(home / "images")
         self.store.clean_staging()
         self.blobs = blobs
@@ -68,7 +69,7 @@ class ImageService:
         self.backend: SandboxBackend | VenvBackend
         if runtime_name == "sandbox":
             self.backend = SandboxBackend(self.store, blobs, base_dir=base_dir, ca_bundle=ca_bundle,
-                                          step_timeout=step_timeout)
+                                          step_timeout=step_timeout, step_credentials=step_credentials)
         else:
             self.backend = VenvBackend(self.store, blobs, step_timeout)
         self._built: dict[str, BuiltImage] = {}

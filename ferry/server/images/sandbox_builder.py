@@ -60,7 +60,10 @@ class SandboxBackend:
     target = "sandbox"
 
     def __init__(self, store: LayerStore, blobs: BlobStore, *, base_dir: Path, ca_bundle: str,
-                 step_timeout: float) -> None:
+                 step_timeout: float, step_credentials: Any = None) -> None:
+        # mints and ends the credential of a run_function step that mounts volumes (it talks to
+        # the control plane like a container): server/server.py's StepCredentials
+        self.step_credentials = step_credentials
         self.store = store
         self.blobs = blobs
         self.base_dir = base_dir
@@ -121,6 +124,7 @@ class SandboxBackend:
                 "size": tree_size(Path(args["path"])),
             })
         staging = self.store.new_staging(plan.key)
+        cleanups: list[Callable[[], None]] = []
         try:
             root = staging / "root"
             root.mkdir()
@@ -149,6 +153,7 @@ class SandboxBackend:
             meta["cmd" if args["instruction"] == "CMD" else "entrypoint"] = args["value"]
             return self.store.commit(plan.key, None, meta)
         staging = self.store.new_staging(plan.key)
+        cleanups: list[Callable[[], None]] = []
         try:
             upper, work, files = staging / "upper", staging / "work", staging / "files"
             for directory in (upper, work, files):
@@ -169,6 +174,9 @@ class SandboxBackend:
                     shift_tree(volumes.scaffold)
                     env.update(volumes.env)
                     layers.append(volumes.scaffold)
+                    if self.step_credentials is not None:
+                        step_id = self.step_credentials.mint(env)
+                        cleanups.append(lambda: self.step_credentials.forget(step_id))
             if self.ca_bundle:
                 binds.append(BindMount(Path(self.ca_bundle), f"{BUILD_DIR}/ca-certificates.crt"))
             timeout = float(args.get("timeout") or self.step_timeout)
@@ -186,6 +194,8 @@ class SandboxBackend:
                 meta["python"], meta["python_version"] = found[-1]
             return self.store.commit(plan.key, upper, meta)
         finally:
+            for cleanup in cleanups:
+                cleanup()
             shutil.rmtree(staging, ignore_errors=True)
 
     def layer_path(self, meta: dict[str, Any]) -> Path:
