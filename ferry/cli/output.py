@@ -3,8 +3,9 @@
 - `--json` (`json_option()`, `print_json()`): one JSON document on stdout, keys that stay the same
   from release to release (new keys may be added; none is renamed or removed).
 - `console()`: lines are never broken by Rich (soft wrap: a hint such as `ferry app stop NAME`
-  wraps only where the terminal wraps it), and when the output is not a terminal nothing is
-  cut or wrapped at all: tables keep full ids and names, whatever the width.
+  wraps only where the terminal wraps it; tables in a terminal wrap inside their cells), and
+  when the output is not a terminal nothing is cut or wrapped at all: tables keep full ids and
+  names, whatever the width.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.table import Table
 
 UNLIMITED_WIDTH = 100_000
 
@@ -30,6 +32,13 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        """As Console.print; tables are fitted to a terminal's width by wrapping their cells
+        (soft wrap would cut them)."""
+        if soft_wrap is None and any(isinstance(item, Table) for item in objects):
+            soft_wrap = False
+        super().print(*objects, soft_wrap=soft_wrap, **options)
 
 
 def console(*, stderr: bool = False) -> Console:

@@ -82,7 +82,7 @@ def status(as_json: bool = json_option()) -> None:
     url = _config.get("server_url") or running_server_url(_config.get("home"))
     if not url:
         if as_json:
-            print_json({"running": False, "home": str(_config.get("home"))})
+            print_json({"running": False, **{key: None for key in STATUS_KEYS}, "home": str(_config.get("home"))})
         else:
             out.print(f"No Ferry server is running (state directory {_config.get('home')}).")
         raise typer.Exit(1)

@@ -123,3 +123,11 @@ def test_image_build_list_logs_and_server_status(server):
     status = _json(server, "server", "status")
     assert set(status) == STATUS_KEYS and status["running"] is True
     assert status["url"] == server.url and status["home"] == str(server.home)
+
+
+def test_server_status_json_when_none_runs(server, tmp_path):
+    result = run_cli(["server", "status", "--json"], server, env={"FERRY_SERVER_URL": "", "FERRY_HOME": str(tmp_path)})
+    assert result.returncode == 1
+    status = json.loads(result.stdout)
+    assert set(status) == STATUS_KEYS and status["running"] is False and status["home"] == str(tmp_path)
+    assert status["url"] is None and status["pid"] is None
