@@ -14,6 +14,7 @@ from .. import __version__
 from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role, table_for
 from .connection import Connection
+from .shapes import Shape, check, checked, optional, required
 from .images import rpc as image_rpc
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool, new_future
 
@@ -22,16 +23,23 @@ if TYPE_CHECKING:
 
 _HANDLERS: dict[str, Callable[..., Awaitable[Any]]] = {}
 _AUDIENCES: dict[str, frozenset[Role]] = {}
+_SHAPES: dict[str, Shape] = {}
 
 
-def rpc(name: str, *, allow: frozenset[Role] = ADMIN_ONLY) -> Callable:
-    """Register a request handler; `allow` names the roles that may send it (server/access.py)."""
+def rpc(name: str, *, allow: frozenset[Role] = ADMIN_ONLY, shape: Shape | None = None) -> Callable:
+    """Register a request handler; `allow` names the roles that may send it (server/access.py),
+    `shape` the arguments it reads (server/shapes.py), checked before it runs."""
     def register(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         _HANDLERS[name] = method
         _AUDIENCES[name] = allow
+        _SHAPES[name] = shape or {}
         return method
 
     return register
+
+
+S, I, B, N = str, int, bool, (int, float)
+FUNCTION_SPEC: Shape = {"tag": required(S), "definition": required(dict)}
 
 
 def _new_id(prefix: str) -> str:
@@ -59,10 +67,12 @@ class API:
         table = self._tables.get(role)
         if table is None:
             handlers = {name: getattr(self, method.__name__) for name, method in _HANDLERS.items()}
-            audiences = dict(_AUDIENCES)
+            audiences, shapes = dict(_AUDIENCES), dict(_SHAPES)
             for service in self.server.rpc_services:  # volume.*: server/volume_rpc.py, ...
                 handlers.update(service.handlers())
                 audiences.update(service.audiences())
+                shapes.update(service.shapes() if hasattr(service, "shapes") else {})
+            handlers = {name: checked(name, shapes.get(name), handler) for name, handler in handlers.items()}
             table = self._tables[role] = table_for(role, handlers, audiences)
         return table
 
@@ -108,20 +118,20 @@ class API:
         return {}
 
     # -- blobs ----------------------------------------------------------------------------
-    @rpc("blob.missing", allow=EVERYONE)
+    @rpc("blob.missing", allow=EVERYONE, shape={"hashes": required(list, items=str)})
     async def blob_missing(self, conn: Connection, args: dict) -> list[str]:
         return self.server.blobs.missing(list(args["hashes"]))
 
-    @rpc("blob.put", allow=EVERYONE)
+    @rpc("blob.put", allow=EVERYONE, shape={"data": required(bytes), "hash": optional(S)})
     async def blob_put(self, conn: Connection, args: dict) -> str:
         return self.server.blobs.put(args["data"], args.get("hash"))
 
-    @rpc("blob.get", allow=EVERYONE)
+    @rpc("blob.get", allow=EVERYONE, shape={"hash": required(S)})
     async def blob_get(self, conn: Connection, args: dict) -> bytes:
         return self.server.blobs.get(args["hash"])
 
     # -- secrets (values go in, never out: see server/secrets.py) --------------------------
-    @rpc("secret.create")
+    @rpc("secret.create", shape={"name": required(S), "values": required(dict), "force": optional(B)})
     async def secret_create(self, conn: Connection, args: dict) -> dict:
         return self.server.secrets.create(args["name"], args["values"], force=bool(args.get("force")))
 
@@ -129,7 +139,7 @@ class API:
     async def secret_list(self, conn: Connection, args: dict) -> list[dict]:
         return self.server.secrets.list()
 
-    @rpc("secret.delete")
+    @rpc("secret.delete", shape={"name": required(S)})
     async def secret_delete(self, conn: Connection, args: dict) -> dict:
         name = args["name"]
         self.server.secrets.delete(name)
@@ -147,7 +157,7 @@ class API:
                 if refs else spec for spec, config, refs in zip(functions, configs, resolved)]
 
     # -- client credentials (server/auth.py): who may use this control plane ----------------
-    @rpc("credential.create")
+    @rpc("credential.create", shape={"name": required(S)})
     async def credential_create(self, conn: Connection, args: dict) -> dict:
         created = self.server.auth.create(args.get("name") or "")
         tls = self.server.tls
@@ -158,7 +168,7 @@ class API:
     async def credential_list(self, conn: Connection, args: dict) -> list[dict]:
         return self.server.auth.list()
 
-    @rpc("credential.revoke")
+    @rpc("credential.revoke", shape={"token_id": required(S)})
     async def credential_revoke(self, conn: Connection, args: dict) -> dict:
         token_id = args.get("token_id")
         if conn.principal is not None and token_id == conn.principal.credential_id:
@@ -168,7 +178,7 @@ class API:
         return self.server.auth.revoke(token_id)
 
     # -- proxy auth tokens of web endpoints (server/gateway/tokens.py) ----------------------
-    @rpc("token.create")
+    @rpc("token.create", shape={"name": optional(S)})
     async def token_create(self, conn: Connection, args: dict) -> dict:
         return self.server.gateway.tokens.create(args.get("name") or "")
 
@@ -176,17 +186,20 @@ class API:
     async def token_list(self, conn: Connection, args: dict) -> list[dict]:
         return self.server.gateway.tokens.list()
 
-    @rpc("token.revoke")
+    @rpc("token.revoke", shape={"token_id": required(S)})
     async def token_revoke(self, conn: Connection, args: dict) -> dict:
         return self.server.gateway.tokens.revoke(args["token_id"])
 
     # -- apps -----------------------------------------------------------------------------
-    @rpc("app.create")
+    @rpc("app.create", shape={"name": required(S), "kind": optional(S), "functions": optional(list, items=dict),
+                              "progress_id": optional(S), "app_id": optional(S)})
     async def app_create(self, conn: Connection, args: dict) -> dict:
         """Create (or, for `deployed`, update) an app with its functions."""
         name: str = args["name"]
-        kind: str = args.get("kind", "ephemeral")
-        functions: list[dict] = self._resolve_secrets(args.get("functions", []))
+        kind: str = args.get("kind") or "ephemeral"
+        for index, spec in enumerate(args.get("functions") or []):
+            check(f"app.create: functions[{index}]", FUNCTION_SPEC, spec)
+        functions: list[dict] = self._resolve_secrets(args.get("functions") or [])
         functions = self.server.volumes.resolve_functions(functions)  # missing volumes fail here
         for spec in functions:  # a GPU request no machine can ever meet fails now, not as a hang
             self.server.check_placeable(spec["tag"], spec["definition"])
@@ -235,13 +248,13 @@ class API:
                 "web_urls": {tag: u["url"] for tag, u in urls.items()},
                 "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()}}
 
-    @rpc("app.stop")
+    @rpc("app.stop", shape={"app": required(S), "reason": optional(S)})
     async def app_stop(self, conn: Connection, args: dict) -> dict:
         app = self._app(args["app"])
         await self.server.stop_app(app, args.get("reason", "stopped by request"))
         return {"app_id": app.id}
 
-    @rpc("app.list")
+    @rpc("app.list", shape={"all": optional(B)})
     async def app_list(self, conn: Connection, args: dict) -> list[dict]:
         rows = self.server.store.apps()
         if not args.get("all"):
@@ -254,7 +267,7 @@ class API:
             ) if app else 0
         return rows
 
-    @rpc("app.show")
+    @rpc("app.show", shape={"app": required(S)})
     async def app_show(self, conn: Connection, args: dict) -> dict:
         app = self._app(args["app"])
         pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
@@ -284,7 +297,8 @@ class API:
         return {"app_id": app.id, "name": app.name, "state": app.state.value,
                 "created": app.created, "functions": functions}
 
-    @rpc("app.logs")
+    @rpc("app.logs", shape={"app": required(S), "after": optional(I), "since": optional(*N),
+                            "function": optional(S), "container": optional(S), "follow": optional(B)})
     async def app_logs(self, conn: Connection, args: dict) -> dict:
         app_ref = args["app"]
         try:
@@ -302,13 +316,13 @@ class API:
             self.server.logs.subscribe(app_id, conn)
         return {"app_id": app_id, "entries": entries}
 
-    @rpc("app.subscribe_logs")
+    @rpc("app.subscribe_logs", shape={"app_id": required(S)})
     async def app_subscribe_logs(self, conn: Connection, args: dict) -> dict:
         self.server.logs.subscribe(args["app_id"], conn)
         return {}
 
     # -- functions ------------------------------------------------------------------------
-    @rpc("function.lookup", allow=EVERYONE)
+    @rpc("function.lookup", allow=EVERYONE, shape={"app": required(S), "tag": required(S)})
     async def function_lookup(self, conn: Connection, args: dict) -> dict:
         app_name, tag = args["app"], args["tag"]
         apps = [a for a in self.server.apps.values() if a.name == app_name and a.state is AppState.DEPLOYED]
@@ -328,7 +342,7 @@ class API:
         return {"function_id": function_id, "definition": pool.definition, "app_id": app.id,
                 "web_url": web.get("url"), "web_path_url": web.get("path_url")}
 
-    @rpc("function.bind", allow=EVERYONE)
+    @rpc("function.bind", allow=EVERYONE, shape={"function_id": required(S), "params": required(bytes)})
     async def function_bind(self, conn: Connection, args: dict) -> dict:
         """A pool for one set of class parameters: `Model(size=3)`."""
         base = self._pool(args["function_id"])
@@ -337,7 +351,7 @@ class API:
         self.server.derive_pool(bound_id, base, params=params, config_overrides={})
         return {"function_id": bound_id}
 
-    @rpc("function.variant", allow=EVERYONE)
+    @rpc("function.variant", allow=EVERYONE, shape={"function_id": required(S), "config": required(dict)})
     async def function_variant(self, conn: Connection, args: dict) -> dict:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
@@ -349,7 +363,7 @@ class API:
         self.server.derive_pool(variant_id, base, params=base.params, config_overrides=overrides)
         return {"function_id": variant_id}
 
-    @rpc("function.update_autoscaler")
+    @rpc("function.update_autoscaler", shape={"function_id": required(S), "settings": required(dict)})
     async def function_update_autoscaler(self, conn: Connection, args: dict) -> dict:
         pool = self._pool(args["function_id"])
         allowed = {"min_containers", "max_containers", "buffer_containers", "scaledown_window"}
@@ -363,7 +377,8 @@ class API:
         return {}
 
     # -- calls ----------------------------------------------------------------------------
-    @rpc("function.call", allow=EVERYONE)
+    @rpc("function.call", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
+                                                 "method": optional(S), "call_id": optional(S)})
     async def function_call(self, conn: Connection, args: dict) -> dict:
         """Run one input and answer with its output (`.remote()`)."""
         pool = self._pool(args["function_id"])
@@ -386,7 +401,7 @@ class API:
             if closer in conn.on_close:
                 conn.on_close.remove(closer)
 
-    @rpc("function.map", allow=EVERYONE)
+    @rpc("function.map", allow=EVERYONE, shape={"function_id": required(S), "call_id": optional(S)})
     async def function_map(self, conn: Connection, args: dict) -> dict:
         """Open a call whose inputs arrive as `map.inputs` pushes; outputs go back as pushes."""
         pool = self._pool(args["function_id"])
@@ -407,7 +422,8 @@ class API:
             if call.finished:
                 self.server.scheduler.calls.pop(call.id, None)
 
-    @rpc("function.spawn", allow=EVERYONE)
+    @rpc("function.spawn", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
+                                                  "method": optional(S)})
     async def function_spawn(self, conn: Connection, args: dict) -> dict:
         pool = self._pool(args["function_id"])
         call_id = _new_id("fc")
@@ -415,7 +431,7 @@ class API:
         self.server.start_spawned(call_id, pool, args["args"], args.get("method"))
         return {"call_id": call_id}
 
-    @rpc("call.get", allow=EVERYONE)
+    @rpc("call.get", allow=EVERYONE, shape={"call_id": required(S), "timeout": optional(*N)})
     async def call_get(self, conn: Connection, args: dict) -> dict:
         call_id = args["call_id"]
         record = self.server.store.spawned(call_id)
@@ -441,7 +457,7 @@ class API:
             if not waiter.done():
                 waiter.set_result(item)
 
-    @rpc("call.cancel", allow=EVERYONE)
+    @rpc("call.cancel", allow=EVERYONE, shape={"call_id": required(S)})
     async def call_cancel(self, conn: Connection, args: dict) -> dict:
         call_id = args["call_id"]
         call = self.server.scheduler.calls.get(call_id)
@@ -453,7 +469,7 @@ class API:
                                             "msg": "The call was cancelled."})
         return {}
 
-    @rpc("app.stats")
+    @rpc("app.stats", shape={"app_id": required(S)})
     async def app_stats(self, conn: Connection, args: dict) -> dict:
         app = self.server.apps.get(args["app_id"])
         if app is None:
@@ -464,7 +480,7 @@ class API:
         }
 
     # -- images (ferry/server/images/rpc.py) -----------------------------------------------
-    @rpc("image.build")
+    @rpc("image.build", shape={"image": required(dict), "force": optional(B), "progress_id": optional(S)})
     async def image_build(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_build(self.server, conn, args)
 
@@ -472,11 +488,11 @@ class API:
     async def image_list(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_list(self.server, conn, args)
 
-    @rpc("image.rm")
+    @rpc("image.rm", shape={"keys": optional(list, items=str), "all": optional(B)})
     async def image_rm(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_rm(self.server, conn, args)
 
-    @rpc("image.logs")
+    @rpc("image.logs", shape={"key": required(S)})
     async def image_logs(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_logs(self.server, conn, args)
 

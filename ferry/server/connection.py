@@ -7,8 +7,10 @@ import logging
 from collections import defaultdict
 from typing import Any, Awaitable, Callable
 
+import msgpack
+
 from .._protocol import encode, error_payload, read_frame
-from ..exception import Error
+from ..exception import Error, InvalidError
 
 log = logging.getLogger("ferry.server")
 
@@ -54,7 +56,16 @@ class Connection:
         """Read frames until the peer goes away; run each request as its own task."""
         try:
             while True:
-                frame = await read_frame(self.reader)
+                try:
+                    frame = await read_frame(self.reader)
+                except (ValueError, TypeError, msgpack.UnpackException) as exc:  # not msgpack
+                    log.warning("closing the connection of %s %s: unreadable frame (%s)", self.role,
+                                self.peer_id, exc)
+                    return
+                if not isinstance(frame, dict) or (frame.get("t") == "req" and not isinstance(frame.get("id"), int)):
+                    log.warning("closing the connection of %s %s: a frame that is not a request, a "
+                                "response or a push", self.role, self.peer_id)
+                    return
                 kind = frame.get("t")
                 if kind == "req":
                     asyncio.create_task(self._answer(handlers, frame))
@@ -71,11 +82,12 @@ class Connection:
 
     async def _answer(self, handlers: dict[str, Handler], frame: dict[str, Any]) -> None:
         method = frame.get("m", "")
-        handler = handlers.get(method)
+        handler = handlers.get(method) if isinstance(method, str) else None
         try:
             if handler is None:
-                raise Error(f"Unknown method {method!r}: is the client newer than the server?")
-            result = await handler(self, frame.get("a") or {})
+                raise InvalidError(f"Unknown method {method!r}: is the client newer than the server?")
+            arguments = frame.get("a")
+            result = await handler(self, {} if arguments is None else arguments)
             self.send({"t": "res", "id": frame["id"], "ok": True, "r": result})
         except Error as exc:
             self.send({"t": "res", "id": frame["id"], "ok": False, "e": error_payload(exc)})

@@ -16,6 +16,7 @@ from .._named_objects import DICT_MAX_OBJECT_BYTES, DICT_MAX_UPDATE_ENTRIES, siz
 from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
+from .shapes import Shape, optional, required
 from .named_objects import NamedObjects
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
@@ -45,6 +46,24 @@ class DictService:
         return {f"dict.{name}": getattr(self, name) for name in (
             "get", "create", "drop_ephemeral", "list", "delete", "get_entry", "contains", "put", "pop", "len",
             "clear", "page")}
+
+    @staticmethod
+    def shapes() -> dict[str, Shape]:
+        """The arguments each request reads (server/shapes.py); a dict is named by `name` or `id`."""
+        ref = {"name": optional(str), "id": optional(str)}
+        return {
+            "dict.get": {**ref, "create_if_missing": optional(bool)},
+            "dict.create": {"name": optional(str), "ephemeral": optional(bool), "allow_existing": optional(bool)},
+            "dict.drop_ephemeral": {"id": required(str)},
+            "dict.delete": {**ref, "allow_missing": optional(bool)},
+            "dict.get_entry": {**ref, "key": required(bytes)},
+            "dict.contains": {**ref, "key": required(bytes)},
+            "dict.put": {**ref, "entries": optional(list, items=list), "skip_if_exists": optional(bool)},
+            "dict.pop": {**ref, "key": required(bytes)},
+            "dict.len": ref,
+            "dict.clear": ref,
+            "dict.page": {**ref, "after": optional(bytes), "keys_only": optional(bool), "limit": optional(int)},
+        }
 
     @staticmethod
     def audiences() -> dict[str, frozenset[Role]]:
@@ -107,7 +126,10 @@ class DictService:
         """Write `entries` ([[key, value]]); with `skip_if_exists`, keep existing keys.
         `written`: how many entries were written."""
         row = self.objects.find(args)
-        entries = [(bytes(k), bytes(v)) for k, v in args.get("entries") or []]
+        raw = args.get("entries") or []
+        if not all(len(e) == 2 and isinstance(e[0], bytes) and isinstance(e[1], bytes) for e in raw):
+            raise InvalidError("dict.put: each entry must be [key, value], both pickled bytes.")
+        entries = [(bytes(k), bytes(v)) for k, v in raw]
         if len(entries) > DICT_MAX_UPDATE_ENTRIES:
             raise InvalidError(f"Too many entries in one Dict update: {len(entries):,}, over the limit of "
                                f"{DICT_MAX_UPDATE_ENTRIES:,}; update in smaller batches.")

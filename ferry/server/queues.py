@@ -27,6 +27,7 @@ from .._named_objects import (
 from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
+from .shapes import Shape, optional, required
 from .named_objects import NamedObjects
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
@@ -90,6 +91,25 @@ class QueueService:
         return {f"queue.{name}": getattr(self, name) for name in (
             "get", "create", "drop_ephemeral", "list", "delete", "put", "take", "len", "clear", "peek",
             "withdraw")}
+
+    @staticmethod
+    def shapes() -> dict[str, Shape]:
+        """The arguments each request reads (server/shapes.py); a queue is named by `name` or `id`."""
+        ref = {"name": optional(str), "id": optional(str)}
+        wait = {"block": optional(bool), "timeout": optional(int, float), "waiter": optional(str)}
+        return {
+            "queue.get": {**ref, "create_if_missing": optional(bool)},
+            "queue.create": {"name": optional(str), "ephemeral": optional(bool), "allow_existing": optional(bool)},
+            "queue.drop_ephemeral": {"id": required(str)},
+            "queue.delete": {**ref, "allow_missing": optional(bool)},
+            "queue.put": {**ref, **wait, "partition": optional(str), "values": optional(list, items=bytes),
+                          "partition_ttl": optional(int)},
+            "queue.take": {**ref, **wait, "partition": optional(str), "n": optional(int)},
+            "queue.len": {**ref, "partition": optional(str), "total": optional(bool)},
+            "queue.clear": {**ref, "partition": optional(str), "all": optional(bool)},
+            "queue.peek": {**ref, "partition": optional(str), "after": optional(int), "limit": optional(int)},
+            "queue.withdraw": {"waiter": required(str)},
+        }
 
     @staticmethod
     def audiences() -> dict[str, frozenset[Role]]:

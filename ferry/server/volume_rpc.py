@@ -25,6 +25,7 @@ from .._volume_files import DIR, FILE, LINK, MANIFEST_PAGE, TRANSFER_BATCH_BYTES
 from ..exception import InvalidError, NotFoundError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
+from .shapes import Shape, optional, required
 from .volume_mounts import remove_stale_process_views
 from .volumes import OVERWRITE_MODES, VolumeStore, copy_changes, remove_changes
 
@@ -63,6 +64,28 @@ class VolumeService:
         return {f"volume.{name}": getattr(self, name) for name in (
             "get", "create", "list", "delete", "rename", "manifest", "listdir", "read", "missing_chunks",
             "put_chunks", "get_chunks", "commit", "remove", "copy")}
+
+    @staticmethod
+    def shapes() -> dict[str, Shape]:
+        """The arguments each request reads (server/shapes.py); a volume is named by `name` or `id`."""
+        ref = {"name": optional(str), "id": optional(str)}
+        return {
+            "volume.get": {**ref, "create_if_missing": optional(bool), "version": optional(int)},
+            "volume.create": {"name": optional(str), "version": optional(int), "ephemeral": optional(bool)},
+            "volume.delete": ref,
+            "volume.rename": {"name": required(str), "new_name": required(str)},
+            "volume.manifest": {**ref, "hash": optional(str), "offset": optional(int)},
+            "volume.listdir": {**ref, "path": optional(str), "recursive": optional(bool)},
+            "volume.read": {**ref, "path": optional(str), "follow": optional(bool)},
+            "volume.missing_chunks": {"hashes": required(list, items=str)},
+            "volume.put_chunks": {"chunks": required(list, items=bytes)},
+            "volume.get_chunks": {"hashes": required(list, items=str)},
+            "volume.commit": {**ref, "puts": optional(list, items=list), "deletes": optional(list, items=str),
+                              "overwrite": optional(str)},
+            "volume.remove": {**ref, "path": optional(str), "recursive": optional(bool)},
+            "volume.copy": {**ref, "sources": optional(list, items=str), "destination": optional(str),
+                            "recursive": optional(bool)},
+        }
 
     @staticmethod
     def audiences() -> dict[str, frozenset[Role]]:
