@@ -1,8 +1,10 @@
 """Images on the process runtime (the session's `server`): one venv per image, apt packages
-checked against the host, and clear errors for steps that need an image filesystem."""
+checked against the host, clear errors for steps that need an image filesystem, and each
+step's output kept for `ferry image logs`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,10 @@ import pytest
 import ferry
 from ferry.exception import InvalidError
 
-from ..conftest import ServerProcess
+from ..conftest import ServerProcess, run_cli
 from .apps import image_process
+
+APPS = "tests/integration/apps"
 
 
 def test_pip_install_env_workdir_and_python_source_in_a_venv(server: ServerProcess) -> None:
@@ -54,3 +58,26 @@ def test_unavailable_python_version_lists_the_hosts(server: ServerProcess) -> No
     with pytest.raises(InvalidError, match=r"Python 3.4 is not available .* Available versions: .*3\.11"):
         with app.run(show_logs=False):
             pass
+
+
+def test_image_logs_keep_each_steps_output_also_of_a_failed_build(server: ServerProcess) -> None:
+    built = run_cli(["image", "build", f"{APPS}/image_process.py::venv_image"], server)
+    assert built.returncode == 0, built.stderr
+    assert "Collecting six" not in built.stderr  # the build view is compact ...
+    key = built.stdout.split("Image ")[1][:12]
+    logs = run_cli(["image", "logs", key], server)
+    assert logs.returncode == 0, logs.stderr
+    assert "── step 2: pip_install six==1.16.0" in logs.stdout  # ... the output is kept
+    assert "Successfully installed six-1.16.0" in logs.stdout or "six==1.16.0 in" in logs.stdout
+
+    failed = run_cli(["image", "build", f"{APPS}/image_process.py::unreachable_package"], server)
+    assert failed.returncode == 1
+    key = failed.stderr.split("ferry image logs ")[1][:12]
+    listed = json.loads(run_cli(["image", "list", "--json"], server).stdout)
+    [record] = [r for r in listed["images"] if r["key"].startswith(key)]
+    assert record["state"] == "failed"
+    logs = run_cli(["image", "logs", key], server)
+    assert "No matching distribution found for ferry-package-that-exists-nowhere" in logs.stdout
+    removed = run_cli(["image", "rm", key], server)
+    assert removed.returncode == 0, removed.stderr
+    assert not (server.home / "images" / "venvs" / f"{record['key']}.logs").exists()

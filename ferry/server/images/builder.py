@@ -194,6 +194,10 @@ class ImageService:
         for key in record.get("layers") or []:
             meta = self.store.meta(key) or {}
             sections.append({"key": key, "label": meta.get("label", ""), "log": self.store.read_log(key)})
+        for index, label in enumerate(record.get("step_labels") or []):  # the process runtime's venv
+            path = self.store.venv_log(record["key"], index)
+            sections.append({"key": f"{record['key']}.{index}", "label": label,
+                             "log": path.read_text() if path.is_file() else None})
         return {"key": record["key"], "label": record.get("label"), "state": record.get("state"),
                 "error": record.get("error"), "layers": sections}
 

@@ -9,6 +9,7 @@ records of built images.
     records/<key>.json   an image built (or failed) here: its layers top to base, label, dates
     staging/             builds in progress (renamed into layers/ when complete)
     venvs/<key>/         the process runtime's images: one virtual environment each
+    venvs/<key>.logs/    the output of each of their steps when last built (`<index>.log`)
 
 A layer is complete once its `.json` exists: the directory is renamed into place first, then
 the metadata is written atomically, so an interrupted build never leaves a layer that looks
@@ -114,6 +115,10 @@ class LayerStore:
         except OSError:
             return None
 
+    def venv_log(self, key: str, index: int) -> Path:
+        """Where the output of step `index` of the process runtime's image `key` is kept."""
+        return self.venvs / f"{key}.logs" / f"{index}.log"
+
     def chain(self, key: str) -> list[dict[str, Any]]:
         """Metadata of the layer and its ancestors, base first."""
         result = []
@@ -174,6 +179,7 @@ class LayerStore:
         if venv and Path(venv).is_dir() and Path(venv).parent == self.venvs:
             freed += tree_size(Path(venv))
             shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(self.venvs / f"{record['key']}.logs", ignore_errors=True)
         (self.records / f"{record['key']}.json").unlink(missing_ok=True)
         return freed
 

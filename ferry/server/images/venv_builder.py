@@ -147,6 +147,7 @@ class VenvBackend:
             if step["kind"] == "copy":
                 pythonpath.append(str(venv / "src" / step["args"]["remote_path"].strip("/")))
         self.store.put_record(key, {"label": " -> ".join(s["label"] for s in steps), "layers": [],
+                                    "step_labels": [s["label"] for s in steps],  # logs: LayerStore.venv_log
                                     "steps": len(steps), "last_step": steps[-1]["label"],
                                     "venv": str(venv), "state": "built", "target": self.target,
                                     "recipe": wire.get("recipe", ""), "python_version": version})
@@ -156,12 +157,19 @@ class VenvBackend:
     def _build_venv(self, key: str, venv: Path, python: str, steps: list[dict[str, Any]], progress: Any,
                     secret_env: Callable[[list[dict[str, Any]], str], dict[str, str]]) -> None:
         shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(self.store.venv_log(key, 0).parent, ignore_errors=True)
+        self.store.venv_log(key, 0).parent.mkdir(parents=True)
         venv_python = str(venv / "bin" / "python")
         progress.plan([s["label"] for s in steps], key)
         for index, step in enumerate(steps):
             started = time.monotonic()
             progress.step(index, "building")
-            log = lambda line, index=index: progress.log(index, line)  # noqa: E731
+            lines: list[str] = []
+
+            def log(line: str, index: int = index, lines: list[str] = lines) -> None:
+                lines.append(line)
+                progress.log(index, line)
+
             try:
                 if index == 0:
                     self._run([python, "-m", "venv", str(venv)], log)
@@ -173,12 +181,21 @@ class VenvBackend:
                     materialise_files(step["args"]["files"], self.blobs,
                                       venv / "src" / step["args"]["remote_path"].strip("/"))
             except BaseException as exc:
+                self._write_log(key, index, lines)
                 progress.step(index, "failed")
                 shutil.rmtree(venv, ignore_errors=True)
+                self.store.put_record(key, {"label": " -> ".join(s["label"] for s in steps), "layers": [],
+                                            "step_labels": [s["label"] for s in steps], "steps": len(steps),
+                                            "last_step": steps[-1]["label"], "state": "failed",
+                                            "failed_step": index, "error": str(exc), "target": self.target})
                 plan = LayerPlan(index, key, "", step["kind"], step["args"], step["label"])
                 raise BuildFailed(plan, len(steps), exc, key) from exc
+            self._write_log(key, index, lines)
             progress.step(index, "built", time.monotonic() - started)
         (venv / _COMPLETE).write_text("")
+
+    def _write_log(self, key: str, index: int, lines: list[str]) -> None:
+        self.store.venv_log(key, index).write_text("".join(line + "\n" for line in lines))
 
     def _pip(self, venv: Path, venv_python: str, step: dict[str, Any], log: Callable[[str], None],
              secret_env: Callable[[list[dict[str, Any]], str], dict[str, str]]) -> None:

@@ -21,6 +21,7 @@ venv_image = (
     .add_local_python_source("pkgdemo")
 )
 app = ferry.App("test-images-process", image=venv_image)
+unreachable_package = ferry.Image.debian_slim().pip_install("ferry-package-that-exists-nowhere==1.0")
 
 
 @app.function()
