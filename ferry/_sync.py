@@ -22,12 +22,22 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop where uvloop is installed (a dependency on every platform it supports),
+    else asyncio's own."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def client_loop() -> asyncio.AbstractEventLoop:
     """The process's client event loop, started on first use (and again after a fork)."""
     global _loop, _loop_pid
     with _lock:
         if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             threading.Thread(target=_run_loop, args=(loop,), name="ferry-client-loop", daemon=True).start()
             if _loop is None:
                 atexit.register(_stop_client_loop)
