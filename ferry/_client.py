@@ -21,10 +21,30 @@ LogHandler = Callable[[dict[str, Any]], None]
 
 
 def print_log(entry: dict[str, Any]) -> None:
-    """Default log handler: container output to this terminal, as it was written."""
+    """Default log handler: container output to this terminal, as it was written.
+
+    It runs on the client loop, which flushes once per turn what it wrote: lines that arrive
+    together leave in one write, and always before the output that followed them reaches its
+    caller (that caller's wakeup is scheduled after the flush). A line on the other stream
+    flushes the first, so stdout and stderr keep their order too."""
     stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+    if _unflushed and _unflushed[0] is not stream:
+        _flush_logs()
     stream.write(entry["text"])
-    stream.flush()
+    if not _unflushed:
+        _unflushed.append(stream)
+        try:
+            asyncio.get_running_loop().call_soon(_flush_logs)
+        except RuntimeError:  # not on a loop: at once
+            _flush_logs()
+
+
+_unflushed: list[Any] = []  # the stream print_log wrote to since its last flush
+
+
+def _flush_logs() -> None:
+    while _unflushed:
+        _unflushed.pop().flush()
 
 
 class Client:

@@ -17,9 +17,14 @@ log = logging.getLogger("ferry.server")
 Handler = Callable[["Connection", dict[str, Any]], Awaitable[Any]]
 
 
+# how long a held push (push_soon) may wait for the next frame to the same peer
+HOLD_SECONDS = 0.002
+
+
 class Connection:
     """Writes are buffered by asyncio; pushed outputs are coalesced per call until the loop
-    next turns, so a burst of outputs leaves as one frame."""
+    next turns, so a burst of outputs leaves as one frame; held pushes (log lines) leave in
+    one write with the next frame, so the peer wakes once for a line and the output after it."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -31,14 +36,40 @@ class Connection:
         self.on_close: list[Callable[[], None]] = []
         self._pending_outputs: dict[str, list[dict]] = defaultdict(list)
         self._flush_scheduled = False
+        self._held: list[bytes] = []
+        self._release_timer: asyncio.TimerHandle | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
-        self.writer.write(encode(message))
+        data = encode(message)
+        if self._held:
+            data = self._take_held() + data
+        self.writer.write(data)
 
     def push(self, kind: str, **fields: Any) -> None:
         self.send({"t": "push", "k": kind, **fields})
+
+    def push_soon(self, kind: str, **fields: Any) -> None:
+        """A push that waits up to HOLD_SECONDS to leave in one write with the next frame to
+        this peer; frames keep their order (a held push goes before anything sent later)."""
+        if self.closed:
+            return
+        self._held.append(encode({"t": "push", "k": kind, **fields}))
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._release)
+
+    def _release(self) -> None:
+        self._release_timer = None
+        if self._held and not self.closed:
+            self.writer.write(self._take_held())
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held, []
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        return b"".join(held)
 
     def push_output(self, call_id: str, item: dict[str, Any]) -> None:
         self._pending_outputs[call_id].append(item)
@@ -104,6 +135,8 @@ class Connection:
             return
         self.closed = True
         try:
+            if self._held:  # held lines still leave (the transport writes them before closing)
+                self.writer.write(self._take_held())
             self.writer.close()
         except Exception:
             pass

@@ -24,8 +24,9 @@ class LogHub:
         ts = time.time()
         self._store.add_log(app_id, function, container_id, stream, ts, text)
         for conn in list(self._subscribers.get(app_id, ())):
-            conn.push("log", app=app_id, function=function, container=container_id,
-                      stream=stream, ts=ts, text=text)
+            # held briefly: a line and the output that follows it reach the client in one write
+            conn.push_soon("log", app=app_id, function=function, container=container_id,
+                           stream=stream, ts=ts, text=text)
 
     def flush(self) -> None:
         self._store.flush_logs()
