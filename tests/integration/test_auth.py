@@ -198,6 +198,24 @@ def test_a_container_may_call_functions_and_use_volumes_and_its_credential_dies_
     assert answer["t"] == "refused"  # the app stopped, its containers ended, their credentials too
 
 
+@pytest.mark.parametrize("zygote", ["1", "0"])
+def test_a_credential_in_the_servers_environment_never_reaches_its_containers(tmp_path: Path, monkeypatch,
+                                                                               zygote: str) -> None:
+    own = ServerProcess.start(tmp_path / "home", extra_env={
+        "FERRY_TOKEN_ID": "ak-from-the-shell", "FERRY_TOKEN_SECRET": "as-never-in-a-container",
+        "FERRY_ZYGOTE": zygote})
+    try:
+        own.use(monkeypatch)
+        monkeypatch.delenv("FERRY_TOKEN_ID", raising=False)
+        with auth_apps.app.run(show_logs=False):
+            environ, started_with = auth_apps.environment.remote()
+    finally:
+        own.stop()
+    assert "FERRY_CONTAINER_SECRET" in environ  # its own credential is there
+    for leaked in ("as-never-in-a-container", "ak-from-the-shell"):
+        assert leaked not in environ and leaked not in started_with
+
+
 def test_container_roles_need_a_container_credential(server: ServerProcess) -> None:
     admin = _credential(server.home)
     sock = FrameSocket.connect(server.url)

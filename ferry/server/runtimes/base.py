@@ -8,6 +8,7 @@ stdout/stderr of the process (output of C code and subprocesses) to `on_output`.
 from __future__ import annotations
 
 import abc
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,20 @@ if TYPE_CHECKING:
     from ..images.model import BuiltImage
 
 OutputSink = Callable[[str, str], None]  # (stream name, text)
+
+# settings of the server's environment that never reach a container: a client credential or
+# profile the server's shell happened to hold would otherwise hand containers an
+# administrator's power (docs/security.md), and the TLS files are the server's own
+NEVER_PASSED = frozenset({
+    "FERRY_TOKEN_ID", "FERRY_TOKEN_SECRET", "FERRY_PROFILE", "FERRY_CONFIG_PATH", "FERRY_TLS_FINGERPRINT",
+    "FERRY_TLS_CA", "FERRY_TLS_CERT", "FERRY_TLS_KEY", "FERRY_CONTAINER_SECRET",
+})
+
+
+def inherited_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment as a container may inherit it (`NEVER_PASSED` left out)."""
+    source = os.environ if environ is None else environ
+    return {key: value for key, value in source.items() if key not in NEVER_PASSED}
 
 
 @dataclass(frozen=True)

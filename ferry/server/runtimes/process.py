@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ... import _config
 from ...exception import InvalidError
-from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
+from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime, inherited_environment
 from ..volume_mounts import prepare_process
 from .cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from .zygote import ZygoteError, ZygotePool
@@ -123,7 +123,7 @@ class ProcessRuntime(Runtime):
 
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
-        env = dict(os.environ)
+        env = inherited_environment()
         image = spec.image
         if image is not None:  # its venv (or the server's Python), env and python sources
             env.update(image.env)

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from .base import inherited_environment
 from .zygote_process import MAX_MESSAGE  # a spawn request (its environment) fits one message
 
 log = logging.getLogger("ferry.server")
@@ -68,7 +69,8 @@ class ZygotePool:
         if zygote is not None and zygote.state == "ready":
             return zygote
         if zygote is None or (zygote.state == "dead" and time.monotonic() >= zygote.retry_at):
-            base = {k: v for k, v in os.environ.items() if not (k.startswith("PYTHON") or k in LOCALE_VARS)}
+            base = {k: v for k, v in inherited_environment().items()
+                    if not (k.startswith("PYTHON") or k in LOCALE_VARS)}
             zygote = Zygote(python, {**base, **dict(key[1])})
             self._zygotes[key] = zygote
             task = asyncio.create_task(zygote.start())

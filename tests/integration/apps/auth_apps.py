@@ -49,3 +49,11 @@ def run_cli(args: list[str]) -> list:
     """Run the `ferry` CLI inside the container, as a user's code might."""
     done = subprocess.run([sys.executable, "-m", "ferry", *args], capture_output=True, text=True, timeout=60)
     return [done.returncode, done.stdout, done.stderr]
+
+
+@app.function()
+def environment() -> list[str]:
+    """What the container can read of its environment: os.environ and the block it started with."""
+    with open("/proc/self/environ", "rb") as handle:
+        started_with = handle.read().decode(errors="replace")
+    return [repr(dict(os.environ)), started_with]

@@ -22,7 +22,6 @@ It runs `<image python> -m ferry._container` with cwd = the image's workdir (def
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import ferry
 
 from ....exception import ExecutionError, InvalidError
-from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime
+from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime, inherited_environment
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ...volume_mounts import prepare_sandbox
 from ..process import ProcessHandle, _pump
@@ -105,7 +104,8 @@ class SandboxRuntime(Runtime):
                 for entry in sorted(mount.host_dir.iterdir()):
                     binds.append(BindMount(entry, f"{mount.remote_path.rstrip('/')}/{entry.name}"))
         env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
-        env.update({k: v for k, v in os.environ.items() if k.startswith("FERRY_") and k not in _NOT_PASSED})
+        env.update({k: v for k, v in inherited_environment().items()
+                    if k.startswith("FERRY_") and k not in _NOT_PASSED})
         env.update(image.env)
         env.update(spec.env)
         if spec.volumes:  # views in the scratch directory, bound at their paths (server/volume_mounts.py)
