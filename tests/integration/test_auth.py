@@ -360,3 +360,59 @@ def test_a_server_on_a_non_loopback_address_serves_tls_to_a_remote_client(netns:
             os.killpg(process.pid, 9)
             process.wait()
         log.close()
+
+
+def _operator_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate it signed for 127.0.0.1 (what an operator would provide)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test operator CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_an_operator_certificate_is_verified_against_its_ca(tmp_path: Path) -> None:
+    ca, cert, key = _operator_certificate(tmp_path)
+    own = ServerProcess.start(tmp_path / "home", extra_env={"FERRY_TLS": "on", "FERRY_TLS_CERT": str(cert),
+                                                            "FERRY_TLS_KEY": str(key)})
+    try:
+        assert not (own.home / "tls").exists()  # nothing generated
+        remote = {**_credential_env(own), "FERRY_HOME": str(tmp_path / "elsewhere"), "FERRY_TLS_CA": str(ca)}
+        trusted = run_cli(["secret", "list", "--json"], own, env=remote)
+        assert trusted.returncode == 0, trusted.stderr
+        remote.pop("FERRY_TLS_CA")  # the system's CAs do not know the operator's CA
+        untrusted = run_cli(["secret", "list"], own, env=remote)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    finally:
+        own.stop()
+
+
+def _credential_env(server: ServerProcess) -> dict[str, str]:
+    admin = _credential(server.home)
+    return {"FERRY_SERVER_URL": server.url, "FERRY_TOKEN_ID": admin["token_id"],
+            "FERRY_TOKEN_SECRET": admin["token_secret"]}
