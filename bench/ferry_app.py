@@ -11,5 +11,11 @@ def trivial(x: int) -> int:
 
 
 @app.function()
+def chatty(x: int) -> int:
+    print("working on", x)
+    return x + 1
+
+
+@app.function()
 def cold(x: int) -> int:
     return x + 1

@@ -4,6 +4,9 @@
 
 Measures, for each system:
   warm   round trip of a trivial call to an already-running worker (p50, p99)
+  logs   the same for a function that prints one line per call, its output shown in this
+         process as `ferry run` shows it (Ferry: `app.run()`, logs on; the pool: the worker's
+         own stdout); this process's stdout goes to /dev/null meanwhile
   map    throughput of mapping a trivial function over 10,000 inputs (inputs/s)
   cold   first call to a new function/worker until its result (median of several)
 Prints a Markdown table (the one in docs/benchmarks.md comes from here).
@@ -12,6 +15,7 @@ Prints a Markdown table (the one in docs/benchmarks.md comes from here).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,7 +25,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -30,6 +34,27 @@ sys.path.insert(0, str(HERE))
 
 def trivial(x: int) -> int:
     return x + 1
+
+
+def chatty(x: int) -> int:
+    print("working on", x, flush=True)
+    return x + 1
+
+
+@contextlib.contextmanager
+def stdout_to_devnull() -> Iterator[None]:
+    """Send this process's stdout (and that of the children it starts meanwhile) to /dev/null."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -76,6 +101,10 @@ def bench_ferry(args: argparse.Namespace) -> dict[str, Any]:
             ferry_app.trivial.remote(0)
             result["warm"] = time_calls(lambda: ferry_app.trivial.remote(1), args.calls)
             result["map_per_s"] = throughput(lambda xs: list(ferry_app.trivial.map(xs)), args.map_n)
+        with stdout_to_devnull(), ferry_app.app.run():  # logs shown, as `ferry run` does
+            ferry_app.chatty.remote(0)
+            result["logs"] = time_calls(lambda: ferry_app.chatty.remote(1), args.calls)
+            result["logs_trivial"] = time_calls(lambda: ferry_app.trivial.remote(1), args.calls)
         colds = []
         for _ in range(args.cold_n):
             with ferry_app.app.run(show_logs=False):
@@ -94,28 +123,30 @@ def bench_ray(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    init_s = time.perf_counter() - start
-    remote_trivial = ray.remote(trivial)
-    ray.get(remote_trivial.remote(0))
-    result: dict[str, Any] = {"init_s": init_s}
-    result["warm"] = time_calls(lambda: ray.get(remote_trivial.remote(1)), args.calls)
-    result["map_per_s"] = throughput(lambda xs: ray.get([remote_trivial.remote(x) for x in xs]), args.map_n)
+    try:  # ray.shutdown() ends the processes ray.init started, whatever happens here
+        init_s = time.perf_counter() - start
+        remote_trivial = ray.remote(trivial)
+        ray.get(remote_trivial.remote(0))
+        result: dict[str, Any] = {"init_s": init_s}
+        result["warm"] = time_calls(lambda: ray.get(remote_trivial.remote(1)), args.calls)
+        result["map_per_s"] = throughput(lambda xs: ray.get([remote_trivial.remote(x) for x in xs]), args.map_n)
 
-    @ray.remote
-    class Worker:
-        def call(self, x: int) -> int:
-            return x + 1
+        @ray.remote
+        class Worker:
+            def call(self, x: int) -> int:
+                return x + 1
 
-    colds = []
-    for _ in range(args.cold_n):
-        start = time.perf_counter()
-        worker = Worker.remote()  # type: ignore[attr-defined]
-        ray.get(worker.call.remote(1))
-        colds.append(time.perf_counter() - start)
-        ray.kill(worker)
-    result["cold_ms"] = statistics.median(colds) * 1000
-    ray.shutdown()
-    return result
+        colds = []
+        for _ in range(args.cold_n):
+            start = time.perf_counter()
+            worker = Worker.remote()  # type: ignore[attr-defined]
+            ray.get(worker.call.remote(1))
+            colds.append(time.perf_counter() - start)
+            ray.kill(worker)
+        result["cold_ms"] = statistics.median(colds) * 1000
+        return result
+    finally:
+        ray.shutdown()
 
 
 # -- ProcessPoolExecutor ---------------------------------------------------------------------
@@ -126,6 +157,9 @@ def bench_pool(args: argparse.Namespace) -> dict[str, Any]:
         pool.submit(trivial, 0).result()
         result["warm"] = time_calls(lambda: pool.submit(trivial, 1).result(), args.calls)
         result["map_per_s"] = throughput(lambda xs: list(pool.map(trivial, xs, chunksize=64)), args.map_n)
+    with stdout_to_devnull(), ProcessPoolExecutor(workers) as pool:  # workers inherit the stdout
+        pool.submit(chatty, 0).result()
+        result["logs"] = time_calls(lambda: pool.submit(chatty, 1).result(), args.calls)
     colds = []
     for _ in range(args.cold_n):
         start = time.perf_counter()
@@ -137,13 +171,14 @@ def bench_pool(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| system | warm p50 | warm p99 | map 10k (inputs/s) | cold start |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| system | warm p50 | warm p99 | printing, output shown: p50 / p99 | map 10k (inputs/s) | cold start |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | {r['error']} | | | |")
+            lines.append(f"| {name} | {r['error']} | | | | |")
             continue
-        lines.append(f"| {name} | {r['warm']['p50_ms']:.2f} ms | {r['warm']['p99_ms']:.2f} ms | "
+        logs = f"{r['logs']['p50_ms']:.2f} ms / {r['logs']['p99_ms']:.2f} ms" if "logs" in r else "n/a"
+        lines.append(f"| {name} | {r['warm']['p50_ms']:.2f} ms | {r['warm']['p99_ms']:.2f} ms | {logs} | "
                      f"{r['map_per_s']:,.0f} | {r['cold_ms']:.0f} ms |")
     return "\n".join(lines)
 
