@@ -11,11 +11,11 @@ root, before the sandbox enters its user namespace:
         echo $$ > <cgroup>/cgroup.procs          # join the cgroup before anything else runs
         mount -t tmpfs ... <mount_dir>/scratch    # only for a tmpfs upper layer
         mount -t overlay ... <mount_dir>/root
-        exec 30< <mount_dir>/root                 # the root, for bwrap --bind-fd
+        mount --bind <private host path> <mount_dir>/binds/dir-N   # see `staged_binds`
         exec setpriv --reuid=BASE --regid=BASE --clear-groups -- \
              unshare --user [--net] -- /bin/bash -c '
                  printf r >&READY; read go <&GO    # the server writes the id map (and pasta
-                 exec bwrap --bind-fd 30 / ...'    # connects the network), then says go
+                 exec bwrap --bind <mount_dir>/root / ...'  # connects the network), then: go
 
 Every container uses the same (empty) host directory `mount_dir`; its mounts exist only in
 the container's own mount namespace, so they vanish when the container ends, crashed or not,
@@ -29,10 +29,9 @@ map `0 BASE 65536`, so root inside is host uid BASE and host root is unmapped in
 layers are owned by the shifted ids (ids.py), so root inside owns its image. bwrap runs as
 root of that namespace and keeps `DEFAULT_CAPABILITIES` (Docker's default set, without
 CAP_MKNOD), all of them relative to the sandbox's own namespaces: user code cannot mount,
-load modules, reach raw devices, or do anything as host root. Host paths are bound with
-`--bind-fd` on descriptors the server opened (O_PATH), so they need not be reachable by the
-unprivileged id (the server's state directory is private); bwrap closes them before the
-command runs.
+load modules, reach raw devices, or do anything as host root. bwrap binds host paths as that
+unprivileged id, so paths below private directories (the server's state directory is often
+0700) are first bound by the launcher, still host root, under `mount_dir/binds`.
 
 **Network** (network.py): `pasta` gives the sandbox a network namespace of its own with
 outbound access through pasta and a resolv.conf suited to it; `none` one with loopback only;
@@ -40,7 +39,6 @@ outbound access through pasta and a resolv.conf suited to it; `none` one with lo
 """
 
 from __future__ import annotations
-
 
 import asyncio
 import os
