@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from typing import Any, Callable
 
@@ -14,16 +15,35 @@ from ..exception import InvalidError
 _TYPES: dict[Any, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+_NAMES = {"int": int, "float": float, "str": str, "bool": bool, "Any": Any, "typing.Any": Any}
+
+
+def _from_string(annotation: str) -> Any:
+    """An annotation left as a string (get_type_hints failed): `int`, `int | None`,
+    `Optional[int]`, `typing.Optional[int]`."""
+    text = annotation.replace(" ", "").strip("'\"")
+    for prefix in ("typing.Optional[", "Optional["):
+        if text.startswith(prefix) and text.endswith("]"):
+            return typing.Optional[_from_string(text[len(prefix):-1])]
+    parts = [p for p in text.split("|") if p != "None"]
+    if len(parts) == 1 and len(text.split("|")) > 1:
+        return typing.Optional[_from_string(parts[0])]
+    return _NAMES.get(text, annotation)
+
+
 def _click_type(annotation: Any, name: str) -> click.ParamType | None:
+    if isinstance(annotation, str):
+        annotation = _from_string(annotation)
     if annotation is inspect.Parameter.empty or annotation is Any:
         return click.STRING
     if annotation is bool:
         return None  # a flag
     origin = typing.get_origin(annotation)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:  # Optional[T], T | None
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(options) == 1:
-            return _click_type(options[0], name)
+            inner = _click_type(options[0], name)
+            return click.BOOL if inner is None else inner  # Optional[bool]: --x true|false
     if annotation in _TYPES:
         return _TYPES[annotation]
     raise InvalidError(f"Parameter {name!r} has type {annotation!r}; command-line arguments can be "

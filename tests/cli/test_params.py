@@ -105,3 +105,32 @@ def test_self_and_star_args_are_not_options():
         pass
 
     assert parse_args(entry, [], "entry") == {"who": "x"}
+
+
+def pep604(limit: int | None = None, name: str | None = None, ratio: "float | None" = 1.5,
+           strict: Optional[bool] = None, label: "Optional[str]" = None) -> None:
+    pass
+
+
+def test_pep604_and_optional_parameters():
+    assert parse_args(pep604, [], "p") == {"limit": None, "name": None, "ratio": 1.5, "strict": None,
+                                           "label": None}
+    got = parse_args(pep604, ["--limit", "3", "--name", "x", "--ratio", "2", "--strict", "true",
+                              "--label", "y"], "p")
+    assert got == {"limit": 3, "name": "x", "ratio": 2.0, "strict": True, "label": "y"}
+    with pytest.raises(InvalidError, match="'--limit': 'x' is not a valid integer"):
+        parse_args(pep604, ["--limit", "x"], "p")
+
+
+def test_string_annotations_resolve_when_type_hints_cannot():
+    def broken(n: "int | None" = None, missing: "Unknown" = None) -> None:  # noqa: F821
+        pass
+
+    with pytest.raises(InvalidError, match="missing"):
+        parse_args(broken, ["--n", "2"], "b")
+
+    def fine(n: "int | None" = None, m: "Optional[float]" = None) -> None:
+        pass
+
+    fine.__annotations__["x"] = "Undefined"  # makes get_type_hints fail; params still parse
+    assert parse_args(fine, ["--n", "2", "--m", "0.5"], "f") == {"n": 2, "m": 0.5}
