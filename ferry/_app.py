@@ -15,7 +15,7 @@ from ._cls import Cls
 from ._function import Function
 from ._image import Image
 from ._mount import Mount, collect, source_root
-from ._partial import BATCHED, WEB, PartialFunction, check_batching
+from ._partial import BATCHED, CONCURRENT, WEB, PartialFunction, check_batching
 from ._resources import _check_image, check_schedulable, function_config, reject_schedule
 from ._secret import check_secrets
 from ._volume import check_volumes
@@ -161,7 +161,9 @@ class App:
                     "Ferry yet: put the endpoint on an @app.function() and call the class from it.")
             cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
             if any(BATCHED in p.flags for p in cls._methods.values()):
-                concurrency = getattr(user_cls, "_ferry_concurrency", None) or {}
+                from ._cls import method_concurrency
+
+                concurrency = getattr(user_cls, "_ferry_concurrency", None) or method_concurrency(cls._methods) or {}
                 check_batching(f"Class {user_cls.__name__}", concurrency.get("max_inputs") or config.get("max_inputs"),
                                cls._methods)
             if not cls._methods:
@@ -352,7 +354,7 @@ def _check_options(decorator: str, warn_parentheses: Any, options: dict[str, Any
 def _unwrap(f: Any, decorator: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The raw function under any Ferry marks, and the marks' parameters."""
     if isinstance(f, PartialFunction):
-        if f.flags - {BATCHED, "concurrent", WEB}:
+        if f.flags - {BATCHED, CONCURRENT, WEB}:
             raise InvalidError(f"@app.{decorator}() cannot take a function marked "
                                f"{', '.join(sorted(f.flags))}; those marks belong inside @app.cls().")
         return f.raw_f, dict(f.params)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._client import Client
 from ._function import Invocable
-from ._partial import ENTER, METHOD, PartialFunction, lifecycle_methods
+from ._partial import BATCHED, CONCURRENT, ENTER, METHOD, WEB, PartialFunction, lifecycle_methods
 from ._serialization import serialize_args
 from ._sync import run_sync, synced
 from .exception import ExecutionError, InvalidError
@@ -99,16 +99,32 @@ def bind_parameters(user_cls: type, kwargs: dict[str, Any]) -> Any:
 
 
 def methods_of(user_cls: type) -> dict[str, PartialFunction]:
+    """The remotely callable methods of a class: marked `@method`, or only `@batched` or
+    `@concurrent` (each of which makes a method of its own, as on the reference platform)."""
     found: dict[str, PartialFunction] = {}
     for klass in reversed(user_cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, PartialFunction) and METHOD in value.flags:
+            if isinstance(value, PartialFunction) and _is_method(value):
                 found[name] = value
     return found
 
 
 class Method(Invocable):
     """`obj.method`: calls go to the containers of the instance `obj` names."""
+def _is_method(partial: PartialFunction) -> bool:
+    if METHOD in partial.flags:
+        return True
+    return bool(partial.flags & {BATCHED, CONCURRENT}) and not partial.flags & {ENTER, "exit", WEB}
+
+
+def method_concurrency(methods: dict[str, PartialFunction]) -> dict[str, Any] | None:
+    """`@concurrent(...)` written on a method rather than on the class: the class's setting."""
+    for partial in methods.values():
+        if CONCURRENT in partial.flags:
+            return {"max_inputs": partial.params["max_inputs"], "target_inputs": partial.params.get("target_inputs")}
+    return None
+
+
 
     def __init__(self, obj: "Obj", name: str, partial: PartialFunction) -> None:
         self._obj = obj
@@ -265,7 +281,7 @@ class Cls:
         user_cls = self._user_cls
         assert user_cls is not None
         config = dict(self._config)
-        concurrency = getattr(user_cls, "_ferry_concurrency", None)
+        concurrency = getattr(user_cls, "_ferry_concurrency", None) or method_concurrency(self._methods)
         if concurrency:
             config["max_inputs"] = concurrency["max_inputs"]
             config["target_inputs"] = concurrency["target_inputs"]

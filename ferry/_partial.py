@@ -14,6 +14,7 @@ METHOD = "method"
 ENTER = "enter"
 EXIT = "exit"
 BATCHED = "batched"
+CONCURRENT = "concurrent"
 WEB = "web"
 
 
@@ -125,7 +126,7 @@ def concurrent(_warn_parentheses: Any = None, *, max_inputs: int = 0,
         if inspect.isclass(target):
             target._ferry_concurrency = params
             return target
-        return _mark(target, "concurrent", params, decorator="concurrent")
+        return _mark(target, CONCURRENT, params, decorator="concurrent")
 
     return wrapper
 
