@@ -73,6 +73,30 @@ class App:
         return self._app_id
 
     @property
+    def image(self) -> Image | None:
+        """The default image of this app's functions and classes. Assigning it changes the
+        image of those defined afterwards (those already defined keep theirs)."""
+        return self._image
+
+    @image.setter
+    def image(self, value: Image | None) -> None:
+        _check_image(value)
+        self._image = value
+
+    def include(self, other_app: "App", inherit_tags: bool = True) -> "App":
+        """Make the functions and classes of `other_app` part of this app: they run, deploy and
+        are called with it. Returns this app."""
+        if not isinstance(other_app, App):
+            raise InvalidError(f"App.include() takes a ferry.App, got {type(other_app).__name__}.")
+        if other_app is self:
+            raise InvalidError("An app cannot include itself.")
+        for tag, function in other_app._functions.items():
+            self._register(tag, function, self._functions)
+        for tag, cls in other_app._classes.items():
+            self._register(tag, cls, self._classes)
+        return self
+
+    @property
     def registered_functions(self) -> dict[str, Function]:
         return dict(self._functions)
 

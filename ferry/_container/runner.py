@@ -76,7 +76,9 @@ class ContainerRunner:
     def _hydrate_apps(self) -> None:
         module = self.definition.get("module")
         for app in apps_in(module) if module else []:
-            if app.name == self.welcome["app_name"] or app.name is None:
+            tags = {*app._functions, *app._classes}
+            included = bool(tags) and tags <= set(objects)  # an app another one includes (App.include)
+            if app.name == self.welcome["app_name"] or app.name is None or included:
                 app._hydrate(self.welcome["app_id"], self.welcome["objects"])
 
     def _instantiate(self) -> Any:
