@@ -25,6 +25,7 @@ from ._image import Image
 from ._partial import batched, concurrent, enter, exit, method
 from ._queue import Queue
 from ._resources import Retries
+from ._running import current_function_call_id, current_input_id, is_local
 from ._schedule import Cron, Period
 from ._secret import Secret
 from ._volume import Volume
@@ -64,12 +65,15 @@ __all__ = [
     "asgi_app",
     "batched",
     "concurrent",
+    "current_function_call_id",
+    "current_input_id",
     "enable_output",
     "enter",
     "exception",
     "exit",
     "fastapi_endpoint",
     "gpu",
+    "is_local",
     "method",
     "parameter",
     "web_endpoint",

@@ -10,7 +10,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._client import Client
-from ._function import Invocable
+from ._function import Invocable, request_variant
 from ._partial import BATCHED, CONCURRENT, ENTER, METHOD, WEB, PartialFunction, lifecycle_methods
 from ._serialization import serialize_args
 from ._sync import run_sync, synced
@@ -109,8 +109,6 @@ def methods_of(user_cls: type) -> dict[str, PartialFunction]:
     return found
 
 
-class Method(Invocable):
-    """`obj.method`: calls go to the containers of the instance `obj` names."""
 def _is_method(partial: PartialFunction) -> bool:
     if METHOD in partial.flags:
         return True
@@ -125,6 +123,8 @@ def method_concurrency(methods: dict[str, PartialFunction]) -> dict[str, Any] | 
     return None
 
 
+class Method(Invocable):
+    """`obj.method`: calls go to the containers of the instance `obj` names."""
 
     def __init__(self, obj: "Obj", name: str, partial: PartialFunction) -> None:
         self._obj = obj
@@ -202,7 +202,7 @@ class Cls:
         self._config = config
         self._function_id: str | None = None
         self._lookup: tuple[str, str] | None = None
-        self._variant_of: tuple[Cls, dict[str, Any]] | None = None
+        self._variant_of: tuple[Cls, dict[str, Any], Any] | None = None  # (parent, overrides, image)
         self._variant_cache: tuple[str, str] | None = None  # (parent id, variant id)
         self._methods: dict[str, PartialFunction] = methods_of(user_cls) if user_cls else {}
         if user_cls is not None:
@@ -233,14 +233,16 @@ class Cls:
         from ._resources import function_config, reject_schedule
 
         reject_schedule(options, "with_options()")
-        overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
+        image = options.pop("image", None)
+        overrides = {k: v for k, v in function_config(image=image, **options, stacklevel=4).items() if v is not None}
         if any("max_batch_size" in p.params for p in self._methods.values()):
             from ._partial import check_batching
 
             check_batching(f"Class {self._tag}", overrides.get("max_inputs"))
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
         variant._methods = self._methods
-        variant._variant_of = (self, overrides)
+        variant._variant_of = (self, overrides, image)
+        variant._ferry_image = image if image is not None else getattr(self, "_ferry_image", None)
         return variant
 
     def _hydrate(self, function_id: str | None) -> None:
@@ -250,10 +252,10 @@ class Cls:
     async def _base_target(self) -> tuple[Client, str]:
         client = await Client.from_env()
         if self._variant_of is not None:
-            parent, overrides = self._variant_of
+            parent, overrides, image = self._variant_of
             _, parent_id = await parent._base_target()
             if self._variant_cache is None or self._variant_cache[0] != parent_id:
-                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                found = await request_variant(client, parent_id, overrides, image)
                 self._variant_cache = (parent_id, found["function_id"])
             return client, self._variant_cache[1]
         if self._function_id is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 from . import _config
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
 
 MAP_CHUNK = 512          # inputs per `map.inputs` frame
 MAP_WINDOW = 20_000      # inputs in flight per map call: bounds memory on both sides
+SPAWN_MAP_BATCH = 256    # `function.spawn` requests in flight at once in `.spawn_map()`
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """What `Function.get_current_stats()` returns: inputs waiting for a container
+    (`backlog`), containers running (`num_total_runners`), inputs running now."""
+
+    backlog: int
+    num_total_runners: int
+    running_inputs: int = 0
 
 
 def _new_call_id() -> str:
@@ -64,6 +76,29 @@ def output_error(item: dict[str, Any]) -> BaseException:
     return ExecutionError(msg or f"The input failed ({status}).")
 
 
+async def _gather(*function_calls: "FunctionCall") -> list[Any]:
+    """Wait for every call and return their results in order; the first failure is raised
+    (the other calls keep running)."""
+    for call in function_calls:
+        if not isinstance(call, FunctionCall):
+            raise InvalidError(f"FunctionCall.gather() takes FunctionCall objects, got {type(call).__name__}.")
+    return list(await asyncio.gather(*(call._get() for call in function_calls)))
+
+
+async def request_variant(client: Client, function_id: str, overrides: dict[str, Any], image: Any) -> dict[str, Any]:
+    """`function.variant` for `with_options`; a new `image` travels in its wire form (its local
+    files uploaded first) and the server builds it before answering."""
+    config = dict(overrides)
+    if image is not None:
+        wire = image._wire()
+        if wire.blobs:
+            missing = await client.request("blob.missing", hashes=list(wire.blobs))
+            for digest in missing:
+                await client.request("blob.put", data=wire.blobs[digest], hash=digest)
+        config["image"] = wire.definition
+    return await client.request("function.variant", function_id=function_id, config=config)
+
+
 class FunctionCall:
     """A handle on a spawned call: `.get()` its result later, even from another process."""
 
@@ -90,8 +125,32 @@ class FunctionCall:
         client = await Client.from_env()
         await client.request("call.cancel", call_id=self.object_id)
 
-    get = synced(_get)
+    async def _get_checked(self, timeout: float | None = None, *, index: int = 0) -> Any:
+        if index != 0:
+            raise InvalidError(f"FunctionCall.get(index={index}): a spawned call has one input (index 0).")
+        return await self._get(timeout)
+
+    async def _num_inputs(self) -> int:
+        """How many inputs this call has: 1 for `.spawn()`."""
+        return 1
+
+    async def _iter(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        """The outputs of inputs `start` to `end`: the one result of a spawned call."""
+        if start != 0 or end not in (None, 1):
+            raise InvalidError(f"FunctionCall.iter(start={start}, end={end}): a spawned call has one input.")
+        yield await self._get()
+
+    async def _get_call_graph(self) -> list[Any]:
+        raise NotImplementedError(
+            "FunctionCall.get_call_graph() is not supported by Ferry: the control plane does not record "
+            "which call started which. Use current_function_call_id() inside functions to log it.")
+
+    get = synced(_get_checked)
     cancel = synced(_cancel)
+    num_inputs = synced(_num_inputs)
+    iter = synced(_iter)
+    gather = synced(_gather)  # FunctionCall.gather(*calls), also .aio
+    get_call_graph = synced(_get_call_graph)
 
 
 class Invocable:
@@ -254,8 +313,38 @@ class Invocable:
         result = await client.request("function.spawn", function_id=function_id, args=payload, method=method)
         return FunctionCall(result["call_id"])
 
+    async def _spawn_map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None) -> None:
+        """Spawn one call per input (zipped as `.map` zips them) and return at once; each input
+        is stored by the server before this returns, as `.spawn()` stores its call. The results
+        are not returned (write them somewhere, e.g. a Dict or a Volume)."""
+        if not input_iterators:
+            raise InvalidError(".spawn_map() needs at least one iterable of inputs.")
+        if self._is_generator:
+            raise InvalidError(f"{self._describe()} is a generator; .spawn_map() needs a regular function.")
+        client, function_id, method = await self._target()
+
+        async def spawn_one(args: tuple) -> None:
+            payload = await encode_args(client, args, kwargs or {})
+            await client.request("function.spawn", function_id=function_id, args=payload, method=method)
+
+        pending: list[Any] = []
+        for args in zip(*input_iterators):
+            pending.append(spawn_one(tuple(args)))
+            if len(pending) >= SPAWN_MAP_BATCH:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+
+    async def _experimental_spawn_map(self, *input_iterators: Iterable[Any],
+                                      kwargs: dict[str, Any] | None = None) -> FunctionCall:
+        raise NotImplementedError(
+            "Function.experimental_spawn_map() is not supported by Ferry (one FunctionCall for many "
+            "inputs); use .spawn_map() to start them, or .spawn() per input to keep a FunctionCall each.")
+
     remote = synced(_remote)
     remote_gen = synced(_remote_gen)
+    spawn_map = synced(_spawn_map)
+    experimental_spawn_map = synced(_experimental_spawn_map)
     map = synced_batches(_map)
     starmap = synced_batches(_starmap)
     for_each = synced(_for_each)
@@ -276,7 +365,7 @@ class Function(Invocable):
         self._is_generator = bool(raw_f and (inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)))
         self._lookup: tuple[str, str] | None = None
         self._web_url: str | None = None  # set when the app is published (web endpoints only)
-        self._variant_of: tuple[Function, dict[str, Any]] | None = None
+        self._variant_of: tuple[Function, dict[str, Any], Any] | None = None  # (parent, overrides, image)
         self._variant_cache: tuple[str, str] | None = None  # (parent id, variant id)
         if raw_f is not None:
             self.__doc__ = raw_f.__doc__
@@ -306,13 +395,16 @@ class Function(Invocable):
         from ._resources import function_config, reject_schedule
 
         reject_schedule(options, "with_options()")
-        overrides = {k: v for k, v in function_config(**options, stacklevel=4).items() if v is not None}
+        image = options.pop("image", None)
+        overrides = {k: v for k, v in function_config(image=image, **options, stacklevel=4).items() if v is not None}
         if self._config.get("max_batch_size"):
             from ._partial import check_batching
 
             check_batching(f"Function {self._tag}", overrides.get("max_inputs"))
-        variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides})
-        variant._variant_of = (self, overrides)
+        variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides},
+                           definition_extra=self._extra)
+        variant._variant_of = (self, overrides, image)
+        variant._ferry_image = image if image is not None else getattr(self, "_ferry_image", None)
         return variant
 
     def _hydrate(self, function_id: str | None) -> None:
@@ -323,10 +415,10 @@ class Function(Invocable):
         client = await Client.from_env()
         if self._variant_of is not None:
             # a variant follows its parent: a new run of the app means a new variant
-            parent, overrides = self._variant_of
+            parent, overrides, image = self._variant_of
             _, parent_id, _ = await parent._target()
             if self._variant_cache is None or self._variant_cache[0] != parent_id:
-                found = await client.request("function.variant", function_id=parent_id, config=overrides)
+                found = await request_variant(client, parent_id, overrides, image)
                 self._variant_cache = (parent_id, found["function_id"])
             return client, self._variant_cache[1], None
         if self._function_id is None:
@@ -372,7 +464,15 @@ class Function(Invocable):
         client, function_id, _ = await self._target()
         await client.request("function.update_autoscaler", function_id=function_id, settings=settings)
 
+    async def _get_current_stats(self) -> FunctionStats:
+        """Inputs queued and containers running for this function right now."""
+        client, function_id, _ = await self._target()
+        found = await client.request("function.stats", function_id=function_id)
+        return FunctionStats(backlog=found["backlog"], num_total_runners=found["num_total_runners"],
+                             running_inputs=found.get("running_inputs", 0))
+
     update_autoscaler = synced(_update_autoscaler)
+    get_current_stats = synced(_get_current_stats)
 
     def definition(self, mount: dict[str, Any] | None, module: str) -> dict[str, Any]:
         """What the control plane stores and containers receive for this function."""

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any, AsyncIterator, BinaryIO, Iterable
 
 from ._client import Client
+from ._named_objects import _client_of
 from ._sync import run_sync, synced
 from ._volume_files import VERSIONS, check_volume_name, clean_path
 from ._volume_upload import Source, directory_sources, file_source, upload
@@ -59,9 +60,10 @@ class Volume:
     """A named, persistent volume (`Volume.from_name`), or an ephemeral one (`Volume.ephemeral()`)."""
 
     def __init__(self, name: str | None, *, create_if_missing: bool = False, version: int | None = None,
-                 volume_id: str | None = None, read_only: bool = False) -> None:
+                 volume_id: str | None = None, read_only: bool = False, client: Client | None = None) -> None:
         if version not in (None, *VERSIONS):
             raise InvalidError(f"Volume version must be 1 or 2, got {version!r}.")
+        self._client = _client_of(client)  # None: the configured server (Client.from_env)
         self.name = name
         self.create_if_missing = create_if_missing
         self.version = version
@@ -70,7 +72,13 @@ class Volume:
         self._ids: dict[str, dict[str, Any]] = {}  # server url -> volume.get answer
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_ids": {}}
+        return {**self.__dict__, "_ids": {}, "_client": None}
+
+    async def _connect(self) -> Client:
+        if self._client is not None:
+            await self._client.connect()
+            return self._client
+        return await Client.from_env()
 
     def __repr__(self) -> str:
         text = f"Volume.from_name({self.name!r})" if self._volume_id is None else f"Volume.from_id({self._volume_id!r})"
@@ -85,24 +93,33 @@ class Volume:
         if environment_name is not None:
             raise NotImplementedError("Volume.from_name(environment_name=...) is not supported by Ferry "
                                       "(it has no environments); remove environment_name=.")
-        return Volume(check_volume_name(name), create_if_missing=create_if_missing, version=version)
+        return Volume(check_volume_name(name), create_if_missing=create_if_missing, version=version, client=client)
 
     @staticmethod
-    def from_id(volume_id: str) -> "Volume":
+    def from_id(volume_id: str, client: Any = None) -> "Volume":
         """The volume with this `object_id` (e.g. an ephemeral volume passed to a function)."""
         if not isinstance(volume_id, str) or not volume_id.startswith("vo-"):
             raise InvalidError(f"{volume_id!r} is not a volume id (they look like 'vo-...').")
-        return Volume(None, volume_id=volume_id)
+        return Volume(None, volume_id=volume_id, client=client)
 
     @staticmethod
-    def ephemeral(*, version: int | None = None, **_: Any) -> "_EphemeralVolume":
-        """A volume that exists for a `with` (or `async with`) block, then is deleted."""
-        return _EphemeralVolume(version)
+    def ephemeral(client: Any = None, environment_name: str | None = None, version: int | None = None,
+                  create_options: Any = None, _heartbeat_sleep: float = 300) -> "_EphemeralVolume":
+        """A volume that exists for a `with` (or `async with`) block, then is deleted. `client`:
+        a ferry Client (default: the configured server)."""
+        if environment_name is not None:
+            raise NotImplementedError("Volume.ephemeral(environment_name=...) is not supported by Ferry "
+                                      "(it has no environments); remove environment_name=.")
+        if create_options is not None:
+            raise NotImplementedError("Volume.ephemeral(create_options=...) is not supported by Ferry; "
+                                      "use version= to choose the volume version.")
+        # _heartbeat_sleep: Ferry ties an ephemeral volume to its client connection, no heartbeat
+        return _EphemeralVolume(version, _client_of(client))
 
     def read_only(self) -> "Volume":
         """This volume, mounted read-only: writes fail, and it never commits."""
         copy = Volume(self.name, create_if_missing=self.create_if_missing, version=self.version,
-                      volume_id=self._volume_id, read_only=True)
+                      volume_id=self._volume_id, read_only=True, client=self._client)
         copy._ids = self._ids
         return copy
 
@@ -125,7 +142,7 @@ class Volume:
         return info
 
     async def _hydrate(self) -> "Volume":
-        await self._info(await Client.from_env())
+        await self._info(await self._connect())
         return self
 
     hydrate = synced(_hydrate)
@@ -134,7 +151,8 @@ class Volume:
     def object_id(self) -> str:
         if self._volume_id is not None:
             return self._volume_id
-        return run_sync(self._hydrate())._ids[Client.from_env_sync().url]["id"]
+        client = self._client or Client.from_env_sync()
+        return run_sync(self._hydrate())._ids[client.url]["id"]
 
     def _reference(self, path: str) -> dict[str, Any]:
         """What a function definition stores for `volumes={path: self}`."""
@@ -162,7 +180,7 @@ class Volume:
 
     # -- the Python API (committed files, from anywhere) -----------------------------------
     async def _listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
-        client = await Client.from_env()
+        client = await self._connect()
         info = await self._info(client)
         rows = await client.request("volume.listdir", id=info["id"], path=path, recursive=recursive)
         return [FileEntry._from_wire(row) for row in rows]
@@ -172,7 +190,7 @@ class Volume:
             yield entry
 
     async def _read_file(self, path: str) -> AsyncIterator[bytes]:
-        client = await Client.from_env()
+        client = await self._connect()
         info = await self._info(client)
         found = await client.request("volume.read", id=info["id"], path=path)
         window = [asyncio.ensure_future(client.request("volume.get_chunks", hashes=[d])) for d in found["data"][:4]]
@@ -190,14 +208,14 @@ class Volume:
         return written
 
     async def _remove_file(self, path: str, recursive: bool = False) -> None:
-        client = await Client.from_env()
+        client = await self._connect()
         info = await self._info(client)
         await client.request("volume.remove", id=info["id"], path=path, recursive=recursive)
 
     async def _copy_files(self, src_paths: Iterable[str], dst_path: str, recursive: bool = False) -> None:
         if isinstance(src_paths, str):
             raise InvalidError("copy_files() takes a list of source paths: copy_files([path], destination).")
-        client = await Client.from_env()
+        client = await self._connect()
         info = await self._info(client)
         await client.request("volume.copy", id=info["id"], sources=list(src_paths), destination=dst_path,
                              recursive=recursive)
@@ -244,7 +262,7 @@ class VolumeUpload:
         self._sources.extend(directory_sources(local_path, remote_path, recursive))
 
     async def _send(self) -> None:
-        client = await Client.from_env()
+        client = await self._volume._connect()
         info = await self._volume._info(client)
         await asyncio.to_thread(upload, client.request_sync, info, self._sources,
                                 overwrite="files" if self._force else "never")
@@ -269,23 +287,26 @@ class VolumeUpload:
 class _EphemeralVolume:
     """`Volume.ephemeral()`: created on entry (tied to this process's connection), deleted on exit."""
 
-    def __init__(self, version: int | None) -> None:
+    def __init__(self, version: int | None, client: Client | None = None) -> None:
         if version not in (None, *VERSIONS):
             raise InvalidError(f"Volume version must be 1 or 2, got {version!r}.")
         self._version = version
+        self._client = client
         self._volume: Volume | None = None
 
     async def _create(self) -> Volume:
-        client = await Client.from_env()
+        if self._client is not None:
+            await self._client.connect()
+        client = self._client or await Client.from_env()
         info = await client.request("volume.create", ephemeral=True, version=self._version)
-        volume = Volume(info["name"], volume_id=info["id"], version=info["version"])
+        volume = Volume(info["name"], volume_id=info["id"], version=info["version"], client=self._client)
         volume._ids[client.url] = info
         self._volume = volume
         return volume
 
     async def _drop(self) -> None:
         if self._volume is not None and self._volume._volume_id is not None:
-            client = await Client.from_env()
+            client = await self._volume._connect()
             await client.request("volume.delete", id=self._volume._volume_id)
 
     def __enter__(self) -> Volume:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .. import _config
 from .._protocol import FrameSocket, hello
+from .._running import current as current_ids, input_ids, register_container, serving, set_current
 from .._serialization import deserialize_args, serialize, serialize_exception
 from .uplink import LogStream, Uplink
 from .user_code import apps_in, load_target, materialise_mount
@@ -39,6 +40,7 @@ class ContainerRunner:
         self.running: dict[int, float] = {}
         self.running_lock = threading.Lock()
         self.draining = threading.Event()
+        self.stopped_fetching = threading.Event()
         self.instance: Any = None
         self.target: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +77,7 @@ class ContainerRunner:
 
     def _hydrate_apps(self) -> None:
         module = self.definition.get("module")
+        objects = self.welcome["objects"]
         for app in apps_in(module) if module else []:
             tags = {*app._functions, *app._classes}
             included = bool(tags) and tags <= set(objects)  # an app another one includes (App.include)
@@ -122,6 +125,9 @@ class ContainerRunner:
                 self.uplink.deliver_response(frame)
             elif kind == "push":
                 if frame["k"] == "inputs":
+                    if self.stopped_fetching.is_set():  # stop_fetching_inputs(): others run them
+                        self.uplink.push("requeue", ids=[item["id"] for item in frame["items"]])
+                        continue
                     for item in frame["items"]:
                         if self.web is not None and "asgi" in item["args"]:
                             self.web.submit(item)  # an HTTP request / WebSocket (web.py)
@@ -133,6 +139,17 @@ class ContainerRunner:
                     self.uplink.push("requeue", ids=take_back(self.inputs, frame["ids"]))
                 elif frame["k"] == "shutdown":
                     self.begin_drain()
+
+    def stop_fetching_inputs(self) -> None:
+        """Take no input after those running now: the server stops sending (and drains this
+        container, which then runs @exit); the inputs waiting here go back to its queue."""
+        if self.stopped_fetching.is_set():
+            return
+        self.stopped_fetching.set()
+        self.uplink.push("stop_fetching")
+        with self.inputs.mutex:
+            waiting = [item["id"] for item in self.inputs.queue if item is not _STOP]
+        self.uplink.push("requeue", ids=take_back(self.inputs, waiting))
 
     def begin_drain(self) -> None:
         if not self.draining.is_set():
@@ -230,15 +247,8 @@ class ContainerRunner:
         self._track(input_id)
         started = time.perf_counter()
         try:
-            args, kwargs = self._args(item)
-            result = self._callable(item.get("method"))(*args, **kwargs)
-            if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                count = self._stream(input_id, result)
-                output = {"status": "ok", **self._encode_result(count)}
-            else:
-                if inspect.isawaitable(result):
-                    result = self._await(result)
-                output = {"status": "ok", **self._encode_result(result)}
+            with serving(input_ids(item)):
+                output = self._run(item, input_id)
         except BaseException as error:  # noqa: BLE001 - everything the user raises goes home
             if isinstance(error, KeyboardInterrupt):
                 raise
@@ -247,6 +257,15 @@ class ContainerRunner:
             self._untrack(input_id)
         output.update(id=input_id, dur=time.perf_counter() - started)
         return output
+
+    def _run(self, item: dict[str, Any], input_id: int) -> dict[str, Any]:
+        args, kwargs = self._args(item)
+        result = self._callable(item.get("method"))(*args, **kwargs)
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            return {"status": "ok", **self._encode_result(self._stream(input_id, result))}
+        if inspect.isawaitable(result):
+            result = self._await(result)
+        return {"status": "ok", **self._encode_result(result)}
 
     def _stream(self, input_id: int, generator: Any) -> int:
         count = 0
@@ -275,9 +294,10 @@ class ContainerRunner:
             calls = [self._args(item) for item in batch]
             columns = _batch_columns(calls)
             fn = self._callable(batch[0].get("method"))
-            result = fn(*columns)
-            if inspect.isawaitable(result):
-                result = self._await(result)
+            with serving(input_ids(batch[0])):  # a batch reports its first input
+                result = fn(*columns)
+                if inspect.isawaitable(result):
+                    result = self._await(result)
             if not isinstance(result, list) or len(result) != len(batch):
                 got = f"a list of {len(result)}" if isinstance(result, list) else f"a {type(result).__name__}"
                 inputs = f"{len(batch)} input" + ("s" if len(batch) != 1 else "")
@@ -314,7 +334,10 @@ class ContainerRunner:
             return self._loop
 
     def _await(self, awaitable: Any) -> Any:
+        ids = current_ids()  # the input this thread serves, for the task that runs its code
+
         async def wrap() -> Any:
+            set_current(ids)
             return await awaitable
 
         return asyncio.run_coroutine_threadsafe(wrap(), self.event_loop()).result()
@@ -392,6 +415,7 @@ def main() -> None:
         sys.exit(2)
     uplink = Uplink(sock)
     runner = ContainerRunner(uplink, welcome)
+    register_container(runner)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     send_log = lambda stream, text: uplink.push("log", stream=stream, text=text)  # noqa: E731
     sys.stdout = LogStream("stdout", send_log)

@@ -135,7 +135,7 @@ class Input:
     dispatched_at: float = 0.0
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "args": self.args, "method": self.method}
+        return {"id": self.id, "args": self.args, "method": self.method, "call": self.call.id}
 
 
 # Dispatch's prefetch window (docs/architecture.md, "Dispatch"): a container may hold about
@@ -214,7 +214,12 @@ class Pool:
         """This pool's definition: its base's, with its `with_options` overrides applied."""
         if not self.config_overrides:
             return base_definition
-        return dict(base_definition, config={**base_definition.get("config", {}), **self.config_overrides})
+        overrides = dict(self.config_overrides)
+        image = overrides.pop("image", None)  # with_options(image=...): a built image's wire form
+        definition = dict(base_definition, config={**base_definition.get("config", {}), **overrides})
+        if image is not None:
+            definition["image"] = image
+        return definition
 
     def setting(self, name: str, default: Any = None) -> Any:
         if name in self.overrides:
