@@ -403,7 +403,19 @@ def _batch_columns(calls: list[tuple[tuple, dict]]) -> list[list[Any]]:
     return [[args[i] for args, _ in calls] for i in range(width)]
 
 
+def _wait_for_network() -> None:
+    """A sandbox's network is connected (by pasta) while Python starts: wait until it is up,
+    before any user code runs (server/runtimes/sandbox/bwrap.py, `network_ready_env`)."""
+    fd = os.environ.pop("FERRY_NETWORK_READY_FD", None)
+    if fd is not None:
+        try:
+            os.read(int(fd), 1)  # end of file: no network; the server is ending this container
+        finally:
+            os.close(int(fd))
+
+
 def main() -> None:
+    _wait_for_network()
     url = os.environ["FERRY_SERVER_URL"]
     container_id = os.environ["FERRY_CONTAINER_ID"]
     sock = FrameSocket.connect(url)

@@ -572,3 +572,19 @@ def test_a_restarted_server_ends_the_pastas_left_behind(rootfs: Path, monkeypatc
         time.sleep(0.05)
     assert not Path(f"/proc/{pasta}").exists()
     assert not (PID_DIR / f"{process.pid}.pid").exists()
+
+
+def test_the_command_may_start_while_pasta_connects(rootfs: Path) -> None:
+    """With network_ready_env the command starts at once and waits on that descriptor for
+    its network (one byte), which it then closes; no other descriptor reaches it."""
+    code = (
+        "import os, socket\n"
+        "fd = int(os.environ.pop('READY'))\n"
+        "print(os.read(fd, 1)); os.close(fd)\n"
+        "print(len(socket.if_nameindex()), sorted(int(f) for f in os.listdir('/proc/self/fd')))\n"
+    )
+    result = run(python(rootfs, code, network="pasta", network_ready_env="READY"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["b'n'", "2 [0, 1, 2, 3]"]
+    with pytest.raises(InvalidError, match="network_ready_env"):
+        python(rootfs, code, network="none", network_ready_env="READY")

@@ -106,6 +106,12 @@ class SandboxSpec:
     image build steps); see network.py. `devices` are host device
     paths exposed as-is (e.g. /dev/nvidia0). `mount_dir` is an empty host directory the
     launcher mounts over, privately (see the module docstring).
+
+    With `network_ready_env` (pasta only), the command starts while pasta connects its
+    network, instead of after: that environment variable names a descriptor the command
+    inherits, which gets one byte once the network is up (end of file if it could not be,
+    and the sandbox is then killed); the command reads it and closes it before it uses the
+    network. Python's start overlaps pasta's (ferry._container does this).
     """
 
     layers: Sequence[Path]
@@ -120,6 +126,7 @@ class SandboxSpec:
     devices: Sequence[str] = ()
     capabilities: Sequence[str] = DEFAULT_CAPABILITIES
     mount_dir: Path = DEFAULT_MOUNT_DIR
+    network_ready_env: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str):
@@ -160,6 +167,8 @@ class SandboxSpec:
             raise InvalidError("A sandbox needs a command (`argv` is empty).")
         if self.network not in NETWORKS:
             raise InvalidError(f"`network` must be one of {', '.join(NETWORKS)}, not {self.network!r}.")
+        if self.network_ready_env is not None and (self.network != "pasta" or not _ENV_NAME.match(self.network_ready_env)):
+            raise InvalidError("`network_ready_env` is a variable name, and only for network=\"pasta\".")
         if (self.upper_dir is None) != (self.work_dir is None):
             raise InvalidError(
                 "Give both `upper_dir` and `work_dir` (an empty directory on the same "
@@ -456,7 +465,7 @@ class _Prepared:
     def __init__(self, spec: SandboxSpec, cgroup: Cgroup | None) -> None:
         self.spec = spec
         self._child: list[int] = []
-        self._ready_r = self._go_w = -1
+        self._ready_r = self._go_w = self._network_w = -1
         try:
             self._open(cgroup)
         except BaseException:
@@ -465,7 +474,12 @@ class _Prepared:
 
     def _open(self, cgroup: Cgroup | None) -> None:
         spec = self.spec
-        env_fd = self._memfd("ferry-sandbox-env", env_args(spec))
+        env = env_args(spec)
+        if spec.network_ready_env is not None:  # the command waits on it (see SandboxSpec)
+            network_r, self._network_w = os.pipe()
+            self._keep(network_r)
+            env += b"".join(w.encode() + b"\0" for w in ("--setenv", spec.network_ready_env, str(network_r)))
+        env_fd = self._memfd("ferry-sandbox-env", env)
         staged = staged_binds(spec)
         for stage in staged:  # mount points of staged binds, shared by every launcher
             if stage is not None and not stage.exists():
@@ -505,10 +519,10 @@ class _Prepared:
 
     def close(self) -> None:
         self.close_child_fds()
-        for fd in (self._ready_r, self._go_w):
+        for fd in (self._ready_r, self._go_w, self._network_w):
             if fd >= 0:
                 os.close(fd)
-        self._ready_r = self._go_w = -1
+        self._ready_r = self._go_w = self._network_w = -1
 
     def finish(self, pid: int) -> PastaNetwork | None:
         """Wait for the launcher `pid` to reach its user namespace, write its id map, connect
@@ -526,14 +540,27 @@ class _Prepared:
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as handle:
                     handle.write(SANDBOX_IDS.map_line())
+            overlap = self._network_w >= 0  # the command starts while pasta connects
+            if overlap:
+                self._go()
             network = PastaNetwork.start(pid, self.forward_dns) if self.spec.network == "pasta" else None
-            try:
-                os.write(self._go_w, b"go\n")
-            except BrokenPipeError:  # it died meanwhile: its exit status says how
-                pass
+            if overlap:
+                _write(self._network_w, b"n")
+            else:
+                self._go()
             return network
         finally:
             self.close()
+
+    def _go(self) -> None:
+        _write(self._go_w, b"go\n")
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:  # it died meanwhile: its exit status says how
+        pass
 
 
 def _prepare(spec: SandboxSpec, cgroup: Cgroup | None) -> _Prepared:

@@ -139,6 +139,8 @@ class SandboxRuntime(Runtime):
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
             cwd=image.workdir or "/root", devices=devices,
             network="none" if spec.block_network else "pasta",
+            # Python starts while pasta connects; ferry._container waits for it before user code
+            network_ready_env=None if spec.block_network else "FERRY_NETWORK_READY_FD",
         )
 
     def _unowned_trees(self, spec: ContainerSpec) -> list[Path]:
