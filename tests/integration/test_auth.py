@@ -178,6 +178,14 @@ def test_a_container_is_refused_every_administrator_request(server: ServerProces
     assert server.process.poll() is None  # server.shutdown was refused
 
 
+def test_a_sandbox_container_is_refused_every_administrator_request(on_sandbox: ServerProcess) -> None:
+    methods = _admin_only_methods()
+    with auth_apps.sandbox_app.run(show_logs=False):
+        outcomes = auth_apps.try_requests_in_a_sandbox.remote(methods)
+    assert {kind for kind, _ in outcomes.values()} == {"PermissionDeniedError"}, outcomes
+    assert set(outcomes) == set(methods)
+
+
 def test_ferry_cli_inside_a_container_fails_with_a_permission_error(server: ServerProcess) -> None:
     with auth_apps.app.run(show_logs=False):
         code, out, err = auth_apps.run_cli.remote(["secret", "list"])

@@ -17,8 +17,22 @@ def double(x: int) -> int:
     return 2 * x
 
 
+# the same probe in a sandbox container (its own user and network namespaces, the control
+# plane through the bound Unix socket)
+sandbox_app = ferry.App("auth-probe-sandbox", image=ferry.Image.debian_slim(python_version="3.11"))
+
+
 @app.function()
 def try_requests(methods: list[str]) -> dict[str, list[str]]:
+    return _try_requests(methods)
+
+
+@sandbox_app.function()
+def try_requests_in_a_sandbox(methods: list[str]) -> dict[str, list[str]]:
+    return _try_requests(methods)
+
+
+def _try_requests(methods: list[str]) -> dict[str, list[str]]:
     """Send each request with empty arguments over this container's own client connection."""
     from ferry._client import Client
 
