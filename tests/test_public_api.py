@@ -162,7 +162,7 @@ def test_import_ferry_does_not_install_the_modal_alias():
 def test_install_modal_alias_makes_import_modal_give_ferry():
     out = _run_python(
         "import importlib.util, sys\n"
-        "if importlib.util.find_spec('modal') is not None:\n"
+        "from ferry._compat import real_modal_installed\nif real_modal_installed():\n"
         "    print('real modal installed'); sys.exit(0)\n"
         "from ferry._compat import install_modal_alias\n"
         "assert install_modal_alias() is True\n"
@@ -179,7 +179,7 @@ def test_install_modal_alias_makes_import_modal_give_ferry():
 def test_install_modal_alias_twice_still_reports_the_alias():
     out = _run_python(
         "import importlib.util, sys\n"
-        "if importlib.util.find_spec('modal') is not None:\n"
+        "from ferry._compat import real_modal_installed\nif real_modal_installed():\n"
         "    print('real modal installed'); sys.exit(0)\n"
         "from ferry._compat import install_modal_alias\n"
         "import ferry\n"

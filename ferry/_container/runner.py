@@ -59,7 +59,7 @@ class ContainerRunner:
             volumes.install(self.uplink.request)
         from .._compat import install_modal_alias
 
-        install_modal_alias()
+        install_modal_alias(force=True)  # user code runs on Ferry, even with the real `modal` in the image
         os.environ.setdefault("FERRY_IS_CONTAINER", "1")
         self.target = load_target(self.definition, code_root)
         self._hydrate_apps()

@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from .._app import App, LocalEntrypoint
-from .._compat import install_modal_alias
+from .._compat import install_modal_alias, real_modal_installed
 from .._cls import Cls
 from .._function import Function
 from .._mount import source_root
@@ -41,10 +41,18 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return path, (name or None) if sep else None
 
 
+_NOTED: list[bool] = []  # the note about a real `modal` package was printed
+
+
 def import_file(path_text: str) -> ModuleType:
     """Import a script (or `-m`-style module name) the way `ferry run` does, with `import
-    modal` resolving to Ferry when the real package is absent."""
-    install_modal_alias()
+    modal` resolving to Ferry (even where the real `modal` package is installed: the program
+    runs on Ferry, and the CLI says so once)."""
+    if real_modal_installed() and not _NOTED:
+        _NOTED.append(True)
+        print("Note: the `modal` package is installed, but this program runs on Ferry: `import modal` "
+              "gives Ferry here.", file=sys.stderr, flush=True)
+    install_modal_alias(force=True)
     path = Path(path_text)
     if path.suffix == ".py" or path.exists():
         if not path.exists():
