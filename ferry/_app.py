@@ -275,7 +275,8 @@ class App:
             specs.append({"tag": tag, "definition": definition})
         return specs, mount
 
-    async def _publish(self, client: Client, kind: str, name: str, *, show_build: bool = True) -> dict[str, Any]:
+    async def _publish(self, client: Client, kind: str, name: str, *, show_build: bool = True,
+                       detach: bool = False) -> dict[str, Any]:
         specs, mount = self._definitions()
         blobs = {**(mount.contents if mount is not None else {}), **self._image_blobs}
         if blobs:
@@ -291,8 +292,9 @@ class App:
         if display is not None:
             client.image_handlers[progress_id] = display
         try:
+            extra = {"detach": True} if detach else {}
             result = await client.request("app.create", name=name, kind=kind, functions=specs,
-                                          progress_id=progress_id)
+                                          progress_id=progress_id, **extra)
         finally:
             client.image_handlers.pop(progress_id, None)
             if display is not None:
@@ -306,13 +308,15 @@ class App:
         self._client = client
         return result
 
-    async def _start(self, *, show_logs: bool, log_handler: Callable[[dict], None] | None = None) -> str:
+    async def _start(self, *, show_logs: bool, log_handler: Callable[[dict], None] | None = None,
+                     detach: bool = False) -> str:
         client = await Client.from_env()
         for tag, function in self._functions.items():
             if function._config.get("schedule"):
                 print(f"Note: {tag} has a schedule; schedules run only for deployed apps "
                       "(ferry deploy).", file=sys.stderr)
-        result = await self._publish(client, "ephemeral", self.name or "ephemeral-app", show_build=show_logs)
+        result = await self._publish(client, "ephemeral", self.name or "ephemeral-app", show_build=show_logs,
+                                     detach=detach)
         if show_logs:
             client.log_handlers[result["app_id"]] = log_handler or print_log
             await client.request("app.subscribe_logs", app_id=result["app_id"])
@@ -331,18 +335,23 @@ class App:
 
     @contextmanager
     def run(self, *, show_logs: bool = True, detach: bool = False) -> Iterator["App"]:
-        """Run the app ephemerally for the `with` block: functions can be called inside it."""
-        if detach:
-            raise NotImplementedError("app.run(detach=True) is not supported by Ferry yet.")
-        run_sync(self._start(show_logs=show_logs))
+        """Run the app ephemerally for the `with` block: functions can be called inside it.
+        With `detach=True` the app keeps running after the block (and after this process
+        exits) until `ferry app stop` ends it: what it spawned runs to the end."""
+        run_sync(self._start(show_logs=show_logs, detach=detach))
         try:
             yield self
         except BaseException:
-            try:
-                run_sync(self._stop())
-            except Exception:  # the original error matters more (e.g. the server died)
-                pass
+            if not detach:
+                try:
+                    run_sync(self._stop())
+                except Exception:  # the original error matters more (e.g. the server died)
+                    pass
             raise
+        if detach:
+            print(f"App {self.name or self._app_id} ({self._app_id}) keeps running (detached); stop it with "
+                  f"`ferry app stop {self._app_id}`.", file=sys.stderr)
+            return
         run_sync(self._stop())
 
     async def _deploy(self, name: str | None = None) -> dict[str, Any]:

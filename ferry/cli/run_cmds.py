@@ -25,6 +25,8 @@ def run(
     ref: str = typer.Argument(None, metavar="FILE[::NAME]", help="Script (or module) and optionally what to run in it."),
     profile: bool = typer.Option(False, "--profile", help="Print container start, @enter and execution times per function."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream container logs."),
+    detach: bool = typer.Option(False, "--detach", help="Keep the app running after the local program exits "
+                                "(what it spawned runs to the end); `ferry app stop` ends it."),
 ) -> None:
     """Run an app ephemerally: call its local entrypoint (or FILE::function) and stop it.
 
@@ -46,7 +48,7 @@ def run(
         return
     app = target.app
     try:
-        run_sync(app._start(show_logs=not quiet))
+        run_sync(app._start(show_logs=not quiet, detach=detach))
     except Exception as error:  # noqa: BLE001
         _fail(error)
     from .serve_cmds import print_web_endpoints
@@ -70,7 +72,11 @@ def run(
     try:
         if profile and app.app_id:
             stats = run_sync(app._client.request("app.stats", app_id=app.app_id))  # type: ignore[union-attr]
-        run_sync(app._stop())
+        if detach:
+            err.print(f"App {app.name or app.app_id} ({app.app_id}) keeps running (detached); stop it with "
+                      f"`ferry app stop {app.app_id}`.", markup=False, soft_wrap=True)
+        else:
+            run_sync(app._stop())
     except Exception as error:  # noqa: BLE001
         failure = failure or error
     if stats is not None:

@@ -192,7 +192,7 @@ class API:
 
     # -- apps -----------------------------------------------------------------------------
     @rpc("app.create", shape={"name": required(S), "kind": optional(S), "functions": optional(list, items=dict),
-                              "progress_id": optional(S), "app_id": optional(S)})
+                              "progress_id": optional(S), "app_id": optional(S), "detach": optional(B)})
     async def app_create(self, conn: Connection, args: dict) -> dict:
         """Create (or, for `deployed`, update) an app with its functions."""
         name: str = args["name"]
@@ -225,7 +225,8 @@ class API:
             app = App(id=_new_id("ap"), name=name, state=AppState.RUNNING, owner=conn)
             server.apps[app.id] = app
             server.store.insert_app(app.id, name, "ephemeral", "running")
-            conn.on_close.append(lambda: asyncio.ensure_future(server.stop_app(app, "client disconnected")))
+            if not args.get("detach"):  # detached (`ferry run --detach`): runs until `app.stop`
+                conn.on_close.append(lambda: asyncio.ensure_future(server.stop_app(app, "client disconnected")))
         else:
             raise InvalidError(f"Unknown app kind {kind!r}.")
         kept = []
