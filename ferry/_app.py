@@ -302,9 +302,9 @@ class App:
         self._hydrate(result["app_id"], result["objects"])
         self._web_endpoints = {tag: {"url": url, "path_url": (result.get("web_path_urls") or {}).get(tag, url)}
                                for tag, url in (result.get("web_urls") or {}).items()}
-        for tag, url in (result.get("web_urls") or {}).items():
-            if tag in self._functions:
-                self._functions[tag]._web_url = url
+        for tag, urls in self._web_endpoints.items():
+            if tag in self._functions:  # the path-based form: any HTTP client reaches it
+                self._functions[tag]._web_url = urls["path_url"]
         self._client = client
         return result
 

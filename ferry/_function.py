@@ -427,7 +427,7 @@ class Function(Invocable):
                 if found["definition"].get("kind") == "class":
                     raise InvalidError(f"{self._lookup[1]!r} is a class; use Cls.from_name().")
                 self._is_generator = bool(found["definition"].get("is_generator"))
-                self._web_url = found.get("web_url")
+                self._web_url = found.get("web_path_url") or found.get("web_url")
                 self._function_id = found["function_id"]
             else:
                 raise ExecutionError(
@@ -437,8 +437,11 @@ class Function(Invocable):
         return client, self._function_id, None
 
     def get_web_url(self) -> str | None:
-        """The URL of this web endpoint (`http://LABEL.localhost:PORT`), or None for a function
-        without a web decorator. Known once its app runs or is deployed (or looked up)."""
+        """The URL of this web endpoint, or None for a function without a web decorator. Known
+        once its app runs or is deployed (or looked up). It is the path-based form
+        `http://127.0.0.1:PORT/_/LABEL/`, which every HTTP client resolves (Python's own resolver
+        does not map `LABEL.localhost`); `ferry run`/`serve`/`deploy` also print the host-based
+        form for browsers."""
         if self._web_url is None and self._lookup is not None:
             run_sync(self._target())
         if self._web_url is None and self._extra.get("web"):

@@ -11,6 +11,8 @@ def path_url(url: str) -> str:
     """`http://LABEL.localhost:PORT` -> `http://127.0.0.1:PORT/_/LABEL/` (the path-based form:
     Python's resolver, unlike browsers and curl, does not map *.localhost to loopback)."""
     parts = urlsplit(url)
+    if parts.path.startswith("/_/"):  # already path-based (what get_web_url() returns)
+        return url if url.endswith("/") else url + "/"
     label = parts.hostname.split(".")[0]
     return f"http://127.0.0.1:{parts.port}/_/{label}/"
 

@@ -80,7 +80,7 @@ def test_overview_and_app_page(dashboard: str):
         assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "<b>bold</b>" not in page and "<script>" not in page
         assert "ready" in page  # the container that ran `shout`
-        assert hello.get_web_url() in page  # its web URL (host-based, and the path-based twin)
+        assert hello.get_web_url() in page  # its web URL (the path-based form; the host-based twin too)
         assert _get(f"{dashboard}/apps/{running.app_id}")[0] == 200  # by id too
         for html in (overview, page):
             assert CANARY not in html

@@ -145,13 +145,13 @@ def test_run_and_deploy_print_endpoint_urls(server: ServerProcess, tmp_path: Pat
     assert ran.returncode == 0, ran.stderr
     printed = re.search(r"web endpoint version => (http://url-printing-version-dev\.localhost:\d+)", ran.stderr)
     assert printed, ran.stderr
-    assert f"entrypoint sees {printed.group(1)}" in ran.stdout
+    assert f"entrypoint sees {path_url(printed.group(1))}" in ran.stdout  # get_web_url(): path-based
 
     deployed = run_cli(["deploy", str(source)], server, cwd=tmp_path)
     assert deployed.returncode == 0, deployed.stderr
     url = re.search(r"version => (http://url-printing-version\.localhost:\d+)", deployed.stdout).group(1)
     try:
-        assert ferry.Function.from_name("url-printing", "version").get_web_url() == url
+        assert ferry.Function.from_name("url-printing", "version").get_web_url() == path_url(url)
         assert httpx.get(path_url(url), timeout=60).json() == {"version": 7}
         shown = run_cli(["app", "show", "url-printing"], server)
         assert url in shown.stdout

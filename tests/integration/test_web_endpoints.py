@@ -108,9 +108,12 @@ def test_async_function_and_request_parameter(running):
 
 
 def test_urls_are_host_based_with_a_path_based_twin(running):
-    url = square.get_web_url()
+    url = app._web_endpoints["square"]["url"]  # the host-based form, printed for browsers
     assert re.fullmatch(r"http://test-web-endpoints-square-dev\.localhost:\d+", url), url
-    assert predict.get_web_url().startswith("http://predict-it-dev.localhost:")
+    assert app._web_endpoints["predict"]["url"].startswith("http://predict-it-dev.localhost:")
+    # get_web_url(): the path-based twin, which Python's own resolver reaches
+    assert square.get_web_url() == path_url(url)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/_/predict-it-dev/", predict.get_web_url())
     assert plain.get_web_url() is None
     status = Client.from_env_sync().request_sync("server.status")
     assert url.endswith(f":{status['web_port']}") and status["web_url"].startswith("http://127.0.0.1:")
@@ -128,13 +131,13 @@ def test_urls_are_host_based_with_a_path_based_twin(running):
 
 def test_app_show_lists_endpoint_urls(running, server):
     info = Client.from_env_sync().request_sync("app.show", app=app.app_id)
-    urls = {f["tag"]: f.get("web_url") for f in info["functions"]}
-    assert urls["square"] == square.get_web_url()
-    assert urls["plain"] is None
+    urls = {f["tag"]: (f.get("web_url"), f.get("web_path_url")) for f in info["functions"]}
+    assert urls["square"] == (app._web_endpoints["square"]["url"], square.get_web_url())
+    assert urls["plain"] == (None, None)
     shown = run_cli(["app", "show", app.app_id], server)
     assert shown.returncode == 0, shown.stderr
+    assert app._web_endpoints["square"]["url"] in shown.stdout
     assert square.get_web_url() in shown.stdout
-    assert path_url(square.get_web_url()) in shown.stdout
 
 
 def test_proxy_auth_tokens(running, server):
