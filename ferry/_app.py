@@ -318,6 +318,9 @@ class App:
         result = await self._publish(client, "ephemeral", self.name or "ephemeral-app", show_build=show_logs,
                                      detach=detach)
         if show_logs:
+            if result.get("dashboard_url"):  # (a server older than this client sends none)
+                print(f"App {self.name or 'ephemeral-app'} runs on the {result.get('runtime')} runtime. "
+                      f"View run at {result['dashboard_url']}", file=sys.stderr, flush=True)
             client.log_handlers[result["app_id"]] = log_handler or print_log
             await client.request("app.subscribe_logs", app_id=result["app_id"])
         return result["app_id"]

@@ -247,7 +247,8 @@ class API:
         urls = server.gateway.urls(app)
         return {"app_id": app.id, "objects": dict(app.objects),
                 "web_urls": {tag: u["url"] for tag, u in urls.items()},
-                "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()}}
+                "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()},
+                "runtime": server.runtime.name, "dashboard_url": f"{server.gateway.base_url}/apps/{app.id}"}
 
     @rpc("app.stop", shape={"app": required(S), "reason": optional(S)})
     async def app_stop(self, conn: Connection, args: dict) -> dict:

@@ -141,6 +141,8 @@ class ContainerManager:
         pool = container.pool
         pool.stats.boot_seconds.append(boot)
         pool.stats.enter_seconds.append(enter)
+        pool.stats.series.cold_start.observe(boot + enter)
+        pool.stats.series.enter.observe(enter)
         pool.init_failures = 0
         pool.last_init_error = None
         self.store.set_container_state(container.id, "ready")

@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from .metrics import FunctionSeries
+
 if TYPE_CHECKING:
     from .._gpu import GPURequest
     from .connection import Connection
@@ -133,6 +135,7 @@ class Input:
     attempt: int = 0                      # failures so far
     container: Container | None = None
     dispatched_at: float = 0.0
+    queued_at: float = 0.0                # when it reached the server (the latency metric)
 
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "args": self.args, "method": self.method, "call": self.call.id}
@@ -160,6 +163,7 @@ class PoolStats:
     exec_max: float = 0.0
     exec_ewma: float | None = None
     fast_streak: int = 0          # outputs in a row that each took less than FAST_OUTPUT
+    series: FunctionSeries = field(default_factory=FunctionSeries)  # /metrics (server/metrics.py)
 
     def record_exec(self, seconds: float) -> None:
         self.exec_count += 1
@@ -167,6 +171,7 @@ class PoolStats:
         self.exec_max = max(self.exec_max, seconds)
         self.exec_ewma = seconds if self.exec_ewma is None else 0.8 * self.exec_ewma + 0.2 * seconds
         self.fast_streak = self.fast_streak + 1 if seconds < FAST_OUTPUT else 0
+        self.series.execution.observe(seconds)
 
     def prefetch(self) -> int:
         """Inputs a container may hold beyond those it runs: 0 until the function has proved

@@ -51,8 +51,9 @@ class Scheduler:
     def submit(self, call: Call, items: list[tuple[int, dict[str, Any], str | None]]) -> None:
         """Queue inputs `(idx, args, method)` of `call` and get them moving."""
         pool = call.pool
+        stamp = now()
         for idx, args, method in items:
-            pool.queue.append(Input(next(self._input_ids), call, idx, args, method))
+            pool.queue.append(Input(next(self._input_ids), call, idx, args, method, queued_at=stamp))
         call.remaining += len(items)
         # the autoscaler first: containers it starts now make dispatch keep to target_inputs
         self._wake_autoscaler(pool)
@@ -174,11 +175,13 @@ class Scheduler:
         policy = entry.call.pool.retry_policy
         if call.retries and status.retryable and entry.attempt < policy.max_retries:
             entry.attempt += 1
+            call.pool.stats.series.retries += 1
             delay = policy.delay(entry.attempt)
             log.info("retrying input %s of %s in %.1fs (%s)", entry.idx, call.pool.tag, delay, status.value)
             asyncio.get_running_loop().call_later(delay, self._retry, entry)
             return
         call.remaining -= 1
+        call.pool.stats.series.finished(item["status"], now() - entry.queued_at)
         item = dict(item, idx=entry.idx)
         item.pop("id", None)
         call.deliver(entry, item)

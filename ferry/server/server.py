@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .. import _config
+from .. import __version__, _config
 from .._protocol import PROTOCOL_VERSION, UNIX, Address, make_url, read_frame
 from .._local_server import LOG_FILE, STATE_FILE, usable_home
 from ..exception import AuthError, Error, InvalidError, ServerError
@@ -29,6 +29,7 @@ from .images.builder import ImageService
 from .gpu_inventory import GPUAllocator
 from .gpu_inventory import inventory as gpu_inventory
 from .logs import LogHub
+from .metrics import Metrics, render
 from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
@@ -59,10 +60,12 @@ class Server:
         self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
         self.gpus = GPUAllocator(gpu_inventory(_config.get("gpus") or None))
         self.runtime = runtime_named(runtime)
+        self.metrics = Metrics()  # what /metrics counts (server/metrics.py)
         self.images = ImageService(
             home, self.blobs, self.runtime.name, base_dir=_config.get("base_rootfs_dir"),
             ca_bundle=_config.get("build_ca_bundle"), step_timeout=_config.get("image_build_timeout"),
             secrets=self.secrets, step_credentials=StepCredentials(self.auth, asyncio.get_running_loop()),
+            metrics=self.metrics,
         )
         self.apps: dict[str, App] = {}
         self.logs = LogHub(self.store)
@@ -85,6 +88,11 @@ class Server:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return make_url(host, self.port, tls=self.tls is not None)
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of this server (the gateway's `/metrics`)."""
+        return render(self.metrics, pools=self.scheduler.pools.values(), apps=self.apps.values(),
+                      volumes=self.store.volumes(), info={"version": __version__, "runtime": self.runtime.name})
 
     @property
     def control_url(self) -> str:
@@ -206,8 +214,9 @@ class Server:
             self.store.upsert_function(function_id, app.id, tag, definition)
         pool = self.scheduler.pools.get(function_id)
         if pool is None:
-            self.scheduler.pools[function_id] = Pool(function_id=function_id, app=app, tag=tag,
-                                                     definition=definition)
+            pool = Pool(function_id=function_id, app=app, tag=tag, definition=definition)
+            pool.stats.series = self.metrics.series(app.name, tag)
+            self.scheduler.pools[function_id] = pool
             return
         pool.overrides.clear()  # a (re)deploy resets update_autoscaler() to the decorator's settings
         for affected in self._pools_of(function_id):
@@ -247,6 +256,7 @@ class Server:
                     params=params, overrides=base.overrides, base_id=base.function_id,
                     config_overrides=config_overrides)
         pool.definition = pool.derive_definition(base.definition)
+        pool.stats.series = base.stats.series  # counted with its function
         self.scheduler.pools[pool_id] = pool
         if persist and base.app.state is AppState.DEPLOYED:
             self.store.upsert_derived(pool_id, base.function_id, params, config_overrides)

@@ -2,7 +2,8 @@
 requests for web endpoints into inputs of their functions' pools (see exchange.py).
 
 Per request: route (routes.py) -> proxy auth (tokens.py) -> body limit -> Exchange.
-Requests that name no endpoint label, for `/` or `/apps/...`, get the dashboard (dashboard.py).
+Requests that name no endpoint label, for `/` or `/apps/...`, get the dashboard (dashboard.py),
+and for `/metrics` the Prometheus metrics (scrape.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .exchange import Exchange, Receive, Send, respond
 from ..tls import TLSFiles, tls_files, wants_tls
 from .login import DashboardLogin, is_login_path
 from .routes import Route, RouteTable
+from .scrape import MetricsEndpoint, is_metrics_path
 from .tokens import AUTH_HEADERS, ProxyTokens
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class Gateway:
         self._uvicorn: Any = None
         self._ticker: asyncio.Task | None = None
         self.login: DashboardLogin | None = None  # set in start(), once the bind address is known
+        self.metrics: MetricsEndpoint | None = None  # likewise (its audience depends on the address)
         self.tls: TLSFiles | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -59,6 +62,7 @@ class Gateway:
             self.tls = tls_files(self.server.home, self.host)
         self.login = DashboardLogin(self.server.auth, required=not is_loopback(self.host),
                                     secure=self.tls is not None)
+        self.metrics = MetricsEndpoint(self.server.metrics_text, self.login)
         sock = self._bind(self.host, int(_config.get("web_port")))
         self.port = sock.getsockname()[1]
         tls_options = {"ssl_certfile": str(self.tls.cert), "ssl_keyfile": str(self.tls.key)} if self.tls else {}
@@ -153,6 +157,9 @@ class Gateway:
             if kind == "http" and not self._label_host(scope) and self.login is not None:
                 if is_login_path(scope["path"]):  # `/_login`, `/_logout` (login.py)
                     await self.login.handle(scope, receive, send)
+                    return
+                if is_metrics_path(scope["path"]) and self.metrics is not None:  # `/metrics` (scrape.py)
+                    await self.metrics.handle(scope, send)
                     return
                 if is_dashboard_path(scope["path"]):  # `/` and `/apps/...` (dashboard.py)
                     if self.login.allows(scope):

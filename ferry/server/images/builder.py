@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from ...exception import ExecutionError, InvalidError
 from ..blobs import BlobStore
+from ..metrics import Metrics
 from ..runtimes.base import ContainerSpec
 from .files import materialise_mount
 from .layers import LayerStore
@@ -60,7 +61,7 @@ class Progress:
 class ImageService:
     def __init__(self, home: Path, blobs: BlobStore, runtime_name: str, *, base_dir: Path,
                  ca_bundle: str, step_timeout: float, secrets: Any = None,
-                 step_credentials: Any = None) -> None:
+                 step_credentials: Any = None, metrics: Metrics | None = None) -> None:
         self.store = LayerStore(home / "images")
         self.store.clean_staging()
         self.blobs = blobs
@@ -73,6 +74,7 @@ class ImageService:
         else:
             self.backend = VenvBackend(self.store, blobs, step_timeout)
         self._built: dict[str, BuiltImage] = {}
+        self.metrics = metrics if metrics is not None else Metrics()
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- secrets of build steps -----------------------------------------------------------
@@ -105,15 +107,23 @@ class ImageService:
         lock = self._locks.setdefault(wire["key"], asyncio.Lock())
         async with lock:
             loop = asyncio.get_running_loop()
+            steps_built = [0]
+
             def threadsafe(event: dict[str, Any]) -> None:
+                if event.get("state") == "built":
+                    steps_built[0] += 1
                 if emit is not None:
                     loop.call_soon_threadsafe(emit, event)
 
             progress = Progress(threadsafe)
+            started = loop.time()
             try:
                 built = await asyncio.to_thread(self._build_sync, wire, force, progress)
             except BuildFailed as failed:
+                self.metrics.image_build_failures += 1
                 raise _describe(failed) from None
+            if steps_built[0]:  # an image found in the cache is no build
+                self.metrics.image_builds.observe(loop.time() - started)
             self._built[wire["key"]] = built
             return built
 
