@@ -21,7 +21,8 @@ from ._secret import check_secrets
 from ._volume import check_volumes
 from ._serialization import serialize
 from ._sync import run_sync
-from .exception import InvalidError
+from ._unsupported import dashboard_url, unsupported
+from .exception import ExecutionError, InvalidError
 
 _FUNCTION_OPTIONS = (
     "image", "gpu", "cpu", "memory", "timeout", "retries", "secrets", "volumes", "schedule",
@@ -95,6 +96,37 @@ class App:
         for tag, cls in other_app._classes.items():
             self._register(tag, cls, self._classes)
         return self
+
+    @property
+    def description(self) -> str | None:
+        """The app's name (Ferry keeps no separate description)."""
+        return self.name
+
+    @property
+    def registered_web_endpoints(self) -> list[str]:
+        """Tags of this app's web endpoint functions."""
+        return [tag for tag, function in self._functions.items() if function._extra.get("web")]
+
+    def get_dashboard_url(self) -> str:
+        """The dashboard page of this app while it runs (or once deployed)."""
+        if self._app_id is None:
+            raise ExecutionError(f"App {self.name!r} is not running: it has no dashboard page yet.")
+        return run_sync(dashboard_url(f"/apps/{self._app_id}"))
+
+    def stop(self) -> None:
+        """Stop this running app (as `ferry app stop` does); its containers end."""
+        run_sync(self._stop())
+
+    lookup = staticmethod(unsupported(
+        "App.lookup", "apps are created by running or deploying them; use Function.from_name / Cls.from_name "
+        "to reach a deployed app's objects"))
+    get_tags = unsupported("App.get_tags", "apps have no tags")
+    set_tags = unsupported("App.set_tags", "apps have no tags")
+    info = unsupported("App.info", "use `ferry app show NAME --json`")
+    logs = unsupported("App.logs", "use `ferry app logs NAME`")
+    stats = unsupported("App.stats", "use `ferry app show NAME` or the dashboard")
+    sandboxes = unsupported("App.sandboxes", "Sandboxes are not built yet")
+    server = unsupported("App.server", "@app.server is not built; use @web_server on a function")
 
     @property
     def registered_functions(self) -> dict[str, Function]:

@@ -14,6 +14,7 @@ from ._function import Invocable, request_variant
 from ._partial import BATCHED, CONCURRENT, ENTER, METHOD, WEB, PartialFunction, lifecycle_methods
 from ._serialization import serialize_args
 from ._sync import run_sync, synced
+from ._unsupported import dashboard_url
 from .exception import ExecutionError, InvalidError
 
 if TYPE_CHECKING:
@@ -244,6 +245,44 @@ class Cls:
         variant._variant_of = (self, overrides, image)
         variant._ferry_image = image if image is not None else getattr(self, "_ferry_image", None)
         return variant
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "Cls":
+        """A variant of this class whose containers each run up to `max_inputs` inputs at once."""
+        from ._partial import check_batching, concurrent
+
+        concurrent(max_inputs=max_inputs, target_inputs=target_inputs)  # the same checks
+        if any("max_batch_size" in p.params for p in self._methods.values()):
+            check_batching(f"Class {self._tag}", max_inputs)
+        return self._variant({"max_inputs": max_inputs, "target_inputs": target_inputs})
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "Cls":
+        """A variant of a class with a `@batched` method, with another batch size and wait."""
+        from ._partial import batched
+
+        batched(max_batch_size=max_batch_size, wait_ms=wait_ms)  # the same checks
+        if not any("max_batch_size" in p.params for p in self._methods.values()):
+            raise InvalidError(f"Cls {self._tag}.with_batching(): only a class with a @batched method can "
+                               "change its batching.")
+        return self._variant({"max_batch_size": max_batch_size, "wait_ms": wait_ms})
+
+    def _variant(self, overrides: dict[str, Any]) -> "Cls":
+        variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
+        variant._methods = self._methods
+        variant._variant_of = (self, overrides, None)
+        return variant
+
+    @property
+    def object_id(self) -> str | None:
+        """The id of the class's pool on the server, once its app runs (or it was looked up)."""
+        return self._function_id
+
+    def get_dashboard_url(self) -> str:
+        """The dashboard page of this class's app."""
+        if self._lookup is not None:
+            return run_sync(dashboard_url(f"/apps/{self._lookup[0]}"))
+        if self._app is None or self._app._app_id is None:
+            raise ExecutionError(f"Class {self._tag!r} is not running: its app has no dashboard page yet.")
+        return run_sync(dashboard_url(f"/apps/{self._app._app_id}"))
 
     def _hydrate(self, function_id: str | None) -> None:
         """Bind to the server-side class pool (None: unbind, e.g. when the app run ended)."""

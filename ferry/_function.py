@@ -13,6 +13,7 @@ from . import _config
 from ._client import Client
 from ._serialization import deserialize, rebuild_exception, serialize_args
 from ._sync import run_sync, synced, synced_batches
+from ._unsupported import dashboard_url, unsupported
 from .exception import (
     ContainerCrashError,
     ExecutionError,
@@ -145,6 +146,11 @@ class FunctionCall:
             "FunctionCall.get_call_graph() is not supported by Ferry: the control plane does not record "
             "which call started which. Use current_function_call_id() inside functions to log it.")
 
+    async def _hydrate(self) -> "FunctionCall":
+        return self
+
+    hydrate = synced(_hydrate)
+    logs = unsupported("FunctionCall.logs", "use `ferry app logs APP`")
     get = synced(_get_checked)
     cancel = synced(_cancel)
     num_inputs = synced(_num_inputs)
@@ -406,6 +412,60 @@ class Function(Invocable):
         variant._variant_of = (self, overrides, image)
         variant._ferry_image = image if image is not None else getattr(self, "_ferry_image", None)
         return variant
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "Function":
+        """A variant of this function whose containers each run up to `max_inputs` inputs at once
+        (as `@concurrent` would)."""
+        from ._partial import concurrent
+
+        concurrent(max_inputs=max_inputs, target_inputs=target_inputs)  # the same checks
+        return self._variant({"max_inputs": max_inputs, "target_inputs": target_inputs}, "with_concurrency")
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "Function":
+        """A variant of a `@batched` function with another batch size and wait."""
+        from ._partial import batched
+
+        batched(max_batch_size=max_batch_size, wait_ms=wait_ms)  # the same checks
+        if not self._config.get("max_batch_size"):
+            raise InvalidError(f"{self._describe()}.with_batching(): only a @batched function can change its "
+                               "batching (its code takes lists of inputs).")
+        return self._variant({"max_batch_size": max_batch_size, "wait_ms": wait_ms}, "with_batching")
+
+    def _variant(self, overrides: dict[str, Any], what: str) -> "Function":
+        if self._config.get("max_batch_size") and overrides.get("max_inputs"):
+            from ._partial import check_batching
+
+            check_batching(f"Function {self._tag}", overrides["max_inputs"])
+        variant = Function(self._ferry_raw, app=self._app, tag=self._tag, config={**self._config, **overrides},
+                           definition_extra=self._extra)
+        variant._variant_of = (self, overrides, None)
+        return variant
+
+    @property
+    def app(self) -> "App | None":
+        """The app this function belongs to (None for one looked up by name)."""
+        return self._app
+
+    async def _hydrate_remote(self) -> "Function":
+        await self._target()
+        return self
+
+    hydrate = synced(_hydrate_remote)
+
+    def get_dashboard_url(self) -> str:
+        """The dashboard page of this function's app."""
+        if self._lookup is not None:
+            return run_sync(dashboard_url(f"/apps/{self._lookup[0]}"))
+        if self._app is None or self._app._app_id is None:
+            raise ExecutionError(f"{self._describe()} is not running: its app has no dashboard page yet.")
+        return run_sync(dashboard_url(f"/apps/{self._app._app_id}"))
+
+    from_id = staticmethod(unsupported("Function.from_id", "use Function.from_name(app, name)"))
+    info = unsupported("Function.info", "use `ferry app show APP --json`")
+    logs = unsupported("Function.logs", "use `ferry app logs APP --function NAME`")
+    metrics = unsupported("Function.metrics", "see the dashboard and `ferry run --profile`")
+    stats = unsupported("Function.stats", "use Function.get_current_stats()")
+    autoscaler = unsupported("Function.autoscaler", "use Function.update_autoscaler()")
 
     def _hydrate(self, function_id: str | None) -> None:
         """Bind to the server-side function (None: unbind, e.g. when the app run ended)."""

@@ -15,6 +15,7 @@ volume when it commits (and automatically when it exits cleanly). `listdir`, `re
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import os
 from dataclasses import dataclass
@@ -245,6 +246,70 @@ class Volume:
 
     rename = synced(_rename)
     delete = synced(_delete)
+
+    async def _volume_info(self) -> "VolumeInfo":
+        """The volume's name and when it was created."""
+        info = await self._info(await self._connect())
+        return VolumeInfo(name=info.get("name"), created_at=datetime.datetime.fromtimestamp(
+            info["created"], tz=datetime.timezone.utc) if info.get("created") else None)
+
+    info = synced(_volume_info)
+
+    def get_dashboard_url(self) -> str:
+        raise NotImplementedError("Volume.get_dashboard_url is not supported by Ferry: the dashboard has no "
+                                  "volume pages; use `ferry volume ls NAME`.")
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What `Volume.info()` returns."""
+
+    name: str | None
+    created_at: datetime.datetime | None
+
+
+class _VolumeManager:
+    """`Volume.objects`: create, list and delete named volumes."""
+
+    async def _create(self, name: str, *, version: int | None = None, allow_existing: bool = False,
+                      environment_name: str | None = None, client: Any = None) -> None:
+        if environment_name is not None:
+            raise NotImplementedError("Volume.objects.create(environment_name=...) is not supported by Ferry "
+                                      "(it has no environments).")
+        connection = _client_of(client) or await Client.from_env()
+        if allow_existing:
+            await connection.request("volume.get", name=check_volume_name(name), create_if_missing=True,
+                                     version=version)
+        else:
+            await connection.request("volume.create", name=check_volume_name(name), version=version)
+
+    async def _list(self, *, environment_name: str | None = None, client: Any = None) -> list[Volume]:
+        if environment_name is not None:
+            raise NotImplementedError("Volume.objects.list(environment_name=...) is not supported by Ferry "
+                                      "(it has no environments).")
+        connection = _client_of(client) or await Client.from_env()
+        return [Volume(row["name"], client=_client_of(client)) for row in await connection.request("volume.list")]
+
+    async def _delete(self, name: str, *, allow_missing: bool = False, environment_name: str | None = None,
+                      client: Any = None) -> None:
+        if environment_name is not None:
+            raise NotImplementedError("Volume.objects.delete(environment_name=...) is not supported by Ferry "
+                                      "(it has no environments).")
+        from .exception import NotFoundError
+
+        connection = _client_of(client) or await Client.from_env()
+        try:
+            await connection.request("volume.delete", name=name)
+        except NotFoundError:
+            if not allow_missing:
+                raise
+
+    create = synced(_create)
+    list = synced(_list)
+    delete = synced(_delete)
+
+
+Volume.objects = _VolumeManager()  # type: ignore[attr-defined]
 
 
 class VolumeUpload:

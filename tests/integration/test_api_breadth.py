@@ -281,3 +281,53 @@ def test_ferry_run_uses_ferry_even_where_the_real_modal_is_installed(server, tmp
     assert ran.returncode == 0, ran.stderr
     assert "square is 36" in ran.stdout
     assert ran.stderr.count("this program runs on Ferry") == 1
+
+
+# -- names added for the compatibility table (docs/compatibility.md) -------------------------------
+def test_with_concurrency_variants_run_more_inputs_at_once(running):
+    assert concurrency.with_concurrency(max_inputs=5).remote() == 5
+    assert concurrency.remote() == 3
+    assert OnlyConcurrent.with_concurrency(max_inputs=4)().triple.remote(1) == 3
+    with pytest.raises(InvalidError, match="@batched"):
+        concurrency.with_batching(max_batch_size=2, wait_ms=10)
+    assert OnlyBatched.with_batching(max_batch_size=2, wait_ms=5)().double.remote(4) == 8
+
+
+def test_app_and_function_introspection(running):
+    assert app.registered_web_endpoints == ["hello"]
+    assert app.description == app.name
+    assert app.get_dashboard_url().endswith(f"/apps/{app.app_id}")
+    assert image_env.get_dashboard_url() == app.get_dashboard_url()
+    assert image_env.app is app and image_env.hydrate() is image_env
+    assert OnlyBatched.object_id and OnlyBatched.object_id.startswith("fu-")
+    with pytest.raises(NotImplementedError, match="App.set_tags"):
+        app.set_tags({"a": "b"})
+
+
+def test_volume_objects_and_info(server):
+    name = f"breadth-{uuid.uuid4().hex[:8]}"
+    ferry.Volume.objects.create(name)
+    assert name in [v.name for v in ferry.Volume.objects.list()]
+    info = ferry.Volume.from_name(name).info()
+    assert info.name == name and info.created_at is not None
+    ferry.Volume.objects.create(name, allow_existing=True)
+    ferry.Volume.objects.delete(name)
+    ferry.Volume.objects.delete(name, allow_missing=True)
+    with pytest.raises(ferry.exception.NotFoundError):
+        ferry.Volume.objects.delete(name)
+
+
+def test_app_stop_ends_a_running_app(server):
+    short = ferry.App("test-api-breadth-stop")
+
+    @short.function(serialized=True)
+    def one() -> int:
+        return 1
+
+    with short.run(show_logs=False):
+        assert one.remote() == 1
+        app_id = short.app_id
+        short.stop()
+        assert short.app_id is None
+    shown = Client.from_env_sync().request_sync("app.show", app=app_id)
+    assert shown["state"] == "stopped"
