@@ -175,12 +175,12 @@ class PoolStats:
 
     def prefetch(self) -> int:
         """Inputs a container may hold beyond those it runs: 0 until the function has proved
-        uniformly fast (FAST_STREAK_MIN outputs in a row under FAST_OUTPUT); then about
-        PREFETCH_HORIZON of work, growing no faster than the streak (one slow output resets it)."""
+        uniformly fast (FAST_STREAK_MIN outputs in a row under FAST_OUTPUT; one slow output
+        starts the count again); then about PREFETCH_HORIZON of work at the recent mean."""
         if self.fast_streak < FAST_STREAK_MIN:
             return 0
         mean = max(self.exec_ewma or 0.0, 1e-6)
-        return int(min(PREFETCH_MAX, self.fast_streak, PREFETCH_HORIZON / mean))
+        return int(min(PREFETCH_MAX, PREFETCH_HORIZON / mean))
 
     def summary(self) -> dict[str, Any]:
         def mean(values: list[float]) -> float | None:

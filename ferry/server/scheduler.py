@@ -11,8 +11,9 @@ pool could start it (docs/architecture.md, "Dispatch"):
   1. room     a container holds at most what it runs at once (`target_inputs`, or a burst up
               to `max_inputs` when no container is starting) plus a prefetch window
   2. prefetch the window is 0 unless the pool's last outputs were all fast and no container
-              stalled since (see PoolStats.prefetch), no container of the pool is starting,
-              and the container itself has returned an output within RECLAIM_AFTER
+              stalled for CLOSE_WINDOW_AFTER since (see PoolStats.prefetch), and the container
+              itself is not stalled; then it holds about 2 ms of work, which it starts soon
+              even while another container is idle or starting
   3. reclaim  a container that holds waiting inputs and has returned nothing for
               RECLAIM_AFTER is asked to give them back (`reclaim`) unless it is the pool's
               only container; it answers with `requeue` for those it had not started, and
@@ -33,8 +34,14 @@ log = logging.getLogger("ferry.server")
 
 NO_MORE_RETRIES = 1 << 30
 # a container that holds waiting inputs and returned no output for this long is "stalled":
-# its waiting inputs cannot start soon, so it gets no prefetch and may be asked to give them back
+# its waiting inputs cannot start soon, so it gets no prefetch and is asked to give them back
 RECLAIM_AFTER = 0.05
+# a stall this long shows that the pool's inputs are not uniformly fast (a shorter one may be
+# a busy machine): the pool's prefetch window closes until fast outputs open it again
+CLOSE_WINDOW_AFTER = 0.5
+# dispatch looks for stalled containers at most this often per pool (it runs once per output
+# frame: thousands of times a second in a map of trivial inputs); the autoscaler's tick always
+SCAN_EVERY = 0.01
 
 
 class Scheduler:
@@ -43,6 +50,7 @@ class Scheduler:
         self.calls: dict[str, Call] = {}
         self._input_ids = itertools.count(1)
         self._wake_autoscaler = wake_autoscaler
+        self._scanned_at: dict[str, float] = {}  # pool (function id) -> its last stall scan
 
     # -- calls and inputs -----------------------------------------------------------------
     def open_call(self, call: Call) -> None:
@@ -63,40 +71,50 @@ class Scheduler:
         """Hand queued inputs to READY containers, evening out their loads: first up to
         `target_inputs` each (plus the prefetch window); then, unless more containers are
         starting, up to `max_inputs` each (a burst above the target). Then take back the
-        inputs waiting in stalled containers."""
-        if pool.queue:
-            starting = any(c.state is ContainerState.STARTING for c in pool.containers.values())
-            prefetch = 0 if starting else pool.stats.prefetch()
-            target, slots = pool.target_inputs, pool.running_slots()
-            self._place(pool, target, prefetch)
-            if pool.queue and target < slots and not starting:
-                self._place(pool, slots, prefetch)
-        self.rebalance(pool)
-
-    def _place(self, pool: Pool, base: int, prefetch: int) -> None:
+        inputs waiting in stalled containers (at most every SCAN_EVERY)."""
         stamp = now()
+        if pool.queue:
+            prefetch = pool.stats.prefetch()
+            target = pool.target_inputs
+            self._place(pool, target, prefetch, stamp)
+            if pool.queue:
+                slots = pool.running_slots()
+                if target < slots and not any(c.state is ContainerState.STARTING
+                                              for c in pool.containers.values()):
+                    self._place(pool, slots, prefetch, stamp)
+        if stamp - self._scanned_at.get(pool.function_id, -SCAN_EVERY) >= SCAN_EVERY:
+            self.rebalance(pool)
+
+    def _place(self, pool: Pool, base: int, prefetch: int, stamp: float) -> None:
         ready: list[Container] = []
         limits: list[int] = []
+        some_stalled = False
         for container in pool.containers.values():
             if container.state is not ContainerState.READY:
                 continue
-            limit = base if prefetch == 0 or stalled(container, stamp) else base + prefetch
-            if len(container.inflight) < limit:
+            held = len(container.inflight)
+            limit = base + prefetch
+            if prefetch and held and stamp - container.progress_at > RECLAIM_AFTER:  # stalled
+                limit, some_stalled = base, True
+            if held < limit:
                 ready.append(container)
                 limits.append(limit)
         if not ready:
             return
-        counts = spread([len(c.inflight) for c in ready], limits, len(pool.queue))
+        counts = spread([len(c.inflight) for c in ready], limits if some_stalled else base + prefetch,
+                        len(pool.queue))
         for container, count in zip(ready, counts):
+            if not count:
+                continue
             batch: list[Input] = []
+            if not container.inflight:
+                container.progress_at = stamp
             while pool.queue and len(batch) < count:
                 item = pool.queue.popleft()
                 if item.call.cancelled:
                     continue
                 item.container = container
                 item.dispatched_at = stamp
-                if not container.inflight:
-                    container.progress_at = stamp
                 container.inflight[item.id] = item
                 batch.append(item)
             if batch:
@@ -106,16 +124,17 @@ class Scheduler:
     def rebalance(self, pool: Pool) -> None:
         """Ask each stalled container to give back the inputs waiting in it, so that they go,
         in order, to whichever container of the pool can start them first (runs on dispatch
-        and on every autoscaler tick). A pool's only container keeps what it holds. A stall
-        also shows that the pool's inputs are not uniformly fast: the prefetch window closes."""
+        and on every autoscaler tick). A pool's only container keeps what it holds. A long
+        stall (CLOSE_WINDOW_AFTER) also closes the pool's prefetch window."""
         if pool.definition.get("web"):  # a web request is not taken back once sent
             return
+        stamp = self._scanned_at[pool.function_id] = now()
         live = sum(1 for c in pool.containers.values() if c.live)
-        stamp = now()
         for container in pool.containers.values():
             if not stalled(container, stamp):
                 continue
-            pool.stats.fast_streak = 0  # an input runs longer than FAST_OUTPUT: no more prefetch
+            if stalled(container, stamp, CLOSE_WINDOW_AFTER):
+                pool.stats.fast_streak = 0
             if container.reclaiming or container.conn is None:
                 continue
             if live - (1 if container.live else 0) == 0:  # no other container could take them
@@ -221,9 +240,9 @@ class Scheduler:
         return running
 
 
-def stalled(container: Container, at: float) -> bool:
-    """Whether `container` holds inputs and has returned no output for RECLAIM_AFTER."""
-    return bool(container.inflight) and at - container.progress_at > RECLAIM_AFTER
+def stalled(container: Container, at: float, after: float = RECLAIM_AFTER) -> bool:
+    """Whether `container` holds inputs and has returned no output for `after` seconds."""
+    return bool(container.inflight) and at - container.progress_at > after
 
 
 def spread(loads: list[int], limit: int | list[int], count: int) -> list[int]:
