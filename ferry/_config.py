@@ -99,6 +99,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("base_rootfs_dir", lambda v: Path(v).expanduser(), lambda: get("home") / "images" / "base",
                 "Directory of the sandbox runtime's Debian base root filesystems (`rootfs-<suite>`), "
                 "built once with mmdebstrap and shared by every image."),
+        Setting("debian_mirror", str, lambda: "",
+                "Debian mirror URL the sandbox runtime's base root filesystems are built from (its "
+                "SUITE, SUITE-updates, and URL-security for SUITE-security). Empty: the host's own "
+                "apt sources (mirror, components, signed-by keys) and apt proxy. Changing it does "
+                "not rebuild existing bases (delete `rootfs-<suite>` under FERRY_BASE_ROOTFS_DIR)."),
         Setting("build_ca_bundle", str, lambda: "/etc/ssl/certs/ca-certificates.crt",
                 "Host CA bundle bound read-only into image build steps (SSL_CERT_FILE, PIP_CERT...), "
                 "so HTTPS through a TLS-intercepting proxy works while building. Empty: none."),

@@ -34,7 +34,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
 
+from .... import _config
 from ....exception import ExecutionError, InvalidError
+from . import apt_sources
 from .ids import shift_tree
 
 PYTHON_SUITES: Final[Mapping[str, str]] = MappingProxyType({"3.11": "bookworm", "3.13": "trixie"})
@@ -45,10 +47,6 @@ BASE_PACKAGES: Final[tuple[str, ...]] = (
 )
 """Packages every base root filesystem has, whatever `include` adds."""
 
-DEBIAN_MIRROR: Final[str] = "http://deb.debian.org/debian"
-DEBIAN_SECURITY_MIRROR: Final[str] = "http://deb.debian.org/debian-security"
-
-_ROLLING_SUITES = frozenset({"sid", "unstable", "experimental"})
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(:[a-z0-9]+)?(=[A-Za-z0-9.+~:\-]+)?$")
 DEFAULT_HOSTNAME: Final[str] = "ferry"
@@ -83,14 +81,15 @@ def build_base_rootfs(
     *,
     include: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
-    mirror: str = DEBIAN_MIRROR,
-    security_mirror: str | None = DEBIAN_SECURITY_MIRROR,
+    sources: Sequence[str] | None = None,
     mode: Literal["unshare", "root"] = "unshare",
 ) -> Path:
     """Build a Debian `suite` root filesystem directory at `dest`, atomically; return `dest`.
 
     Installs `BASE_PACKAGES` plus `include` (`mmdebstrap --variant=apt`). mmdebstrap's output
     goes to `log` line by line. If another build finishes `dest` first, its result is kept.
+    `sources` are apt source lines; by default FERRY_DEBIAN_MIRROR's, else the host's own
+    (apt_sources.py), with the host's apt proxy.
     """
     dest = Path(dest).absolute()
     _validate(suite, include)
@@ -104,22 +103,24 @@ def build_base_rootfs(
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     packages = sorted({*BASE_PACKAGES, *include})
+    if sources is None:
+        sources = apt_sources.sources_for(suite, str(_config.get("debian_mirror") or ""))
     argv = [
         "mmdebstrap",
         f"--mode={mode}",
         "--variant=apt",
         "--format=directory",
         f"--include={','.join(packages)}",
+        *apt_sources.proxy_options(),
+        *apt_sources.key_hooks(sources),
         suite,
         str(partial),
-        f"deb {mirror} {suite} main",
+        *sources,  # none: mmdebstrap's default mirror, with updates and security for stable releases
     ]
-    if suite not in _ROLLING_SUITES:  # stable releases get point updates and security fixes
-        argv.append(f"deb {mirror} {suite}-updates main")
-        if security_mirror is not None:
-            argv.append(f"deb {security_mirror} {suite}-security main")
+    if log is not None:
+        log(f"apt sources: {apt_sources.describe(sources)}")
     try:
-        _run_streaming(argv, log)
+        _run_streaming(argv, log, sources)
         _neutralise_host_files(partial)
         shift_tree(partial)  # root inside sandboxes owns it (ids.py)
         try:
@@ -148,7 +149,7 @@ def _validate(suite: str, include: Sequence[str]) -> None:
         raise InvalidError(f"Invalid Debian package name(s): {', '.join(map(repr, bad))}.")
 
 
-def _run_streaming(argv: list[str], log: Callable[[str], None] | None) -> None:
+def _run_streaming(argv: list[str], log: Callable[[str], None] | None, sources: Sequence[str] = ()) -> None:
     """Run mmdebstrap in its own process group, streaming lines; kill the group if interrupted."""
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     process = subprocess.Popen(
@@ -173,8 +174,9 @@ def _run_streaming(argv: list[str], log: Callable[[str], None] | None) -> None:
         raise
     if code != 0:
         raise ExecutionError(
-            f"mmdebstrap failed (exit code {code}) building a root filesystem. Check that "
-            f"deb.debian.org is reachable and the suite name is right. Last lines:\n"
+            f"mmdebstrap failed (exit code {code}) building a root filesystem. Check that the "
+            f"apt sources ({apt_sources.describe(sources)}) are reachable (FERRY_DEBIAN_MIRROR "
+            f"chooses another mirror) and the suite name is right. Last lines:\n"
             + "\n".join(tail)
         )
 
