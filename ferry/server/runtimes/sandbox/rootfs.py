@@ -117,8 +117,6 @@ def build_base_rootfs(
         str(partial),
         *sources,  # none: mmdebstrap's default mirror, with updates and security for stable releases
     ]
-    if log is not None:
-        log(f"apt sources: {apt_sources.describe(sources)}")
     try:
         _run_streaming(argv, log, sources)
         _neutralise_host_files(partial)
