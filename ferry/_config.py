@@ -7,6 +7,7 @@ environment before use. `docs/configuration.md` is generated from this table's d
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
@@ -52,6 +53,10 @@ def _default_home() -> Path:
     return Path.home() / ".ferry"
 
 
+def _default_node_cache() -> Path:
+    return Path(tempfile.gettempdir()) / f"ferry-node-{os.getuid()}"
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
@@ -88,8 +93,19 @@ SETTINGS: dict[str, Setting] = {
                 "Start a local server in the background when none is running."),
         Setting("runtime", str, lambda: "auto",
                 "Container runtime the server uses: `sandbox` (Linux namespaces over image root "
-                "filesystems), `process` (plain subprocesses, one venv per image), or `auto`: "
+                "filesystems), `process` (plain subprocesses, one venv per image), `ray` (containers "
+                "placed on the nodes of a Ray cluster: FERRY_RAY_ADDRESS, docs/cluster.md), or `auto`: "
                 "sandbox where the host supports it, else process."),
+        Setting("ray_address", str, lambda: "",
+                "`HOST:PORT` of the Ray cluster the `ray` runtime places containers on (the address "
+                "`ray start --head` printed). Ray's own settings (RAY_AUTH_MODE, RAY_AUTH_TOKEN...) "
+                "apply to the connection."),
+        Setting("advertise_url", str, lambda: "",
+                "Address of the control plane that containers on other machines connect to "
+                "(`ray` runtime), e.g. `ferry+tls://10.0.0.5:7788`. Empty: the server's own URL."),
+        Setting("node_cache", lambda v: Path(v).expanduser(), _default_node_cache,
+                "On a Ray node (`ray` runtime): the directory where containers cache code and volume "
+                "chunks fetched from the control plane. Set it in the environment of `ray start`."),
         Setting("zygote", _parse_bool, lambda: True,
                 "Process runtime: fork new containers from a template process that has already "
                 "imported Ferry (one per interpreter), for faster cold starts. 0: start every "

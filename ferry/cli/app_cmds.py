@@ -43,7 +43,7 @@ def _schedule_line(info: dict[str, Any]) -> str:
 APP_KEYS = ("app_id", "name", "state", "functions", "containers", "created", "stopped")
 FUNCTION_KEYS = ("tag", "function_id", "kind", "bound", "web_url", "web_path_url", "settings", "schedule",
                  "queued", "containers", "stats", "init_error")
-CONTAINER_KEYS = ("id", "state", "inflight", "boot_seconds", "enter_seconds")
+CONTAINER_KEYS = ("id", "state", "inflight", "boot_seconds", "enter_seconds", "node")
 
 
 def app_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +102,8 @@ def show(app: str = typer.Argument(..., help="App name or id."), as_json: bool =
         out.print(f"  queued inputs: {fn['queued']}; containers: {len(fn['containers'])}")
         for c in fn["containers"]:
             boot = "-" if c["boot_seconds"] is None else f"{c['boot_seconds'] * 1000:.0f} ms"
-            out.print(f"    {c['id']}  {c['state']}  running {c['inflight']}  start {boot}")
+            node = f"  node {c['node'][:12]}" if c.get("node") else ""  # its Ray node (ray runtime)
+            out.print(f"    {c['id']}  {c['state']}  running {c['inflight']}  start {boot}{node}")
         if stats["exec_count"]:
             out.print(f"  calls: {stats['exec_count']}, mean {stats['exec_mean'] * 1000:.1f} ms; "
                       f"containers started: {stats['containers_started']}, mean start "

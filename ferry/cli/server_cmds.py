@@ -26,14 +26,17 @@ STATUS_KEYS = ("version", "url", "pid", "home", "runtime", "web_url", "web_port"
 @cli.callback()
 def server(ctx: typer.Context,
            host: str = typer.Option(None, "--host", help="Bind address (default FERRY_HOST, 127.0.0.1)."),
-           port: int = typer.Option(None, "--port", help="Port (default FERRY_PORT, 7788).")) -> None:
+           port: int = typer.Option(None, "--port", help="Port (default FERRY_PORT, 7788)."),
+           ray_address: str = typer.Option(None, "--ray-address",
+                                           help="Place containers on the Ray cluster at HOST:PORT "
+                                                "(FERRY_RAY_ADDRESS; the ray runtime, docs/cluster.md).")) -> None:
     """Run the control plane in the foreground (Ctrl-C stops it)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..server.server import run
 
     try:
-        run(host=host, port=port)
+        run(host=host, port=port, ray_address=ray_address)
     except (Error, NotImplementedError) as error:  # the cause in one line; a traceback is in server.log
         err.print(f"[bold red]Error:[/bold red] {escape(' '.join(str(error).split()))}")
         raise typer.Exit(1) from None

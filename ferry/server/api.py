@@ -287,7 +287,7 @@ class API:
                 "queued": len(pool.queue),
                 "containers": [
                     {"id": c.id, "state": c.state.value, "inflight": len(c.inflight),
-                     "boot_seconds": c.boot_seconds, "enter_seconds": c.enter_seconds}
+                     "boot_seconds": c.boot_seconds, "enter_seconds": c.enter_seconds, "node": c.node}
                     for c in pool.containers.values()
                 ],
                 "stats": pool.stats.summary(),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .auth import Authenticator
-from .gpu_inventory import GPUAllocator
+from .gpu_inventory import GPUAllocator, unplaceable_message
 from .logs import LogHub
 from .model import Container, ContainerState, OutputStatus, Pool, now
 from .runtimes import ContainerSpec, ExitStatus, Runtime
@@ -82,6 +82,9 @@ class ContainerManager:
         if request is not None:
             gpu = self.gpus.allocate(request)
             if gpu is None:
+                if not self.gpus.satisfiable(request):  # a Ray cluster without such a node: fail fast
+                    self.scheduler.fail_queued(pool, {"status": OutputStatus.INIT_ERROR.value, "msg":
+                                                      unplaceable_message(pool.tag, request, self.gpus.describe())})
                 return None
         container = Container(id="ct-" + secrets.token_hex(6), pool=pool, gpu=gpu)
         pool.containers[container.id] = container
@@ -183,13 +186,16 @@ class ContainerManager:
         previous = container.state
         container.state = ContainerState.STOPPED
         reason = reason or container.stop_reason or f"container {status.describe()}"
-        if container.inflight:
+        if container.inflight and status.node_lost:
+            # the platform's loss: every input it held runs again, elsewhere, as the same attempt
+            self.scheduler.requeue(container, list(container.inflight))
+        elif container.inflight:
             # a container takes its inputs in order and runs at most `running_slots` at once:
             # later ones were never started, so they go back to the queue without an attempt
             unstarted = list(container.inflight)[pool.running_slots():]
             self.scheduler.requeue(container, unstarted)
             self.scheduler.fail_inflight(container, self._crash_item(container, status))
-        if previous is ContainerState.STARTING and pool.app.live:
+        if previous is ContainerState.STARTING and pool.app.live and not status.node_lost:
             self._init_failed(container, status, reason)
         pool.containers.pop(container.id, None)
         self.containers.pop(container.id, None)

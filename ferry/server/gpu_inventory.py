@@ -305,6 +305,13 @@ class GPUAllocator:
         return ", ".join(parts)
 
 
+def unplaceable_message(tag: str, request: GPURequest, inventory: str) -> str:
+    """Why `tag`'s GPU request can never be placed, and what to do about it."""
+    return (f"{tag} asks for gpu={str(request)!r}, which no machine of this Ferry cluster has: "
+            f"the inventory is {inventory}. Ask for a GPU that is present (or "
+            f"\"any\"), add a fallback list, or declare the inventory with FERRY_GPUS.")
+
+
 __all__ = [
     "GPUAllocator",
     "GPUDevice",
@@ -313,4 +320,5 @@ __all__ = [
     "inventory",
     "parse_nvidia_smi",
     "product_to_type",
+    "unplaceable_message",
 ]

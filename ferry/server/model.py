@@ -95,6 +95,11 @@ class Container:
     progress_at: float = field(default_factory=time.monotonic)  # its last output, or when it got work while empty
     reclaiming: bool = False                   # asked to give back its waiting inputs; no answer yet
 
+    @property
+    def node(self) -> str | None:
+        """The cluster node it runs on (ray runtime: Ray's node id, once placed), else None."""
+        return getattr(self.handle, "node_id", None)
+
     def waiting(self) -> list[int]:
         """Ids of the inputs it holds but has not started (it runs them in the order received,
         at most `running_slots` at once)."""

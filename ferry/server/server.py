@@ -27,7 +27,7 @@ from .connection import Connection
 from .containers import ContainerManager
 from .images.builder import ImageService
 from .gpu_inventory import GPUAllocator
-from .gpu_inventory import inventory as gpu_inventory
+from .gpu_inventory import inventory as gpu_inventory, unplaceable_message
 from .logs import LogHub
 from .metrics import Metrics, render
 from . import named_objects
@@ -58,9 +58,10 @@ class Server:
         self.blobs = BlobStore(home / "blobs")
         self.secrets = SecretStore(self.store, home / KEY_FILE)
         self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
-        self.gpus = GPUAllocator(gpu_inventory(_config.get("gpus") or None))
         self.runtime = runtime_named(runtime)
         self.metrics = Metrics()  # what /metrics counts (server/metrics.py)
+        # the ray runtime's GPUs are its cluster's (runtimes/ray/gpus.py)
+        self.gpus = getattr(self.runtime, "gpus", None) or GPUAllocator(gpu_inventory(_config.get("gpus") or None))
         self.images = ImageService(
             home, self.blobs, self.runtime.name, base_dir=_config.get("base_rootfs_dir"),
             ca_bundle=_config.get("build_ca_bundle"), step_timeout=_config.get("image_build_timeout"),
@@ -102,6 +103,7 @@ class Server:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         self.auth.ensure_local_admin()
+        await self.runtime.open()  # the ray runtime connects to its cluster (a failure stops the start)
         context = self.tls.server_context() if self.tls is not None else None
         try:
             self._tcp = await asyncio.start_server(self._accept, self.host, self.port, limit=1 << 26,
@@ -113,6 +115,9 @@ class Server:
         await self.gateway.start(self.host)
         # sandbox containers get the Unix socket bound in (runtimes/sandbox); others use its path
         container_url = self.url if self.runtime.name == "sandbox" else self.control_url
+        if self.runtime.name == "ray":  # containers on other nodes: an address they can reach
+            container_url = _config.get("advertise_url") or self.url
+            self.runtime.tls_fingerprint = self.tls.fingerprint if self.tls is not None else None  # type: ignore[attr-defined]
         self.containers = ContainerManager(
             server_url=container_url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,
@@ -231,7 +236,10 @@ class Server:
                     self.containers.shutdown(container, "replaced by a new deployment")
 
     def check_placeable(self, tag: str, definition: dict[str, Any]) -> None:
-        """Raise if `definition` asks for GPUs that this cluster can never provide."""
+        """Raise if the runtime cannot run `definition` (runtimes: check_function), or if it asks
+        for GPUs that this cluster can never provide. On a Ray cluster, whose nodes come and go,
+        such a request only warns: its calls fail fast until a node with that GPU joins."""
+        self.runtime.check_function(tag, definition)
         data = definition.get("config", {}).get("gpu")
         if not data:
             return
@@ -239,11 +247,11 @@ class Server:
 
         request = GPURequest.from_dict(data)
         if not self.gpus.satisfiable(request):
-            raise InvalidError(
-                f"{tag} asks for gpu={str(request)!r}, which no machine of this Ferry cluster has: "
-                f"the inventory is {self.gpus.describe()}. Ask for a GPU that is present (or "
-                f"\"any\"), add a fallback list, or declare the inventory with FERRY_GPUS."
-            )
+            message = unplaceable_message(tag, request, self.gpus.describe())
+            if self.runtime.name == "ray":
+                log.warning("%s (its calls fail until a node with such a GPU joins the Ray cluster)", message)
+                return
+            raise InvalidError(message)
 
     def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,
                     config_overrides: dict[str, Any], persist: bool = True) -> Pool:
@@ -413,14 +421,19 @@ async def _main(home: Path, host: str, port: int, runtime: str) -> None:
     await server.serve_forever()
 
 
-def run(*, host: str | None = None, port: int | None = None, fallback_port: bool = False) -> None:
+def run(*, host: str | None = None, port: int | None = None, fallback_port: bool = False,
+        ray_address: str | None = None) -> None:
     """Run the control plane in the foreground until SIGTERM/SIGINT.
 
     Every failure raises a Ferry error whose message gives the cause in one line; the
     traceback of an unexpected one is appended to `$FERRY_HOME/server.log`, and only there.
     `fallback_port`: when the default port (neither `port` nor FERRY_PORT given) is taken,
-    listen on a free one instead."""
+    listen on a free one instead. `ray_address`: FERRY_RAY_ADDRESS, and the `ray` runtime unless
+    FERRY_RUNTIME names another."""
     home: Path | None = None
+    if ray_address is not None:  # (this process is the server: its settings are its environment)
+        os.environ["FERRY_RAY_ADDRESS"] = ray_address
+        os.environ.setdefault("FERRY_RUNTIME", "ray")
     try:
         level = _config.get("log_level").upper()
         if not isinstance(logging.getLevelName(level), int):

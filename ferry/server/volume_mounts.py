@@ -12,6 +12,8 @@ host.
     (Image.run_function steps: as sandbox, in the step's staging directory; see prepare_build)
     process   $FERRY_HOME/volumes/views/<ct>/N     `mount --bind` in a       the host paths themselves
                                                    private mount namespace
+    ray       as process, under the node's cache   (on the container's node) $FERRY_NODE_CACHE/home/...
+              directory (runtimes/ray/agent.py)
 
 The process runtime has no mount namespace of its own, so a container with volumes runs under
 `unshare --mount` (root only) and its mount paths are created on the host as empty
@@ -34,8 +36,8 @@ SANDBOX_VOLUMES_DIR = "/var/lib/ferry/volumes"
 SETUP_FAILED_EXIT_CODE = 125
 
 
-def cache_dir() -> Path:
-    path = _config.home() / "volumes" / "cache"
+def cache_dir(home: Path | None = None) -> Path:
+    path = (home or _config.home()) / "volumes" / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -89,9 +91,11 @@ def prepare_sandbox(refs: tuple[dict[str, Any], ...], root: Path) -> PreparedVol
     return prepared
 
 
-def prepare_process(refs: tuple[dict[str, Any], ...], container_id: str) -> PreparedVolumes:
-    """Views under `$FERRY_HOME/volumes/views/<container>`, bound by `process_argv`."""
-    root = _config.home() / "volumes" / "views" / container_id
+def prepare_process(refs: tuple[dict[str, Any], ...], container_id: str,
+                    home: Path | None = None) -> PreparedVolumes:
+    """Views under `$FERRY_HOME/volumes/views/<container>`, bound by `process_argv`. `home`:
+    another directory than FERRY_HOME (the ray runtime's node cache, on its node)."""
+    root = (home or _config.home()) / "volumes" / "views" / container_id
     prepared = PreparedVolumes(cleanup=[root])
     stages = []
     for index, ref in enumerate(refs):
@@ -106,7 +110,7 @@ def prepare_process(refs: tuple[dict[str, Any], ...], container_id: str) -> Prep
                                "filesystem, where that path is a file. Choose another mount path.") from None
         prepared.binds.append((view, ref["path"], bool(ref.get("read_only"))))
         stages.append(str(view))
-    prepared.env = {"FERRY_VOLUME_MOUNTS": _specs(refs, stages), "FERRY_VOLUME_CACHE": str(cache_dir())}
+    prepared.env = {"FERRY_VOLUME_MOUNTS": _specs(refs, stages), "FERRY_VOLUME_CACHE": str(cache_dir(home))}
     return prepared
 
 

@@ -159,7 +159,8 @@ class Dashboard:
                      for f in app["functions"]]
         containers = [[_cell(c["id"]), escape(f["tag"]), _state(c["state"]), _cell(c.get("inflight")),
                        _cell(_when(self._started(f["function_id"], c["id"]))),
-                       _cell(None if c.get("boot_seconds") is None else f"{c['boot_seconds']:.2f} s")]
+                       _cell(None if c.get("boot_seconds") is None else f"{c['boot_seconds']:.2f} s"),
+                       _cell((c.get("node") or "")[:12] or None)]  # its Ray node (ray runtime)
                       for f in app["functions"] for c in f.get("containers") or []]
         logs = self.server.store.log_tail(app["app_id"], LOG_LINES)
         log_text = "\n".join(f"{_when(e['ts'])} {e['function'] or ''} {e['text'].rstrip()}" for e in logs)
@@ -169,7 +170,7 @@ class Dashboard:
                 + _table(("function", "kind", "settings", "queued", "schedule (next run)", "web URL", "init error"),
                          functions)
                 + "<h2>Containers</h2>"
-                + (_table(("id", "function", "state", "inputs running", "started", "boot"), containers)
+                + (_table(("id", "function", "state", "inputs running", "started", "boot", "node"), containers)
                    if containers else "<p class='muted'>No containers.</p>")
                 + f"<h2>Logs <span class='muted'>(last {LOG_LINES} lines)</span></h2>"
                 + f"<pre>{escape(log_text) or '<span class=muted>No output yet.</span>'}</pre>")

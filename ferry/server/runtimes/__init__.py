@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...exception import InvalidError
 from .base import ContainerHandle, ContainerSpec, ExitStatus, Runtime
 
-RUNTIMES = ("auto", "sandbox", "process")
+RUNTIMES = ("auto", "sandbox", "process", "ray")
 
 
 def sandbox_unavailable_reason() -> str | None:
@@ -47,11 +47,11 @@ def runtime_named(name: str) -> Runtime:
         if reason is not None:
             raise InvalidError(f"FERRY_RUNTIME=sandbox cannot run on this host: {reason}")
         return SandboxRuntime(_config.home() / "sandbox")
-    if name == "ray":
-        raise NotImplementedError(
-            "FERRY_RUNTIME=ray (containers placed on a Ray cluster) is not built yet; use "
-            "`sandbox` or `process` on one machine."
-        )
+    if name == "ray":  # connects when the server starts (Runtime.open)
+        from ... import _config
+        from .ray import RayRuntime
+
+        return RayRuntime(_config.get("ray_address"))
     raise InvalidError(f"Unknown runtime {name!r} (FERRY_RUNTIME). Available: {', '.join(RUNTIMES)}.")
 
 

@@ -53,6 +53,7 @@ class ContainerSpec:
     code_dir: Path | None = None
     gpu_type: str | None = None            # the GPUs placed on this container, if any
     gpu_indices: tuple[int, ...] = ()      # host device indices, exclusively this container's
+                                           # (ray runtime: one slot per GPU; Ray picks the devices)
     volumes: tuple[dict[str, Any], ...] = ()  # {path, name, id, read_only} (server/volume_mounts.py)
     # the server's Unix socket: runtimes with a network namespace bind it into the container
     # and point FERRY_SERVER_URL at it instead of `server_url` (see server/server.py)
@@ -75,8 +76,13 @@ class ExitStatus:
     code: int | None
     oom_killed: bool = False
     memory_mb: int | None = None
+    # it went down with its machine (ray runtime: its node died): the platform's loss, so the
+    # inputs it held run again elsewhere without counting against the function's retries
+    node_lost: bool = False
 
     def describe(self) -> str:
+        if self.node_lost:
+            return "was lost with its node"
         if self.oom_killed:
             limit = f" of {self.memory_mb} MiB" if self.memory_mb else ""
             return f"was killed for exceeding its memory limit{limit}"
@@ -108,9 +114,17 @@ class ContainerHandle(abc.ABC):
 
 
 class Runtime(abc.ABC):
-    """A way to run containers: `process` (subprocesses), later `sandbox` and `ray`."""
+    """A way to run containers: `process` (subprocesses), `sandbox` (namespaces), `ray` (a cluster)."""
 
     name: str
+
+    async def open(self) -> None:
+        """Prepare to run containers (the ray runtime connects to its cluster); called when the
+        server starts, before any container."""
+
+    def check_function(self, tag: str, definition: dict[str, Any]) -> None:
+        """Raise (NotImplementedError, InvalidError) when this runtime cannot run a function of
+        this definition at all; called at app start."""
 
     @abc.abstractmethod
     def check(self, spec: ContainerSpec) -> None:

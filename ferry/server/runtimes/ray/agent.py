@@ -1,0 +1,160 @@
+"""The node side of the `ray` runtime: one `ContainerAgent` actor per container.
+
+Ray places the actor on a node that has the container's resources (CPU, memory, GPUs); the
+actor then starts the container there with the process runtime's recipe (`python -m
+ferry._container` of the node's own Python, Ferry installed), forwards its raw output,
+signals it on request and reports how it ended. Nothing here reads the control plane's
+files: the container fetches its code (and volume chunks) over its own connection, into the
+node's cache directory (`FERRY_NODE_CACHE`).
+
+    actor created (Ray placed it) --start--> container running --wait--> ExitStatus fields
+                                              \\-- signal(SIGTERM / SIGKILL) from the server
+
+A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL, so when
+the actor's worker process dies (ray.kill, the node lost, the control plane's driver gone),
+the kernel kills the container too.
+
+This module is imported on the nodes (by Ray, to run the actor): it imports nothing of the
+control plane beyond `volume_mounts` and `base`, which import no server state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+OUTPUT_WAIT_SECONDS = 1.0
+# what the container must not inherit from the node's Ray worker: Ray's own credentials and
+# settings are the cluster's, not user code's
+_HIDDEN_PREFIXES = ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "FERRY_TOKEN_", "FERRY_SERVER_URL", "FERRY_PROFILE")
+
+
+def node_cache_dir() -> Path:
+    """The node's cache: `FERRY_NODE_CACHE`, else `<temp dir>/ferry-node-<uid>`."""
+    from .... import _config
+
+    path: Path = _config.get("node_cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGKILL when the agent's thread that started it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the agent is already gone
+        os._exit(137)
+
+
+class ContainerAgent:
+    """The Ray actor that holds one container on its node (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._output: list[tuple[str, str]] = []
+        self._has_output = asyncio.Event()
+        self._readers: list[asyncio.Task] = []
+        self._cleanup: Any = None
+        self._exited: asyncio.Event = asyncio.Event()
+
+    def _node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    async def start(self, launch: dict[str, Any]) -> dict[str, Any]:
+        """Start the container; return where it runs (`node_id`, `pid`)."""
+        from ...volume_mounts import prepare_process
+
+        cache = node_cache_dir()
+        node_id = self._node_id()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_PREFIXES)}
+        env.update(launch.get("image_env") or {})
+        env.update(launch["env"])
+        env.update({
+            "FERRY_SERVER_URL": launch["server_url"],
+            "FERRY_CONTAINER_ID": launch["container_id"],
+            "FERRY_FUNCTION_ID": launch["function_id"],
+            "FERRY_NODE_ID": node_id,
+            "FERRY_HOME": str(cache / "home"),  # the code mount is cached here, per node
+            "PYTHONUNBUFFERED": "1",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        })
+        if launch.get("tls_fingerprint"):
+            env["FERRY_TLS_FINGERPRINT"] = launch["tls_fingerprint"]
+        if launch.get("gpu_type"):
+            # Ray set CUDA_VISIBLE_DEVICES for this actor to the devices it placed on it
+            import ray
+
+            visible = ",".join(str(i) for i in ray.get_gpu_ids())
+            env.update({"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
+                        "FERRY_GPU_TYPE": launch["gpu_type"]})
+        else:
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+        argv = [sys.executable, "-m", "ferry._container"]
+        volumes = None
+        if launch.get("volumes"):  # node-local views, bound in a private mount namespace
+            volumes = prepare_process(tuple(launch["volumes"]), launch["container_id"], home=cache / "home")
+            env.update(volumes.env)
+            argv = volumes.process_argv(argv)
+            self._cleanup = volumes.remove
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            if volumes is not None:
+                volumes.remove()
+            raise RuntimeError(f"could not start a container process on node {node_id}: {exc}") from None
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+                         asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
+        return {"node_id": node_id, "pid": self._process.pid}
+
+    async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                return
+            self._output.append((name, chunk.decode("utf-8", errors="replace")))
+            self._has_output.set()
+
+    async def output(self) -> list[tuple[str, str]]:
+        """Raw output written since the last call (waits up to a second for some)."""
+        if not self._output and not self._exited.is_set():
+            try:
+                await asyncio.wait_for(self._has_output.wait(), OUTPUT_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+        self._has_output.clear()
+        taken, self._output = self._output, []
+        return taken
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait for the container to end: {code}."""
+        assert self._process is not None
+        code = await self._process.wait()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        if self._cleanup is not None:
+            await asyncio.to_thread(self._cleanup)
+        self._exited.set()
+        self._has_output.set()
+        return {"code": code}
+
+    async def signal(self, sig: int) -> None:
+        """Signal the container's process group (SIGTERM: it runs @exit; SIGKILL)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass

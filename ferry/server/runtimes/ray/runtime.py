@@ -1,0 +1,255 @@
+"""The `ray` runtime, control-plane side: containers placed on the nodes of a Ray cluster.
+
+The server connects to the cluster as a Ray driver (`ray.init(address=FERRY_RAY_ADDRESS)`,
+with the operator's `RAY_AUTH_*` settings). Each container is one `ContainerAgent` actor (a
+"container slot", agent.py) created with the container's resource request; Ray decides the
+node, the actor starts the container there. Ferry keeps no membership of its own: a node that
+dies takes its actors with it, and the awaited actor call raises, which ends the container as
+`ExitStatus(node_lost=True)` (its inputs are then retried elsewhere, see containers.py).
+
+    start()  create the actor (returns at once; Ray may still be looking for a node)
+    wait()   actor.start (placed, process started) -> actor.wait, forwarding raw output
+    terminate / kill   SIGTERM / SIGKILL to the container's process group through the actor;
+                       an actor not yet placed is simply killed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from typing import Any
+
+from ....exception import InvalidError
+from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
+from .gpus import ClusterGPUs
+
+log = logging.getLogger("ferry.server")
+
+DEFAULT_CPU = 0.25        # num_cpus of a container that does not ask for cpu=
+CONNECT_TIMEOUT = 5.0     # seconds to reach the cluster's address before ray.init
+KILL_GRACE = 5.0          # after SIGKILL through the agent, the actor itself is killed
+_SUPPORTED_STEPS = ("debian_slim",)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` of a Ray cluster's head (its GCS), or an InvalidError saying what to set."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidError(
+            f"FERRY_RAY_ADDRESS={address!r} is not HOST:PORT: set it (or --ray-address) to the address "
+            "`ray start --head` printed, e.g. 10.0.0.5:6379."
+        )
+    return host.strip("[]"), int(port)
+
+
+class RayRuntime(Runtime):
+    """Containers as Ray actors on the cluster at `address` (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, address: str) -> None:
+        if not address:
+            raise InvalidError(
+                "FERRY_RUNTIME=ray needs the address of a Ray cluster: set FERRY_RAY_ADDRESS=HOST:PORT "
+                "(or `ferry server --ray-address HOST:PORT`), the address `ray start --head` printed."
+            )
+        self.address = address
+        self._host, self._port = parse_address(address)
+        self.tls_fingerprint: str | None = None  # set by the server when it serves TLS
+        self.gpus = ClusterGPUs(self._nodes)
+        self._agent: Any = None
+
+    # -- the cluster ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect to the cluster; a bad address or an unreachable cluster raises InvalidError."""
+        try:
+            socket.create_connection((self._host, self._port), timeout=CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            raise InvalidError(
+                f"Cannot reach the Ray cluster at {self.address} (FERRY_RAY_ADDRESS): {exc.strerror or exc}. "
+                "Start it with `ray start --head`, or fix the address."
+            ) from None
+        try:
+            await asyncio.to_thread(self._connect)
+        except ImportError:
+            raise InvalidError("FERRY_RUNTIME=ray needs Ray on the server: pip install 'ferry[ray]'.") from None
+        except Exception as exc:  # noqa: BLE001 - Ray's errors vary; the cause is reported in one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidError(f"Cannot connect to the Ray cluster at {self.address}: {first}") from None
+
+    def _connect(self) -> None:
+        import ray
+
+        from .agent import ContainerAgent
+
+        if not ray.is_initialized():
+            ray.init(address=f"{self._host}:{self._port}", namespace="ferry", log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False)
+        self._agent = ray.remote(ContainerAgent)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        log.warning("connected to the Ray cluster at %s (%d nodes)", self.address, len(nodes))
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.nodes() if ray.is_initialized() else []
+
+    async def close(self) -> None:
+        if self._agent is not None:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+            self._agent = None
+
+    # -- what it can run ------------------------------------------------------------------
+    def check(self, spec: ContainerSpec) -> None:
+        if spec.block_network:
+            raise InvalidError("block_network=True needs the sandbox runtime; the ray runtime runs containers "
+                               "as plain processes on the cluster's nodes. Remove block_network=True.")
+
+    def check_function(self, tag: str, definition: dict[str, Any]) -> None:
+        image = definition.get("image")
+        if not image:
+            return
+        steps = image.get("steps") or []
+        custom = [s.get("label") or s.get("kind") for s in steps
+                  if s.get("kind") not in _SUPPORTED_STEPS or (s.get("args") or {}).get("python_version")]
+        if custom:
+            raise NotImplementedError(
+                f"{tag}'s image has build steps ({', '.join(map(str, custom))}); the ray runtime does not "
+                "build images on cluster nodes yet, so it runs only functions of the default image "
+                "(Image.debian_slim() with the nodes' Python and packages). Install what the function "
+                "needs on every node, or run this app on a server with the sandbox or process runtime."
+            )
+        if image.get("mounts"):
+            raise NotImplementedError(
+                f"{tag}'s image adds local files (add_local_*); the ray runtime does not ship them to "
+                "cluster nodes yet. Install the package on every node instead."
+            )
+
+    # -- containers -----------------------------------------------------------------------
+    def _options(self, spec: ContainerSpec) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "num_cpus": spec.cpu if spec.cpu is not None else DEFAULT_CPU,
+            "max_restarts": 0,
+            "scheduling_strategy": "SPREAD",
+            "name": spec.container_id,
+        }
+        if spec.memory_mb is not None:
+            options["memory"] = spec.memory_mb * 1024 * 1024
+        if spec.gpu_type is not None:
+            options["num_gpus"] = len(spec.gpu_indices)  # slots: Ray picks the devices
+            resource = self.gpus.ray_resource(spec.gpu_type)
+            if resource is not None:
+                options["resources"] = {resource: 0.001}
+        return options
+
+    async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
+        self.check(spec)
+        if self._agent is None:
+            raise InvalidError("The ray runtime is not connected to its cluster (the server is starting "
+                               "or stopping).")
+        image = spec.image
+        launch = {
+            "container_id": spec.container_id,
+            "function_id": spec.function_id,
+            "server_url": spec.server_url,
+            "tls_fingerprint": self.tls_fingerprint,
+            "env": dict(spec.env),
+            "image_env": dict(image.env) if image is not None else {},
+            "gpu_type": spec.gpu_type,
+            "volumes": [dict(v) for v in spec.volumes],
+        }
+        actor = self._agent.options(**self._options(spec)).remote()
+        return RayHandle(actor, launch, on_output)
+
+
+class RayHandle(ContainerHandle):
+    """A container held by its actor. `node_id` is Ray's id of its node, once placed."""
+
+    def __init__(self, actor: Any, launch: dict[str, Any], on_output: OutputSink) -> None:
+        self._actor = actor
+        self._launch = launch
+        self._on_output = on_output
+        self.node_id: str | None = None
+        self._started = False
+        self._stopping: int | None = None  # the signal we sent, if any
+        self._done = False
+
+    async def wait(self) -> ExitStatus:
+        import ray.exceptions
+
+        try:
+            try:
+                placed = await self._actor.start.remote(self._launch)
+            except ray.exceptions.RayTaskError as exc:  # the agent could not start the process
+                self._on_output("stderr", f"ferry: {exc.cause if exc.cause else exc}\n")
+                return ExitStatus(code=None)
+            self.node_id = placed["node_id"]
+            self._started = True
+            if self._stopping is not None:  # asked to stop while Ray was placing it
+                self._signal(self._stopping)
+            pump = asyncio.create_task(self._pump())
+            try:
+                result = await self._actor.wait.remote()
+            finally:
+                self._done = True
+                await asyncio.gather(pump, return_exceptions=True)
+            return ExitStatus(code=result["code"])
+        except ray.exceptions.RayActorError as exc:
+            if self._stopping is not None:  # we killed it ourselves
+                return ExitStatus(code=-self._stopping)
+            where = f"node {self.node_id}" if self.node_id else "its node"
+            reason = (str(exc).strip().splitlines() or ["the actor died"])[0]
+            log.warning("container %s lost with %s: %s", self._launch["container_id"], where, reason)
+            return ExitStatus(code=None, node_lost=True)
+        finally:
+            self._done = True
+            self._release()
+
+    async def _pump(self) -> None:
+        """Forward the container's raw output while it runs."""
+        while True:
+            try:
+                chunks = await self._actor.output.remote()
+            except Exception:  # noqa: BLE001 - the actor is gone; wait() reports how
+                return
+            for stream, text in chunks:
+                self._on_output(stream, text)
+            if self._done:
+                return
+
+    def _release(self) -> None:
+        """The container has ended: its actor (and the resources Ray holds for it) goes."""
+        import ray
+
+        try:
+            ray.kill(self._actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def _signal(self, sig: int) -> None:
+        self._actor.signal.remote(int(sig))
+
+    def terminate(self) -> None:
+        self._stop(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._stop(signal.SIGKILL)
+        if self._started:  # an agent that does not answer goes with its container
+            asyncio.get_running_loop().call_later(KILL_GRACE, self._kill_actor)
+
+    def _stop(self, sig: int) -> None:
+        if self._done:
+            return
+        self._stopping = sig
+        if self._started:
+            self._signal(sig)
+        else:  # Ray has not placed it yet: nothing runs, the actor goes
+            self._release()
+
+    def _kill_actor(self) -> None:
+        if not self._done:
+            self._release()

@@ -1,0 +1,339 @@
+"""The `ray` runtime on a real Ray cluster of three nodes on this machine (token auth on):
+
+    head  --num-cpus 1
+    w1    --num-cpus 2
+    gpu   --num-cpus 2 --num-gpus 1 --resources '{"accelerator_type:T4": 1}'   (a fake T4)
+
+Each node has its own ports, temporary directory and FERRY_NODE_CACHE, and none inherits the
+control plane's FERRY_* settings. Containers spread over the nodes, a GPU function lands on the
+GPU node, a volume written on one node is read on another, and a node killed mid-map loses no
+output and repeats none. The cluster is ended by SIGKILL of each node's process group and of
+any process whose command line names the cluster's temporary directory; never `ray stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import ferry
+
+from ..conftest import ServerProcess, run_cli
+
+pytest.importorskip("ray")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+app = ferry.App("test-cluster")
+vol = ferry.Volume.from_name("test-cluster-vol", create_if_missing=True)
+
+
+def _where() -> dict[str, Any]:
+    return {"node": os.environ.get("FERRY_NODE_ID"), "cache": os.environ.get("FERRY_NODE_CACHE"),
+            "pid": os.getpid(), "gpu": os.environ.get("FERRY_GPU_TYPE"),
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "order": os.environ.get("CUDA_DEVICE_ORDER")}
+
+
+@app.function(max_containers=3)
+def where(delay: float) -> dict[str, Any]:
+    time.sleep(delay)
+    return _where()
+
+
+@app.function(gpu="T4")
+def on_t4() -> dict[str, Any]:
+    return _where()
+
+
+@app.function(gpu="B200")
+def on_b200() -> None:
+    return None
+
+
+@app.function(max_containers=4, retries=0)
+def slow_square(x: int) -> tuple[int, int, str | None]:
+    time.sleep(0.25)
+    return x, x * x, os.environ.get("FERRY_NODE_CACHE")
+
+
+@app.cls(max_containers=1)
+class Counter:
+    @ferry.enter()
+    def start(self) -> None:
+        self.count = 0
+
+    @ferry.method()
+    def add(self, n: int) -> tuple[int, str | None]:
+        self.count += n
+        return self.count, os.environ.get("FERRY_NODE_ID")
+
+
+@app.function(volumes={"/data": vol}, max_containers=3)
+def write_file(text: str) -> str | None:
+    Path("/data/greeting.txt").write_text(text)
+    vol.commit()
+    return os.environ.get("FERRY_NODE_ID")
+
+
+@app.function(volumes={"/data": vol}, max_containers=3)
+def read_file(delay: float) -> tuple[str | None, str]:
+    vol.reload()
+    time.sleep(delay)
+    return os.environ.get("FERRY_NODE_ID"), Path("/data/greeting.txt").read_text()
+
+
+custom = ferry.App("test-cluster-custom-image")
+
+
+@custom.function(image=ferry.Image.debian_slim().pip_install("six"))
+def with_six() -> None:
+    return None
+
+
+# -- the cluster ----------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Node:
+    name: str
+    process: subprocess.Popen
+    cache: Path
+
+    def kill(self) -> None:
+        """SIGTERM to its process group, then SIGKILL after a short wait (`ray start --block`
+        does not stop promptly on SIGTERM)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(3)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
+@dataclass
+class Cluster:
+    root: Path
+    address: str
+    token: str
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def env(self, cache: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "RAY_"))}
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
+                    # a dead node is noticed in about 3 s instead of Ray's default 30 s or so
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                    "RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_timeout_ms": "1000"})
+        if cache is not None:
+            env["FERRY_NODE_CACHE"] = str(cache)
+        return env
+
+    def start_node(self, name: str, *extra: str, head: bool = False) -> None:
+        cache = self.root / f"cache-{name}"
+        base = 10000 + secrets.randbelow(9000)  # below the ephemeral ports that _free_port hands out
+        ports = ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+                 "--metrics-export-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
+                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                 "--min-worker-port", str(base), "--max-worker-port", str(base + 200)]
+        where = (["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard", "false",
+                  "--ray-client-server-port", str(_free_port())] if head else ["--address", self.address])
+        log = open(self.root / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            [RAY, "start", "--block", *where, "--node-ip-address", "127.0.0.1", "--temp-dir",
+             str(self.root / f"ray-{name}"), "--disable-usage-stats", *ports, *extra],
+            env=self.env(cache), stdout=log, stderr=log, start_new_session=True)
+        self.nodes[name] = Node(name, process, cache)
+
+    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
+        """Until `count` nodes are alive (asked through a Ray client with the token)."""
+        script = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+                  "import time\nfor _ in range(400):\n"
+                  "    n = sum(1 for x in ray.nodes() if x['Alive'])\n"
+                  "    if n >= int(sys.argv[2]): break\n"
+                  "    time.sleep(0.3)\nprint(n)")
+        try:
+            result = subprocess.run([sys.executable, "-c", script, self.address, str(count)], env=self.env(),
+                                    capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            result = subprocess.CompletedProcess(exc.cmd, 1, "0", str(exc.stderr or "")[-1500:])
+        alive = int((result.stdout.strip().splitlines() or ["0"])[-1])
+        logs = "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-1500:]}" for p in self.root.glob("*.log"))
+        assert alive >= count, f"{alive} Ray nodes alive, expected {count}:\n{result.stderr[-1500:]}\n{logs}"
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+        # Ray's agents name the cluster's directory on their command line; its workers (which
+        # retitle themselves `ray::...`) and Ferry's containers have it in their environment
+        # (FERRY_NODE_CACHE), as no other process does
+        marker = str(self.root).encode()
+        for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+            try:
+                found = marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+                found = found or marker in Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if found:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="ferry-ray-", dir="/tmp"))  # short: Ray's socket paths
+    cluster = Cluster(root=root, address=f"127.0.0.1:{_free_port()}", token=secrets.token_hex(32))
+    try:
+        cluster.start_node("head", "--num-cpus", "1", head=True)
+        cluster.wait_for_nodes(1)
+        cluster.start_node("w1", "--num-cpus", "2")
+        cluster.start_node("gpu", "--num-cpus", "2", "--num-gpus", "1",
+                           "--resources", json.dumps({"accelerator_type:T4": 1}))
+        cluster.wait_for_nodes(3)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120) -> ServerProcess:
+    """A control plane with the ray runtime (ray.init takes seconds on a busy machine)."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0"}
+    process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address",
+                                cluster.address], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = home / "server.json"
+        if state.exists():
+            try:
+                data = json.loads(state.read_text())
+            except ValueError:
+                data = {}
+            if data.get("pid") == process.pid:
+                return ServerProcess(home=home, url=data["url"], process=process, log=log)
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"ferry server did not start:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_ray_server(tmp_path_factory.mktemp("ray-home"), cluster)
+    try:
+        with server.used():
+            yield server
+    finally:
+        server.stop()
+
+
+# -- tests ----------------------------------------------------------------------------------
+def test_a_bad_or_unreachable_address_fails_the_start_in_one_line(tmp_path):
+    for address, expected in (("nonsense", "is not HOST:PORT"), (f"127.0.0.1:{_free_port()}", "Cannot reach")):
+        result = subprocess.run([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address", address],
+                                env={**os.environ, "FERRY_HOME": str(tmp_path / "home"), "FERRY_WEB_PORT": "0"},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_containers_spread_over_the_nodes_and_show_theirs(ray_server, cluster):
+    with app.run(show_logs=False):
+        places = list(where.map([3.0] * 3))
+        assert len({p["pid"] for p in places}) == 3
+        assert len({p["node"] for p in places}) >= 2, places  # Ray spreads them
+        assert all(p["node"] and p["cache"] and p["cache"].startswith(str(cluster.root)) for p in places)
+        assert all(p["visible"] is None and p["gpu"] is None for p in places)
+        shown = run_cli(["app", "show", app.app_id, "--json"], ray_server)
+        assert shown.returncode == 0, shown.stderr
+        containers = [c for fn in json.loads(shown.stdout)["functions"] if fn["tag"] == "where"
+                      for c in fn["containers"]]
+        assert containers and {c["node"] for c in containers} <= {p["node"] for p in places}
+
+
+def test_a_gpu_function_lands_on_the_node_with_that_gpu(ray_server, cluster):
+    with app.run(show_logs=False):
+        place = on_t4.remote()
+    assert place["cache"] == str(cluster.nodes["gpu"].cache)
+    assert place["gpu"] == "T4" and place["visible"] == "0" and place["order"] == "PCI_BUS_ID"
+
+
+def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus(ray_server):
+    with app.run(show_logs=False):
+        started = time.monotonic()
+        with pytest.raises(ferry.exception.Error) as info:
+            on_b200.remote()
+        assert time.monotonic() - started < 30
+    assert "B200" in str(info.value) and "T4" in str(info.value) and "Ray cluster" in str(info.value)
+    assert "its calls fail until a node with such a GPU joins" in ray_server.log.read_text()
+
+
+def test_an_image_with_build_steps_is_refused_at_app_start(ray_server):
+    with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):
+        with custom.run(show_logs=False):
+            pass
+
+
+def test_calls_and_classes_work(ray_server):
+    with app.run(show_logs=False):
+        counter = Counter()
+        assert counter.add.remote(2)[0] == 2
+        total, node = counter.add.remote(3)
+        assert total == 5 and node
+        assert [r[1] for r in slow_square.map(range(5))] == [0, 1, 4, 9, 16]
+
+
+def test_a_volume_committed_on_one_node_is_read_on_another(ray_server):
+    with app.run(show_logs=False):
+        writer_node = write_file.remote("hello from a node")
+        reads = list(read_file.map([4.0] * 3))
+    assert all(text == "hello from a node" for _, text in reads)
+    assert any(node != writer_node for node, _ in reads), (writer_node, reads)
+
+
+def test_a_node_killed_mid_map_loses_no_output_and_repeats_none(ray_server, cluster):
+    """Last: it kills node w1 (retries=0, so an input lost as a crash would fail the map)."""
+    victim = cluster.nodes["w1"]
+    seen: list[int] = []
+    caches: list[str | None] = []
+    n = 80
+    with app.run(show_logs=False):
+        for x, square, cache in slow_square.map(range(n)):
+            seen.append(x)
+            caches.append(cache)
+            assert square == x * x
+            if len(seen) == 16:
+                assert str(victim.cache) in caches, caches  # it did run some of them
+                victim.kill()
+                killed_at = time.monotonic()
+    assert seen == list(range(n))  # every output, once, in order
+    assert str(victim.cache) not in caches[40:]  # the rest ran on the other nodes
+    assert time.monotonic() - killed_at < 120
