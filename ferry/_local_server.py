@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def resolve_server_url(*, announce: bool = True) -> str:
     home = usable_home()
     found = running_server_url(home)
     if found:
-        return found
+        return switch_runtime_if_idle(home, found, announce=announce)
     if not _config.get("autostart"):
         raise ConnectionError(
             "No Ferry server is running. Start one with `ferry server start`, or set "
@@ -131,3 +132,61 @@ def resolve_server_url(*, announce: bool = True) -> str:
         print(f"Started a local Ferry server at {url} (state in {home}, log in "
               f"{home / LOG_FILE}{dashboard}). Stop it with `ferry server stop`.", file=sys.stderr)
     return url
+
+
+def runtime_note(info: dict) -> str | None:
+    """What to say when a server's runtime is not the one FERRY_RUNTIME=auto would pick now
+    (its `server.status`): the sandbox's packages were installed, or removed, since it started."""
+    now, current = info.get("runtime_now"), info.get("runtime")
+    if info.get("runtime_setting") != "auto" or not now or now == current:
+        return None
+    if now == "sandbox":
+        return (f"The server runs the {current} runtime: it started before the sandbox runtime could run "
+                "here. To switch, stop it (`ferry server stop`) and run again; a `ferry run` switches an idle "
+                "local server by itself.")
+    return (f"The server runs the {current} runtime, which cannot start containers here now "
+            f"({info.get('runtime_now_reason')}). Fix that, or restart it (`ferry server stop`, then run "
+            f"again) to use the {now} runtime.")
+
+
+def _sandbox_tools_present() -> bool:
+    """A cheap first look (no import of the server) at whether the sandbox could run now."""
+    import shutil
+
+    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("bwrap", "mmdebstrap", "pasta"))
+
+
+def switch_runtime_if_idle(home: Path, url: str, *, announce: bool = True) -> str:
+    """The local server at `url`, or a new one: a server that FERRY_RUNTIME=auto started on the
+    process runtime before the sandbox's packages were installed is restarted (with the
+    sandbox runtime) when it has no live app and no container; a busy one keeps running and
+    the client says how to switch."""
+    state = read_state(home) or {}
+    if state.get("runtime_setting") != "auto" or state.get("runtime") != "process" or not _sandbox_tools_present():
+        return url
+    from ._client import Client
+    from ._sync import run_sync
+
+    client = Client.for_url(url)
+    info = client.request_sync("server.status")
+    note = runtime_note(info)
+    if note is None:
+        return url
+    if info.get("apps") or info.get("containers"):
+        if announce:
+            print(f"Note: {note}", file=sys.stderr)
+        return url
+    run_sync(client.close())  # (a new server may listen at the same address)
+    try:
+        os.kill(int(state["pid"]), signal.SIGTERM)
+    except (ProcessLookupError, KeyError, ValueError):
+        return url
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and reachable(url, timeout=0.2):
+        time.sleep(0.05)
+    new_url = start_background_server(home)
+    if announce:
+        runtime = (read_state(home) or {}).get("runtime", "sandbox")
+        print(f"Restarted the idle local Ferry server with the {runtime} runtime (it had started before "
+              f"the sandbox runtime could run here); now at {new_url}.", file=sys.stderr)
+    return new_url

@@ -16,4 +16,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[${extras}]"
+# the sandbox runtime's system packages (installed as root with apt-get, else the command is printed)
+bash scripts/system-packages.sh
 echo "Ferry installed in $(pwd)/.venv: run .venv/bin/ferry --help" >&2

@@ -4,15 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install.sh test
-# The sandbox runtime's tests need bubblewrap, mmdebstrap (Debian root filesystems), uidmap,
-# passt (pasta: container networks) and iproute2 (the network tests make a namespace).
-missing=""
-for tool in bwrap:bubblewrap mmdebstrap:mmdebstrap newuidmap:uidmap pasta:passt ip:iproute2; do
-    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool##*:}"
-done
-if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
-fi
+# The sandbox runtime's packages (install.sh installed them where it could: scripts/system-packages.sh),
+# plus iproute2: the network tests make a namespace.
+bash scripts/system-packages.sh iproute2
 # pasta opens /dev/net/tun as the sandbox's unprivileged root: Debian's default mode is 0666.
 if [ -c /dev/net/tun ] && [ "$(id -u)" = 0 ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
     chmod 0666 /dev/net/tun

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from .. import _config
-from .._local_server import read_state, reachable, running_server_url, start_background_server, usable_home
+from .._local_server import (read_state, reachable, running_server_url, runtime_note, start_background_server,
+                             usable_home)
 from ..exception import Error
 from .errors import err, guard
 from .output import console, json_option, print_json
@@ -96,6 +97,9 @@ def status(as_json: bool = json_option()) -> None:
     out.print(f"Ferry {info['version']} server at {info['url']} (pid {info['pid']})")
     out.print(f"  state: {info['home']}")
     out.print(f"  runtime: {info['runtime']}")
+    note = runtime_note(info)
+    if note:
+        out.print(f"  [yellow]{note}[/yellow]", soft_wrap=True)
     if info.get("web_url"):
         out.print(f"  web endpoints: {info['web_url']} (http://LABEL.localhost:{info['web_port']}/)")
         out.print(f"  dashboard: {info['web_url']}/")

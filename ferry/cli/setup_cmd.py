@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .._local_server import running_server_url, start_background_server, usable_home
+from .._local_server import (running_server_url, runtime_note, start_background_server, switch_runtime_if_idle,
+                             usable_home)
 from .errors import guard
 from .output import console
 
@@ -34,7 +35,16 @@ def setup() -> None:
         url = start_background_server(home)
         out.print(f"Started the local Ferry server at {url}.")
     else:
+        url = switch_runtime_if_idle(home, url)  # started before the sandbox could run, and idle
         out.print(f"The local Ferry server is running at {url}.")
+    from .._client import Client
+
+    info = Client.for_url(url).request_sync("server.status")
+    out.print(f"Runtime in use: {info['runtime']}" + (f" (FERRY_RUNTIME={info['runtime_setting']})"
+                                                       if info.get("runtime_setting") not in (None, "auto") else ""))
+    note = runtime_note(info)
+    if note:
+        out.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     out.print("Ferry needs no account or token: try `ferry run examples/hello_world.py`.")
 
 

@@ -54,6 +54,13 @@ def _call_id(args: dict) -> str:
     return call_id
 
 
+def _runtime_now(setting: str, current: str) -> dict[str, Any]:
+    from .runtimes import auto_runtime
+
+    now, reason = auto_runtime() if setting == "auto" else (current, None)
+    return {"runtime_setting": setting, "runtime_now": now, "runtime_now_reason": reason}
+
+
 class API:
     """Request handlers bound to one server."""
 
@@ -104,6 +111,8 @@ class API:
             "url": server.url,
             "home": str(server.home),
             "runtime": server.runtime.name,
+            # what FERRY_RUNTIME=auto would pick now (packages installed since the start?)
+            **_runtime_now(server.runtime_setting, server.runtime.name),
             "gpus": server.gpus.describe(),
             "started": server.started,
             "apps": sum(1 for a in server.apps.values() if a.live),

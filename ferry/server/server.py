@@ -59,6 +59,7 @@ class Server:
         self.secrets = SecretStore(self.store, home / KEY_FILE)
         self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
         self.runtime = runtime_named(runtime)
+        self.runtime_setting = runtime  # FERRY_RUNTIME as given ("auto": chosen by what the host has)
         self.metrics = Metrics()  # what /metrics counts (server/metrics.py)
         # the ray runtime's GPUs are its cluster's (runtimes/ray/gpus.py)
         self.gpus = getattr(self.runtime, "gpus", None) or GPUAllocator(gpu_inventory(_config.get("gpus") or None))
@@ -131,7 +132,7 @@ class Server:
         self.schedules.start()
         (self.home / STATE_FILE).write_text(json.dumps({
             "url": self.url, "pid": os.getpid(), "web_url": self.gateway.base_url,
-            "socket": str(self.control_socket),
+            "socket": str(self.control_socket), "runtime": self.runtime.name, "runtime_setting": self.runtime_setting,
             "tls_fingerprint": self.tls.fingerprint if self.tls is not None else None}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
 

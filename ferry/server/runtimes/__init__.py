@@ -25,6 +25,14 @@ def sandbox_unavailable_reason() -> str | None:
     return pasta_unavailable_reason()  # container networks (runtimes/sandbox/network.py)
 
 
+def auto_runtime() -> tuple[str, str | None]:
+    """The runtime `auto` would pick on this host now, and why not the sandbox (None when it
+    would): a server started before the sandbox's packages were installed reports the
+    difference (`server.status`), and a client switches an idle one (_local_server.py)."""
+    reason = sandbox_unavailable_reason()
+    return ("process" if reason is not None else "sandbox"), reason
+
+
 def runtime_named(name: str) -> Runtime:
     """The runtime a server setting (`FERRY_RUNTIME`) names; `auto` is the sandbox where
     `sandbox_unavailable_reason()` finds nothing missing, else the process runtime."""
@@ -55,4 +63,4 @@ def runtime_named(name: str) -> Runtime:
     raise InvalidError(f"Unknown runtime {name!r} (FERRY_RUNTIME). Available: {', '.join(RUNTIMES)}.")
 
 
-__all__ = ["ContainerHandle", "ContainerSpec", "ExitStatus", "Runtime", "runtime_named"]
+__all__ = ["ContainerHandle", "ContainerSpec", "ExitStatus", "Runtime", "auto_runtime", "runtime_named"]
