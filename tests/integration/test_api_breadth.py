@@ -331,3 +331,19 @@ def test_app_stop_ends_a_running_app(server):
         assert short.app_id is None
     shown = Client.from_env_sync().request_sync("app.show", app=app_id)
     assert shown["state"] == "stopped"
+
+
+def test_an_included_app_deploys_with_the_including_app(server):
+    name = f"breadth-deploy-{uuid.uuid4().hex[:6]}"
+    helpers = ferry.App("breadth-helpers")
+
+    @helpers.function(serialized=True)
+    def helper(x: int) -> int:
+        return x + 100
+
+    main = ferry.App(name).include(helpers)
+    main.deploy()
+    try:
+        assert ferry.Function.from_name(name, "helper").remote(1) == 101
+    finally:
+        assert run_cli(["app", "stop", name], server).returncode == 0
