@@ -129,3 +129,40 @@ def test_the_process_runtime_refuses_block_network(server: ServerProcess) -> Non
     with pytest.raises(ferry.Error, match="block_network=True needs the sandbox runtime"):
         with network_apps.app.run(show_logs=False):
             network_apps.probe_blocked.remote([])
+
+
+def test_layers_cached_before_user_namespaces_are_shifted_on_first_use(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer store written when sandboxes ran as host root (files owned by uid 0) still
+    works: the server gives its layers to the sandbox ids the first time a container uses them."""
+    home = tmp_path_factory.mktemp("ferry-sandbox-migration")
+    server = ServerProcess.start(home, extra_env={"FERRY_RUNTIME": "sandbox"})
+    server.use(monkeypatch)
+    try:
+        with network_apps.app.run(show_logs=False):  # builds the image's layers
+            network_apps.probe.remote([])
+    finally:
+        server.stop()
+    layers = [p for p in (home / "images" / "layers").iterdir() if p.is_dir()]
+    assert layers and all(p.stat().st_uid == SANDBOX_IDS.base for p in layers)
+    for layer in layers:  # as an older Ferry left them (never the shared base root filesystem)
+        _unshift(layer)
+    assert all(p.stat().st_uid == 0 for p in layers)
+    server = ServerProcess.start(home, extra_env={"FERRY_RUNTIME": "sandbox"})
+    server.use(monkeypatch)
+    try:
+        with network_apps.app.run(show_logs=False):
+            assert network_apps.write_files.remote("after-migration")["uid"] == 0
+    finally:
+        server.stop()
+    owners = {p.stat().st_uid for layer in layers for p in (layer, *layer.rglob("*")) if not p.is_symlink()}
+    assert owners and all(SANDBOX_IDS.contains(uid) for uid in owners)
+
+
+def _unshift(root: Path) -> None:
+    import os
+
+    for path in (*root.rglob("*"), root):
+        info = os.lstat(path)
+        if SANDBOX_IDS.contains(info.st_uid):
+            os.lchown(path, info.st_uid - SANDBOX_IDS.base, info.st_gid - SANDBOX_IDS.base)
