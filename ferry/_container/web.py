@@ -15,6 +15,7 @@ reports ready, shutdown when it drains.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from .._running import input_ids, set_current
 from .._serialization import serialize_exception
 from .web_apps import ServerProxy, WsgiAdapter, fastapi_app
 
@@ -80,7 +82,9 @@ class WebHost:
     def _begin(self, item: dict[str, Any]) -> None:
         exchange = _Exchange(self, item)
         self.exchanges[exchange.id] = exchange
-        task = self.loop.create_task(self._serve(exchange))
+        context = contextvars.copy_context()  # the request's own input and call ids (current_input_id())
+        context.run(set_current, input_ids(item))
+        task = self.loop.create_task(self._serve(exchange), context=context)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

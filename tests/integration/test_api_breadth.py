@@ -108,6 +108,12 @@ def hello(name: str = "world") -> dict:
     return {"hello": name}
 
 
+@app.function()
+@ferry.fastapi_endpoint()
+def web_ids() -> dict:
+    return {"call": ferry.current_function_call_id(), "input": ferry.current_input_id()}
+
+
 @pytest.fixture(scope="module")
 def running(server):
     with app.run(show_logs=False):
@@ -241,6 +247,15 @@ def test_get_web_url_is_reachable_with_urllib(running):
         assert json.loads(response.read()) == {"hello": "ferry"}
 
 
+def test_web_requests_see_their_own_input_and_call_ids(running):
+    seen = []
+    for _ in range(2):
+        with urllib.request.urlopen(web_ids.get_web_url(), timeout=60) as response:
+            seen.append(json.loads(response.read()))
+    assert all(s["call"].startswith("fc-") and s["input"].startswith("in-") for s in seen)
+    assert seen[0]["input"] != seen[1]["input"]
+
+
 # -- 3 and 7: the CLI -------------------------------------------------------------------------------
 APP_FILE = str(REPO / "tests" / "integration" / "apps" / "api_breadth_cli.py")
 
@@ -294,7 +309,7 @@ def test_with_concurrency_variants_run_more_inputs_at_once(running):
 
 
 def test_app_and_function_introspection(running):
-    assert app.registered_web_endpoints == ["hello"]
+    assert app.registered_web_endpoints == ["hello", "web_ids"]
     assert app.description == app.name
     assert app.get_dashboard_url().endswith(f"/apps/{app.app_id}")
     assert image_env.get_dashboard_url() == app.get_dashboard_url()
