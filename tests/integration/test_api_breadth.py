@@ -360,5 +360,6 @@ def test_an_included_app_deploys_with_the_including_app(server):
     main.deploy()
     try:
         assert ferry.Function.from_name(name, "helper").remote(1) == 101
+        assert name in [row["name"] for row in ferry.experimental.list_deployed_apps()]
     finally:
         assert run_cli(["app", "stop", name], server).returncode == 0
