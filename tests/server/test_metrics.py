@@ -97,3 +97,25 @@ def test_beyond_loopback_metrics_need_a_client_credential(authenticator: Authent
     assert _get(endpoint, [(b"authorization", wrong)])[0] == 401
     authenticator.revoke(minted["token_id"])
     assert _get(endpoint, [(b"authorization", good)])[0] == 401
+
+
+def test_every_metric_is_documented_and_the_grafana_dashboard_uses_only_real_ones() -> None:
+    import json
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    metrics = Metrics()
+    app = App(id="ap-1", name="app", state=AppState.RUNNING)
+    pool = Pool(function_id="fu-1", app=app, tag="f", definition={}, stats=PoolStats(series=metrics.series("app", "f")))
+    text = render(metrics, pools=[pool], apps=[app], volumes=[{"name": "v", "ephemeral": False, "bytes": 1, "files": 1}],
+                  info={"version": "0", "runtime": "process"})
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    doc = (repo / "docs" / "observability.md").read_text()
+    assert {"process_cpu_seconds_total", "ferry_inputs_done_total", "ferry_volume_bytes"} <= families
+    undocumented = [name for name in families if f"`{name}`" not in doc and f"`{name} /" not in doc
+                    and f"/ `{name}`" not in doc]
+    assert undocumented == []
+    dashboard = json.loads((repo / "docs" / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"\b((?:ferry|process)_[a-z_]+)", exprs)}
+    assert used <= families, used - families
