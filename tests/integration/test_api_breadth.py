@@ -363,3 +363,16 @@ def test_an_included_app_deploys_with_the_including_app(server):
         assert name in [row["name"] for row in ferry.experimental.list_deployed_apps()]
     finally:
         assert run_cli(["app", "stop", name], server).returncode == 0
+
+
+def test_on_the_sandbox_runtime(on_sandbox):
+    from .apps import api_breadth_sandbox as sandboxed
+
+    with sandboxed.app.run(show_logs=False):
+        call_id, input_id, local = sandboxed.ids.remote()
+        assert call_id.startswith("fc-") and input_id.startswith("in-") and local is False
+        assert sandboxed.image_env.remote() is None
+        assert sandboxed.image_env.with_options(image=sandboxed.VARIANT_IMAGE).remote() == "variant"
+        first = sandboxed.stops_fetching.remote()
+        wait_for(lambda: sandboxed.stops_fetching.remote() != first, timeout=60,
+                 what="a new sandbox container after stop_fetching_inputs()")
