@@ -151,6 +151,7 @@ class FunctionCall:
 
     hydrate = synced(_hydrate)
     logs = unsupported("FunctionCall.logs", "use `ferry app logs APP`")
+    get_dashboard_url = unsupported("FunctionCall.get_dashboard_url", "the dashboard has no page for calls")
     get = synced(_get_checked)
     cancel = synced(_cancel)
     num_inputs = synced(_num_inputs)
@@ -460,7 +461,18 @@ class Function(Invocable):
             raise ExecutionError(f"{self._describe()} is not running: its app has no dashboard page yet.")
         return run_sync(dashboard_url(f"/apps/{self._app._app_id}"))
 
-    from_id = staticmethod(unsupported("Function.from_id", "use Function.from_name(app, name)"))
+    @staticmethod
+    def from_id(function_id: str, client: Any = None) -> "Function":
+        """A handle on the function with this `object_id` (of a running or deployed app). Calls
+        go straight to it; `.remote_gen()` needs `Function.from_name`, which learns its kind."""
+        if client is not None:
+            raise NotImplementedError("Function.from_id(client=...) is not supported by Ferry: functions use "
+                                      "the configured server.")
+        if not isinstance(function_id, str) or not function_id.startswith("fu-"):
+            raise InvalidError(f"{function_id!r} is not a function id (they look like 'fu-...').")
+        function = Function(None, app=None, tag=function_id, config={})
+        function._function_id = function_id
+        return function
     info = unsupported("Function.info", "use `ferry app show APP --json`")
     logs = unsupported("Function.logs", "use `ferry app logs APP --function NAME`")
     metrics = unsupported("Function.metrics", "see the dashboard and `ferry run --profile`")
