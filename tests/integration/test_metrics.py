@@ -14,7 +14,7 @@ import pytest
 import ferry
 from ferry._client import Client
 
-from ..conftest import ServerProcess
+from ..conftest import ServerProcess, run_cli
 from ._web import wait_for
 
 app = ferry.App("test-metrics")
@@ -215,3 +215,21 @@ def test_beyond_loopback_metrics_need_a_bearer_client_credential(tmp_path) -> No
                 os.killpg(process.pid, 9)
                 process.wait()
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+
+def test_image_builds_are_timed(web: str, own_server: ServerProcess) -> None:
+    from .apps import metrics_image
+
+    before = parse(_get(web + "/metrics")[2])
+    with metrics_image.app.run(show_logs=False):
+        assert metrics_image.six_version.remote() == "1.16.0"
+    after = parse(_get(web + "/metrics")[2])
+    assert after["ferry_image_build_seconds_count"] == before["ferry_image_build_seconds_count"] + 1
+    assert after["ferry_image_build_seconds_sum"] > before["ferry_image_build_seconds_sum"]
+    with metrics_image.app.run(show_logs=False):  # found in the cache: no build
+        assert metrics_image.six_version.remote() == "1.16.0"
+    assert parse(_get(web + "/metrics")[2])["ferry_image_build_seconds_count"] == after["ferry_image_build_seconds_count"]
+    failed = run_cli(["image", "build", "tests/integration/apps/metrics_image.py::broken_image"], own_server)
+    assert failed.returncode == 1
+    assert parse(_get(web + "/metrics")[2])["ferry_image_build_failures_total"] == before["ferry_image_build_failures_total"] + 1
