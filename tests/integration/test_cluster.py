@@ -18,12 +18,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,10 +30,9 @@ import pytest
 import ferry
 
 from ..conftest import ServerProcess, run_cli
+from .ray_cluster import Cluster, free_port
 
 pytest.importorskip("ray")
-
-RAY = str(Path(sys.executable).with_name("ray"))
 
 app = ferry.App("test-cluster")
 vol = ferry.Volume.from_name("test-cluster-vol", create_if_missing=True)
@@ -104,109 +101,10 @@ def with_six() -> None:
 
 
 # -- the cluster ----------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Node:
-    name: str
-    process: subprocess.Popen
-    cache: Path
-
-    def kill(self) -> None:
-        """SIGTERM to its process group, then SIGKILL after a short wait (`ray start --block`
-        does not stop promptly on SIGTERM)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(3)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-
-
-@dataclass
-class Cluster:
-    root: Path
-    address: str
-    token: str
-    nodes: dict[str, Node] = field(default_factory=dict)
-
-    def env(self, cache: Path | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "RAY_"))}
-        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
-                    # a dead node is noticed in about 3 s instead of Ray's default 30 s or so
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-                    "RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_timeout_ms": "1000"})
-        if cache is not None:
-            env["FERRY_NODE_CACHE"] = str(cache)
-        return env
-
-    def start_node(self, name: str, *extra: str, head: bool = False) -> None:
-        cache = self.root / f"cache-{name}"
-        base = 10000 + secrets.randbelow(9000)  # below the ephemeral ports that _free_port hands out
-        ports = ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
-                 "--metrics-export-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-                 "--min-worker-port", str(base), "--max-worker-port", str(base + 200)]
-        where = (["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard", "false",
-                  "--ray-client-server-port", str(_free_port())] if head else ["--address", self.address])
-        log = open(self.root / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [RAY, "start", "--block", *where, "--node-ip-address", "127.0.0.1", "--temp-dir",
-             str(self.root / f"ray-{name}"), "--disable-usage-stats", *ports, *extra],
-            env=self.env(cache), stdout=log, stderr=log, start_new_session=True)
-        self.nodes[name] = Node(name, process, cache)
-
-    def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
-        """Until `count` nodes are alive (asked through a Ray client with the token)."""
-        script = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
-                  "import time\nfor _ in range(400):\n"
-                  "    n = sum(1 for x in ray.nodes() if x['Alive'])\n"
-                  "    if n >= int(sys.argv[2]): break\n"
-                  "    time.sleep(0.3)\nprint(n)")
-        try:
-            result = subprocess.run([sys.executable, "-c", script, self.address, str(count)], env=self.env(),
-                                    capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            result = subprocess.CompletedProcess(exc.cmd, 1, "0", str(exc.stderr or "")[-1500:])
-        alive = int((result.stdout.strip().splitlines() or ["0"])[-1])
-        logs = "\n".join(f"--- {p.name}:\n{p.read_text(errors='replace')[-1500:]}" for p in self.root.glob("*.log"))
-        assert alive >= count, f"{alive} Ray nodes alive, expected {count}:\n{result.stderr[-1500:]}\n{logs}"
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.kill()
-        # Ray's agents name the cluster's directory on their command line; its workers (which
-        # retitle themselves `ray::...`) and Ferry's containers have it in their environment
-        # (FERRY_NODE_CACHE), as no other process does
-        marker = str(self.root).encode()
-        for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
-            try:
-                found = marker in Path(f"/proc/{pid}/cmdline").read_bytes()
-                found = found or marker in Path(f"/proc/{pid}/environ").read_bytes()
-            except OSError:
-                continue
-            if found:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="ferry-ray-", dir="/tmp"))  # short: Ray's socket paths
-    cluster = Cluster(root=root, address=f"127.0.0.1:{_free_port()}", token=secrets.token_hex(32))
+    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
     try:
         cluster.start_node("head", "--num-cpus", "1", head=True)
         cluster.wait_for_nodes(1)
@@ -256,7 +154,7 @@ def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
 
 # -- tests ----------------------------------------------------------------------------------
 def test_a_bad_or_unreachable_address_fails_the_start_in_one_line(tmp_path):
-    for address, expected in (("nonsense", "is not HOST:PORT"), (f"127.0.0.1:{_free_port()}", "Cannot reach")):
+    for address, expected in (("nonsense", "is not HOST:PORT"), (f"127.0.0.1:{free_port()}", "Cannot reach")):
         result = subprocess.run([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address", address],
                                 env={**os.environ, "FERRY_HOME": str(tmp_path / "home"), "FERRY_WEB_PORT": "0"},
                                 capture_output=True, text=True, timeout=60)
@@ -317,6 +215,35 @@ def test_a_volume_committed_on_one_node_is_read_on_another(ray_server):
         reads = list(read_file.map([4.0] * 3))
     assert all(text == "hello from a node" for _, text in reads)
     assert any(node != writer_node for node, _ in reads), (writer_node, reads)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    return state != "Z"
+
+
+def test_containers_die_with_the_control_plane(cluster, tmp_path, monkeypatch):
+    """SIGKILL of the server: Ray kills the actors its driver owned, and their containers with them."""
+    server = start_ray_server(tmp_path / "home", cluster)
+    try:
+        server.use(monkeypatch)
+        with app.run(show_logs=False):
+            pid = where.remote(0.0)["pid"]
+            assert _alive(pid)
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+            deadline = time.monotonic() + 60
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _alive(pid), "a container outlived its control plane"
+    except ferry.exception.Error:
+        pass  # (leaving app.run() with its server gone)
+    finally:
+        server.stop()
 
 
 def test_a_node_killed_mid_map_loses_no_output_and_repeats_none(ray_server, cluster):

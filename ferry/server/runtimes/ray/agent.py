@@ -32,7 +32,8 @@ PR_SET_PDEATHSIG = 1
 OUTPUT_WAIT_SECONDS = 1.0
 # what the container must not inherit from the node's Ray worker: Ray's own credentials and
 # settings are the cluster's, not user code's
-_HIDDEN_PREFIXES = ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "FERRY_TOKEN_", "FERRY_SERVER_URL", "FERRY_PROFILE")
+_HIDDEN_PREFIXES = ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "FERRY_TOKEN_", "FERRY_SERVER_URL", "FERRY_PROFILE",
+                    "FERRY_CONFIG_PATH", "FERRY_TLS_")
 
 
 def node_cache_dir() -> Path:

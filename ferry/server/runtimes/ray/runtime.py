@@ -30,6 +30,7 @@ log = logging.getLogger("ferry.server")
 DEFAULT_CPU = 0.25        # num_cpus of a container that does not ask for cpu=
 CONNECT_TIMEOUT = 5.0     # seconds to reach the cluster's address before ray.init
 KILL_GRACE = 5.0          # after SIGKILL through the agent, the actor itself is killed
+UNAVAILABLE_GRACE = 30.0  # seconds an actor may be unreachable (not dead) before it counts as lost
 _SUPPORTED_STEPS = ("debian_slim",)
 
 
@@ -193,7 +194,7 @@ class RayHandle(ContainerHandle):
                 self._signal(self._stopping)
             pump = asyncio.create_task(self._pump())
             try:
-                result = await self._actor.wait.remote()
+                result = await self._wait_for_exit()
             finally:
                 self._done = True
                 await asyncio.gather(pump, return_exceptions=True)
@@ -201,6 +202,10 @@ class RayHandle(ContainerHandle):
         except ray.exceptions.RayActorError as exc:
             if self._stopping is not None:  # we killed it ourselves
                 return ExitStatus(code=-self._stopping)
+            if exc.actor_init_failed:  # e.g. Ferry is not installed on the node: a start failure
+                first = (str(exc).strip().splitlines() or ["its agent could not start"])[-1]
+                self._on_output("stderr", f"ferry: the container's agent failed on its node: {first}\n")
+                return ExitStatus(code=None)
             where = f"node {self.node_id}" if self.node_id else "its node"
             reason = (str(exc).strip().splitlines() or ["the actor died"])[0]
             log.warning("container %s lost with %s: %s", self._launch["container_id"], where, reason)
@@ -208,6 +213,21 @@ class RayHandle(ContainerHandle):
         finally:
             self._done = True
             self._release()
+
+    async def _wait_for_exit(self) -> dict[str, Any]:
+        """The agent's `wait`, asked again while Ray says the actor is only unreachable for now
+        (ActorUnavailableError); a dead actor raises ActorDiedError."""
+        import ray.exceptions
+
+        unavailable_since = None
+        while True:
+            try:
+                return await self._actor.wait.remote()
+            except ray.exceptions.ActorUnavailableError:
+                unavailable_since = unavailable_since or asyncio.get_running_loop().time()
+                if asyncio.get_running_loop().time() - unavailable_since > UNAVAILABLE_GRACE:
+                    raise
+                await asyncio.sleep(1.0)
 
     async def _pump(self) -> None:
         """Forward the container's raw output while it runs."""
