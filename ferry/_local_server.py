@@ -142,8 +142,8 @@ def runtime_note(info: dict) -> str | None:
         return None
     if now == "sandbox":
         return (f"The server runs the {current} runtime: it started before the sandbox runtime could run "
-                "here. To switch, stop it (`ferry server stop`) and run again; a `ferry run` switches an idle "
-                "local server by itself.")
+                "here. To switch, stop it (`ferry server stop`) and run again; a `ferry run` restarts an idle "
+                "background server by itself.")
     return (f"The server runs the {current} runtime, which cannot start containers here now "
             f"({info.get('runtime_now_reason')}). Fix that, or restart it (`ferry server stop`, then run "
             f"again) to use the {now} runtime.")
@@ -157,22 +157,23 @@ def _sandbox_tools_present() -> bool:
 
 
 def switch_runtime_if_idle(home: Path, url: str, *, announce: bool = True) -> str:
-    """The local server at `url`, or a new one: a server that FERRY_RUNTIME=auto started on the
-    process runtime before the sandbox's packages were installed is restarted (with the
-    sandbox runtime) when it has no live app and no container; a busy one keeps running and
-    the client says how to switch."""
-    state = read_state(home) or {}
-    if state.get("runtime_setting") != "auto" or state.get("runtime") != "process" or not _sandbox_tools_present():
-        return url
+    """The local server at `url`, or a new one: a background server (one a client started) that
+    FERRY_RUNTIME=auto started on the process runtime before the sandbox's packages were
+    installed is restarted (with the sandbox runtime) when it has no live app and no container;
+    a busy one, or one run in the foreground, keeps running and the client says how to switch."""
     from ._client import Client
     from ._sync import run_sync
 
+    state = read_state(home) or {}
+    if state.get("runtime_setting") != "auto" or state.get("runtime") != "process" or not _sandbox_tools_present():
+        return url
     client = Client.for_url(url)
     info = client.request_sync("server.status")
     note = runtime_note(info)
     if note is None:
         return url
-    if info.get("apps") or info.get("containers"):
+    # busy, or run by someone in a terminal (not started by a client): never stopped from here
+    if info.get("apps") or info.get("containers") or not state.get("background"):
         if announce:
             print(f"Note: {note}", file=sys.stderr)
         return url

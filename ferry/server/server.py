@@ -60,6 +60,7 @@ class Server:
         self.volumes = VolumeService(self)  # volume.* requests; ephemeral volumes of a past run are dropped
         self.runtime = runtime_named(runtime)
         self.runtime_setting = runtime  # FERRY_RUNTIME as given ("auto": chosen by what the host has)
+        self.background = False  # started by a client (`--fallback-port`), not by someone in a terminal
         self.metrics = Metrics()  # what /metrics counts (server/metrics.py)
         # the ray runtime's GPUs are its cluster's (runtimes/ray/gpus.py)
         self.gpus = getattr(self.runtime, "gpus", None) or GPUAllocator(gpu_inventory(_config.get("gpus") or None))
@@ -133,6 +134,7 @@ class Server:
         (self.home / STATE_FILE).write_text(json.dumps({
             "url": self.url, "pid": os.getpid(), "web_url": self.gateway.base_url,
             "socket": str(self.control_socket), "runtime": self.runtime.name, "runtime_setting": self.runtime_setting,
+            "background": self.background,
             "tls_fingerprint": self.tls.fingerprint if self.tls is not None else None}))
         log.warning("Ferry server listening on %s (state in %s)", self.url, self.home)
 
@@ -417,8 +419,9 @@ def control_socket_path(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ferry-{digest}" / "control.sock"
 
 
-async def _main(home: Path, host: str, port: int, runtime: str) -> None:
+async def _main(home: Path, host: str, port: int, runtime: str, background: bool = False) -> None:
     server = Server(home, host, port, runtime)
+    server.background = background
     await server.serve_forever()
 
 
@@ -457,12 +460,12 @@ def run(*, host: str | None = None, port: int | None = None, fallback_port: bool
             if not 0 <= value <= 65535:
                 raise InvalidError(f"{name}={value} is not a port: use 1-65535, or 0 to pick a free one.")
         try:
-            asyncio.run(_main(home, host, port, runtime))
+            asyncio.run(_main(home, host, port, runtime, fallback_port))
         except ListenFailed as failed:
             if not fallback_port or explicit_port or port == 0:
                 raise InvalidError(str(failed)) from None
             log.warning("%s; listening on a free port instead", failed)
-            asyncio.run(_main(home, host, 0, runtime))
+            asyncio.run(_main(home, host, 0, runtime, fallback_port))
     except (Error, NotImplementedError):
         raise
     except Exception as exc:  # noqa: BLE001 - reported in one line, the traceback goes to the log

@@ -51,12 +51,11 @@ def _end(pid: int) -> None:
     os.killpg(pid, signal.SIGKILL)
 
 
-def test_an_idle_server_started_before_the_sandbox_could_run_is_switched(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_server_started_before_the_sandbox_could_run_says_how_to_switch(tmp_path: Path, monkeypatch, capsys) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     home = tmp_path / "home"
     proc = ServerProcess.start(home, extra_env={"FERRY_RUNTIME": "auto", "PATH": str(bin_dir)})
-    restarted_pid = None
     proc.use(monkeypatch)
     try:
         status = Client.for_url(proc.url).request_sync("server.status")
@@ -74,24 +73,44 @@ def test_an_idle_server_started_before_the_sandbox_could_run_is_switched(tmp_pat
         # busy (a live app): it keeps running, and the client says how to switch
         with app.run(show_logs=False):
             assert ping.remote() == "pong"
-            monkeypatch.delenv("FERRY_SERVER_URL")
             assert _local_server.switch_runtime_if_idle(home, proc.url) == proc.url
             assert "`ferry server stop`" in capsys.readouterr().err
-            assert proc.process.poll() is None
-
-        # idle: `ferry run` restarts it with the sandbox runtime, and the run works there
-        env = {**proc.env(), "FERRY_PORT": "0", "FERRY_WEB_PORT": "0"}
-        env.pop("FERRY_SERVER_URL")
-        done = subprocess.run([sys.executable, "-m", "ferry", "run", "examples/hello_world.py"], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=600)
-        state = json.loads((home / "server.json").read_text())
-        restarted_pid = state["pid"]
-        assert done.returncode == 0, done.stderr
-        assert "Restarted the idle local Ferry server with the sandbox runtime" in done.stderr
-        assert "runs on the sandbox runtime" in done.stderr and "Hello World!" in done.stdout
-        assert state["runtime"] == "sandbox" and restarted_pid != proc.process.pid
-        proc.process.wait(20)  # the old server stopped
+        # idle, but not started by a client (someone runs it in a terminal): the same
+        assert _local_server.switch_runtime_if_idle(home, proc.url) == proc.url
+        assert "`ferry server stop`" in capsys.readouterr().err
+        assert proc.process.poll() is None
     finally:
         proc.stop()
-        if restarted_pid is not None:
-            _end(restarted_pid)
+
+
+def test_an_idle_background_server_is_restarted_with_the_sandbox_runtime(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    pids = []
+    try:
+        with monkeypatch.context() as patch:  # a client starts it, before "mmdebstrap is installed"
+            for name, value in {"PATH": str(bin_dir), "FERRY_RUNTIME": "auto", "FERRY_HOME": str(home),
+                                "FERRY_PORT": "0", "FERRY_WEB_PORT": "0"}.items():
+                patch.setenv(name, value)
+            patch.delenv("FERRY_SERVER_URL", raising=False)
+            _local_server.start_background_server(home)
+        first = json.loads((home / "server.json").read_text())
+        pids.append(first["pid"])
+        assert (first["runtime"], first["runtime_setting"], first["background"]) == ("process", "auto", True)
+
+        (bin_dir / "mmdebstrap").symlink_to("/usr/bin/mmdebstrap")  # "apt-get install mmdebstrap"
+        env = {**os.environ, "FERRY_HOME": str(home), "FERRY_PORT": "0", "FERRY_WEB_PORT": "0"}
+        env.pop("FERRY_SERVER_URL", None)
+        done = subprocess.run([sys.executable, "-m", "ferry", "run", "examples/hello_world.py"], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        second = json.loads((home / "server.json").read_text())
+        pids.append(second["pid"])
+        assert done.returncode == 0, done.stderr + (home / "server.log").read_text()[-3000:]
+        assert "Restarted the idle local Ferry server with the sandbox runtime" in done.stderr
+        assert "runs on the sandbox runtime" in done.stderr and "Hello World!" in done.stdout
+        assert second["runtime"] == "sandbox" and second["pid"] != first["pid"]
+    finally:
+        for pid in pids:
+            _end(pid)
