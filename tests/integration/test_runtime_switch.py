@@ -69,6 +69,12 @@ def test_a_server_started_before_the_sandbox_could_run_says_how_to_switch(tmp_pa
         shown = subprocess.run([sys.executable, "-m", "ferry", "server", "status"], env=proc.env(),
                                capture_output=True, text=True, timeout=60)
         assert "runtime: process" in shown.stdout and "`ferry server stop`" in shown.stdout, shown.stdout
+        local = {**proc.env()}
+        local.pop("FERRY_SERVER_URL")  # `ferry setup` looks at the local server of FERRY_HOME
+        shown = subprocess.run([sys.executable, "-m", "ferry", "setup"], env=local, capture_output=True, text=True,
+                               timeout=60)
+        assert "Runtime in use: process" in shown.stdout and "`ferry server stop`" in shown.stdout, shown.stdout
+        assert proc.process.poll() is None  # (run in the foreground: not restarted)
 
         # busy (a live app): it keeps running, and the client says how to switch
         with app.run(show_logs=False):
