@@ -15,9 +15,11 @@ pool could start it (docs/architecture.md, "Dispatch"):
               itself is not stalled; then it holds about 2 ms of work, which it starts soon
               even while another container is idle or starting
   3. reclaim  a container that holds waiting inputs and has returned nothing for
-              RECLAIM_AFTER is asked to give them back (`reclaim`) unless it is the pool's
-              only container; it answers with `requeue` for those it had not started, and
-              they go back to the front of the queue, for whichever container frees first
+              RECLAIM_AFTER is asked to give them back (`reclaim`) while another container
+              has room to start one now, or at once another is live once the stall lasts
+              CLOSE_WINDOW_AFTER; it answers with `requeue` for those it had not started,
+              and they go back to the front of the queue, in order, for whichever container
+              frees first
 """
 
 from __future__ import annotations
@@ -122,22 +124,27 @@ class Scheduler:
                 container.conn.push("inputs", items=[i.wire() for i in batch])
 
     def rebalance(self, pool: Pool) -> None:
-        """Ask each stalled container to give back the inputs waiting in it, so that they go,
-        in order, to whichever container of the pool can start them first (runs on dispatch
-        and on every autoscaler tick). A pool's only container keeps what it holds. A long
-        stall (CLOSE_WINDOW_AFTER) also closes the pool's prefetch window."""
+        """Ask stalled containers to give back the inputs waiting in them, so that they go
+        back to the queue, in order, for whichever container can start them first: while a
+        READY container has room to start one now, or, after a long stall (CLOSE_WINDOW_AFTER,
+        which also closes the pool's prefetch window), while any other container is live.
+        Runs on dispatch (at most every SCAN_EVERY) and on every autoscaler tick."""
         if pool.definition.get("web"):  # a web request is not taken back once sent
             return
         stamp = self._scanned_at[pool.function_id] = now()
-        live = sum(1 for c in pool.containers.values() if c.live)
+        target = pool.target_inputs
+        room = any(c.state is ContainerState.READY and len(c.inflight) < target
+                   for c in pool.containers.values())
         for container in pool.containers.values():
             if not stalled(container, stamp):
                 continue
-            if stalled(container, stamp, CLOSE_WINDOW_AFTER):
+            long_stall = stalled(container, stamp, CLOSE_WINDOW_AFTER)
+            if long_stall:
                 pool.stats.fast_streak = 0
             if container.reclaiming or container.conn is None:
                 continue
-            if live - (1 if container.live else 0) == 0:  # no other container could take them
+            if not room and not (long_stall and any(c.live and c is not container
+                                                    for c in pool.containers.values())):
                 continue
             waiting = container.waiting()
             if waiting:

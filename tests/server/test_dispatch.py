@@ -241,7 +241,21 @@ def test_no_reclaim_while_the_holder_makes_progress(clock):
     assert a.conn.kinds().count("reclaim") == 1
 
 
-def test_stalled_containers_give_back_even_when_all_are_busy(clock):
+def test_a_short_stall_keeps_its_inputs_while_every_other_container_is_busy(clock):
+    """A container busy on a crowded machine may stall for a moment: with nobody free to
+    take its inputs, moving them would only cost messages."""
+    sched, pool = make_pool()
+    pool.stats = fast_pool_stats(1000, mean=0.0005)
+    a, b = add_container(pool, "a"), add_container(pool, "b")
+    open_map(sched, pool, list(range(20)))
+    clock.t = RECLAIM_AFTER * 2
+    finish_oldest(sched, b, 0.0005)                # b is busy with its window, a is stalled
+    sched.rebalance(pool)
+    assert "reclaim" not in a.conn.kinds()
+    assert pool.stats.prefetch() > 0
+
+
+def test_after_a_long_stall_waiting_inputs_go_back_even_when_all_are_busy(clock):
     """Waiting inputs go back to the queue, so that whichever container frees first takes
     the next one in order; a pool's only container keeps its own."""
     sched, pool = make_pool()
