@@ -588,3 +588,18 @@ def test_the_command_may_start_while_pasta_connects(rootfs: Path) -> None:
     assert result.stdout.splitlines() == ["b'n'", "2 [0, 1, 2, 3]"]
     with pytest.raises(InvalidError, match="network_ready_env"):
         python(rootfs, code, network="none", network_ready_env="READY")
+
+
+def test_launch_async_with_pasta_on_uvloop(rootfs: Path) -> None:
+    """The server's loop is uvloop: the namespaces are set up on it, without worker threads."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[bytes, int]:
+        code = "import socket; print(len(socket.if_nameindex()))"
+        process = await launch_async(python(rootfs, code, network="pasta"), stdout=asyncio.subprocess.PIPE)
+        out, _ = await process.communicate()
+        return out, await process.wait()
+
+    started = time.monotonic()
+    assert uvloop.run(main()) == (b"2\n", 0)
+    assert time.monotonic() - started < 10

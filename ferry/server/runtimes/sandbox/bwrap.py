@@ -422,7 +422,7 @@ async def launch_async(
         raise
     prepared.close_child_fds()
     try:
-        network = await asyncio.to_thread(prepared.finish, process.pid)
+        network = await prepared.finish_async(process.pid)
     except BaseException:
         _kill_group(process.pid)
         await process.wait()
@@ -531,26 +531,58 @@ class _Prepared:
         try:
             readable, _, _ = select.select([self._ready_r], [], [], SETUP_TIMEOUT)
             if not readable:
-                raise ExecutionError(f"The sandbox did not reach its user namespace within "
-                                     f"{SETUP_TIMEOUT:.0f} s.")
-            if not os.read(self._ready_r, 1):
+                raise ExecutionError(self._late())
+            if not self._mapped(pid):
                 return None
-            if os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
-                raise ExecutionError("The sandbox has no user namespace of its own.")
-            for name in ("uid_map", "gid_map"):
-                with open(f"/proc/{pid}/{name}", "w") as handle:
-                    handle.write(SANDBOX_IDS.map_line())
-            overlap = self._network_w >= 0  # the command starts while pasta connects
-            if overlap:
-                self._go()
             network = PastaNetwork.start(pid, self.forward_dns) if self.spec.network == "pasta" else None
-            if overlap:
-                _write(self._network_w, b"n")
-            else:
-                self._go()
+            self._connected()
             return network
         finally:
             self.close()
+
+    async def finish_async(self, pid: int) -> PastaNetwork | None:
+        """`finish` on the event loop, without a worker thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            ready = loop.create_future()
+            loop.add_reader(self._ready_r, lambda: ready.done() or ready.set_result(None))
+            try:
+                await asyncio.wait_for(ready, SETUP_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise ExecutionError(self._late()) from None
+            finally:
+                loop.remove_reader(self._ready_r)
+            if not self._mapped(pid):
+                return None
+            network = await PastaNetwork.start_async(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            self._connected()
+            return network
+        finally:
+            self.close()
+
+    def _late(self) -> str:
+        return f"The sandbox did not reach its user namespace within {SETUP_TIMEOUT:.0f} s."
+
+    def _mapped(self, pid: int) -> bool:
+        """The launcher said it is in its user namespace: write the id map. False when it
+        ended first instead. With `network_ready_env`, the command is let go now."""
+        if not os.read(self._ready_r, 1):
+            return False
+        if os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
+            raise ExecutionError("The sandbox has no user namespace of its own.")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as handle:
+                handle.write(SANDBOX_IDS.map_line())
+        if self._network_w >= 0:  # the command starts while pasta connects
+            self._go()
+        return True
+
+    def _connected(self) -> None:
+        """The network is up: tell the command (`network_ready_env`), or let it go now."""
+        if self._network_w >= 0:
+            _write(self._network_w, b"n")
+        else:
+            self._go()
 
     def _go(self) -> None:
         _write(self._go_w, b"go\n")

@@ -28,11 +28,13 @@ usable by every user (mode 0666, Debian's default).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Final, Literal
 
@@ -45,6 +47,7 @@ DNS_FORWARD_ADDRESS: Final[str] = "169.254.0.53"
 PASTA_FLAGS: Final[tuple[str, ...]] = (
     "--config-net", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--quiet",
 )
+PASTA_TIMEOUT: Final[float] = 30.0
 PID_DIR: Final[Path] = Path("/run/ferry-sandbox/pasta")
 """pasta's pid files, `<pid of the sandbox>.pid` (pasta writes them as the sandbox ids): a
 restarted server ends the pastas left behind."""
@@ -110,6 +113,34 @@ class PastaNetwork:
     def start(cls, sandbox_pid: int, forward_dns: bool) -> "PastaNetwork":
         """Connect the network namespace of `sandbox_pid` (already in its own user and network
         namespaces, its id map written). Returns once the namespace is configured."""
+        argv, pid_file = cls._command(sandbox_pid, forward_dns)
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env={"PATH": _TOOL_PATH}, timeout=PASTA_TIMEOUT)
+        return cls._started(result.returncode, result.stderr, pid_file)
+
+    @classmethod
+    async def start_async(cls, sandbox_pid: int, forward_dns: bool) -> "PastaNetwork":
+        """`start` for asyncio (no thread: the server's worker threads may all be building)."""
+        argv, pid_file = cls._command(sandbox_pid, forward_dns)
+        # stderr goes to a file, not a pipe: pasta's background half may keep a pipe open
+        with tempfile.TemporaryFile() as errors:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                env={"PATH": _TOOL_PATH})
+            try:
+                await asyncio.wait_for(process.wait(), PASTA_TIMEOUT)
+            except BaseException:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                raise
+            errors.seek(0)
+            stderr = errors.read()
+        assert process.returncode is not None
+        return cls._started(process.returncode, stderr, pid_file)
+
+    @staticmethod
+    def _command(sandbox_pid: int, forward_dns: bool) -> tuple[list[str], Path]:
         own = os.readlink("/proc/self/ns/net")
         if os.readlink(f"/proc/{sandbox_pid}/ns/net") == own:  # never configure the host's
             raise ExecutionError("The sandbox has no network namespace of its own yet.")
@@ -123,19 +154,22 @@ class PastaNetwork:
                 "--pid", str(pid_file)]
         if forward_dns:
             argv += ["--dns-forward", DNS_FORWARD_ADDRESS]
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env={"PATH": _TOOL_PATH}, timeout=30)
+        return argv, pid_file
+
+    @classmethod
+    def _started(cls, returncode: int, stderr: bytes, pid_file: Path) -> "PastaNetwork":
+        """pasta has configured the namespace and gone to the background (exit code 0)."""
         try:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if result.returncode != 0 or not pid:
+        if returncode != 0 or not pid:
             if pid:
                 _kill(pid)
             pid_file.unlink(missing_ok=True)
-            said = [line for line in result.stderr.decode(errors="replace").splitlines()
+            said = [line for line in stderr.decode(errors="replace").splitlines()
                     if line.strip() and "syslog" not in line]
-            reason = pasta_unavailable_reason() or "; ".join(said[-5:]) or f"exit code {result.returncode}"
+            reason = pasta_unavailable_reason() or "; ".join(said[-5:]) or f"exit code {returncode}"
             raise ExecutionError(f"Could not connect the sandbox's network with pasta: {reason}")
         try:
             pidfd = os.pidfd_open(pid)
