@@ -69,7 +69,9 @@ class FunctionSeries:
             self.done += 1
         else:
             self.failed[status] = self.failed.get(status, 0) + 1
-        self.latency.observe(seconds)
+        latency = self.latency  # (Histogram.observe, inlined: this runs for every input)
+        latency.counts[bisect_left(latency.bounds, seconds)] += 1
+        latency.total += seconds
 
 
 class Metrics:
