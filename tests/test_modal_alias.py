@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SUBMODULES = ["functions", "app", "cls", "image", "volume", "secret", "partial_function", "experimental",
-              "exception", "gpu", "container_process"]
+              "exception", "gpu", "container_process", "dict", "queue", "retries", "schedule", "output"]
 
 
 def _python(args: list[str], *, cwd: Path, extra_path: list[Path] = ()) -> subprocess.CompletedProcess:
