@@ -249,7 +249,7 @@ def render(ref: dict[str, Any]) -> str:
             if not names:
                 continue
             if cls == "Sandbox":
-                lines += [f"Not supported: " + ", ".join(f"`{n}`" for n, _ in names) + ".", ""]
+                lines += ["Not supported: " + ", ".join(f"`{n}`" for n, _ in names) + ".", ""]
                 continue
             lines.append(f"**{status.capitalize()}**")
             lines.append("")
