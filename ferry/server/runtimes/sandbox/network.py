@@ -129,10 +129,13 @@ class PastaNetwork:
                 env={"PATH": _TOOL_PATH})
             try:
                 await asyncio.wait_for(process.wait(), PASTA_TIMEOUT)
-            except BaseException:
+            except BaseException as exc:
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
+                if isinstance(exc, TimeoutError):
+                    raise ExecutionError(f"pasta did not connect the sandbox's network within "
+                                         f"{PASTA_TIMEOUT:.0f} s.") from None
                 raise
             errors.seek(0)
             stderr = errors.read()
