@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import _config
 from ._image_files import check_ignore
+from ._unsupported import unsupported, unsupported_property
 from .exception import InvalidError
 
 
@@ -282,6 +283,52 @@ class Image:
         from ._image_wire import resolve
 
         return resolve(self, force_all=bool(_config.get("force_build")))
+
+    # -- building ahead of a run ------------------------------------------------------------
+    def build(self, app: Any = None) -> "Image":
+        """Build this image on the server now (as `ferry image build` does), so that a later run
+        finds its layers cached. `app` is accepted for the reference's signature."""
+        from ._client import Client
+        from ._sync import run_sync
+
+        async def build() -> None:
+            client = await Client.from_env()
+            wire = self._wire()
+            if wire.blobs:
+                missing = await client.request("blob.missing", hashes=list(wire.blobs))
+                for digest in missing:
+                    await client.request("blob.put", data=wire.blobs[digest], hash=digest)
+            await client.request("image.build", image=wire.definition)
+
+        run_sync(build())
+        return self
+
+    from_id = staticmethod(unsupported("Image.from_id", "images have no server-side ids; `ferry image list` "
+                                       "shows their cache keys"))
+    from_name = staticmethod(unsupported("Image.from_name", "images are not published by name"))
+    publish = unsupported("Image.publish", "images are not published by name")
+    from_scratch = staticmethod(unsupported("Image.from_scratch", "every image is a Debian root filesystem"))
+    from_aws_ecr = staticmethod(unsupported("Image.from_aws_ecr", "use Image.from_registry (skopeo) with the "
+                                            "registry's credentials in its environment"))
+    from_gcp_artifact_registry = staticmethod(unsupported(
+        "Image.from_gcp_artifact_registry", "use Image.from_registry (skopeo)"))
+    micromamba = staticmethod(unsupported("Image.micromamba", "conda environments are not built"))
+    micromamba_install = unsupported("Image.micromamba_install", "conda environments are not built")
+    poetry_install_from_file = unsupported("Image.poetry_install_from_file",
+                                           "use pip_install_from_pyproject")
+    uv_sync = unsupported("Image.uv_sync", "use uv_pip_install")
+    pip_install_private_repos = unsupported("Image.pip_install_private_repos",
+                                            "use pip_install(index_url=...) or run_commands with secrets=")
+    dockerfile_commands = unsupported("Image.dockerfile_commands",
+                                      "use run_commands, env and workdir, or Image.from_dockerfile")
+    entrypoint = unsupported("Image.entrypoint", "containers run Ferry's own entrypoint")
+    cmd = unsupported("Image.cmd", "containers run Ferry's own entrypoint")
+    shell = unsupported("Image.shell", "containers run Ferry's own entrypoint")
+    pipe = unsupported("Image.pipe", "compose images by chaining their methods")
+    logs = unsupported("Image.logs", "use `ferry image logs KEY`")
+    hydrate = unsupported("Image.hydrate", "images are built when an app runs or deploys, or with Image.build()")
+    get_dashboard_url = unsupported("Image.get_dashboard_url", "the dashboard has no image pages")
+    object_id = unsupported_property("Image.object_id", "images have no server-side ids")
 
 
 def _without_local_paths(kind: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ._unsupported import unsupported, unsupported_property
 from .exception import InvalidError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -79,6 +80,14 @@ class Secret:
     `from_dict` / `from_dotenv` / `from_local_environ` for values known on this machine. When a
     function has several secrets, later ones override earlier ones key by key.
     """
+
+    hydrate = unsupported("Secret.hydrate", "a missing secret fails `ferry run` / `ferry deploy` before any "
+                          "container starts")
+    info = unsupported("Secret.info", "use `ferry secret list`")
+    update = unsupported("Secret.update", "use `ferry secret create NAME KEY=value --force`")
+    get_dashboard_url = unsupported("Secret.get_dashboard_url", "the dashboard has no secret pages")
+    object_id = unsupported_property("Secret.object_id", "secrets are referred to by name")
+    objects = unsupported_property("Secret.objects", "use `ferry secret create / list / delete`")
 
     def __init__(self, *, name: str | None = None, values: dict[str, str] | None = None,
                  required_keys: Sequence[str] = (), description: str = "",

@@ -379,3 +379,16 @@ def test_on_the_sandbox_runtime(on_sandbox):
         first = sandboxed.stops_fetching.remote()
         wait_for(lambda: sandboxed.stops_fetching.remote() != first, timeout=60,
                  what="a new sandbox container after stop_fetching_inputs()")
+
+
+def test_image_build_builds_on_the_server_ahead_of_a_run(on_sandbox):
+    marker = uuid.uuid4().hex[:8]
+    image = ferry.Image.debian_slim().run_commands(f"echo {marker}")
+    before = {record["key"] for record in Client.from_env_sync().request_sync("image.list")["images"]}
+    assert image.build() is image
+    after = {record["key"] for record in Client.from_env_sync().request_sync("image.list")["images"]}
+    assert after - before  # a new image record: this recipe's
+    with pytest.raises(NotImplementedError, match="Image.from_name"):
+        ferry.Image.from_name("anything")
+    with pytest.raises(NotImplementedError, match="Secret.update"):
+        ferry.Secret.from_dict({"A": "1"}).update({"A": "2"})
