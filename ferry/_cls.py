@@ -272,6 +272,11 @@ class Cls:
         return variant
 
     @property
+    def client(self) -> "Client":
+        """The client this object talks to the server with (the configured server's)."""
+        return Client.from_env_sync()
+
+    @property
     def object_id(self) -> str | None:
         """The id of the class's pool on the server, once its app runs (or it was looked up)."""
         return self._function_id

@@ -146,6 +146,11 @@ class FunctionCall:
             "FunctionCall.get_call_graph() is not supported by Ferry: the control plane does not record "
             "which call started which. Use current_function_call_id() inside functions to log it.")
 
+    @property
+    def client(self) -> "Client":
+        """The client this object talks to the server with (the configured server's)."""
+        return Client.from_env_sync()
+
     async def _hydrate(self) -> "FunctionCall":
         return self
 
@@ -441,6 +446,11 @@ class Function(Invocable):
                            definition_extra=self._extra)
         variant._variant_of = (self, overrides, None)
         return variant
+
+    @property
+    def client(self) -> "Client":
+        """The client this object talks to the server with (the configured server's)."""
+        return Client.from_env_sync()
 
     @property
     def app(self) -> "App | None":

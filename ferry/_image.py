@@ -284,6 +284,13 @@ class Image:
 
         return resolve(self, force_all=bool(_config.get("force_build")))
 
+    @property
+    def client(self) -> Any:
+        """The client images are built with (the configured server's)."""
+        from ._client import Client
+
+        return Client.from_env_sync()
+
     # -- building ahead of a run ------------------------------------------------------------
     def build(self, app: Any = None) -> "Image":
         """Build this image on the server now (as `ferry image build` does), so that a later run

@@ -81,6 +81,13 @@ class Secret:
     function has several secrets, later ones override earlier ones key by key.
     """
 
+    @property
+    def client(self) -> Any:
+        """The client secrets are resolved with (the configured server's)."""
+        from ._client import Client
+
+        return Client.from_env_sync()
+
     hydrate = unsupported("Secret.hydrate", "a missing secret fails `ferry run` / `ferry deploy` before any "
                           "container starts")
     info = unsupported("Secret.info", "use `ferry secret list`")

@@ -75,6 +75,11 @@ class Volume:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_ids": {}, "_client": None}
 
+    @property
+    def client(self) -> Client:
+        """The client this volume talks to the server with (`client=`, else the configured server's)."""
+        return self._client if self._client is not None else Client.from_env_sync()
+
     async def _connect(self) -> Client:
         if self._client is not None:
             await self._client.connect()

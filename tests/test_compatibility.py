@@ -25,7 +25,7 @@ REFERENCE_NAME = "modal-1.6.4-public-api.json"
 REFERENCES = [REPO / "tests" / "reference" / REFERENCE_NAME]
 
 OK, PARTIAL, ERROR, MISSING = "supported", "partly supported", "clear error", "not supported"
-NO_CLIENT = "Ferry has no public Client object: every object uses the configured server"
+CLIENT = "the ferry Client it uses (the configured server's, or the one passed as `client=`)"
 NO_DASHBOARD = "the dashboard has no page for it"
 
 # name -> (status, note). OK and PARTIAL: the name works (PARTIAL says what is missing). ERROR: it
@@ -59,7 +59,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
     "Function": {
         "app": (OK, ""),
         "autoscaler": (ERROR, "use `update_autoscaler()`"),
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "experimental_spawn_map": (ERROR, "one FunctionCall for many inputs is not built; use `spawn_map()` or `spawn()`"),
         "for_each": (OK, ""),
         "from_id": (PARTIAL, "calls go to that id; `remote_gen` needs `from_name`, which learns the function's kind"),
@@ -86,7 +86,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
         "with_options": (OK, "`image=` too (the server builds it for the variant); `region`/`cloud` are refused"),
     },
     "Cls": {
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "from_name": (PARTIAL, "no `environment_name`"),
         "get_dashboard_url": (OK, "its app's page"),
         "hydrate": (OK, ""),
@@ -101,7 +101,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
         "add_local_python_source": (OK, ""),
         "apt_install": (OK, ""),
         "build": (OK, "builds on the server now (as `ferry image build`); `app` is not needed"),
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "cmd": (ERROR, "containers run Ferry's own entrypoint"),
         "debian_slim": (PARTIAL, "Python 3.11 (bookworm) and 3.13 (trixie): Debian's own Pythons"),
         "dockerfile_commands": (ERROR, "use `run_commands`, `env`, `workdir`, or `from_dockerfile`"),
@@ -137,7 +137,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
     },
     "Volume": {
         "batch_upload": (OK, ""),
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "commit": (OK, ""),
         "copy_files": (OK, ""),
         "ephemeral": (PARTIAL, "`client=` and `version=`; `environment_name` and `create_options` are refused"),
@@ -160,7 +160,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
         "with_mount_options": (PARTIAL, "`read_only`; `sub_path` raises NotImplementedError"),
     },
     "Secret": {
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "from_dict": (OK, ""),
         "from_dotenv": (OK, ""),
         "from_local_environ": (OK, ""),
@@ -175,7 +175,7 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
     },
     "FunctionCall": {
         "cancel": (OK, ""),
-        "client": (MISSING, NO_CLIENT),
+        "client": (OK, CLIENT),
         "from_id": (OK, ""),
         "gather": (OK, ""),
         "get": (OK, "`index=0` only (one input per call)"),

@@ -314,6 +314,7 @@ def test_app_and_function_introspection(running):
     assert app.get_dashboard_url().endswith(f"/apps/{app.app_id}")
     assert image_env.get_dashboard_url() == app.get_dashboard_url()
     assert image_env.app is app and image_env.hydrate() is image_env
+    assert image_env.client.url == OnlyBatched.client.url == ferry.FunctionCall("fc-0").client.url
     assert ferry.Function.from_id(image_env.object_id).remote() is None  # calls go to that id
     with pytest.raises(InvalidError, match="function id"):
         ferry.Function.from_id("nope")
