@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from typing import Any
@@ -43,6 +44,24 @@ def parse_address(address: str) -> tuple[str, int]:
             "`ray start --head` printed, e.g. 10.0.0.5:6379."
         )
     return host.strip("[]"), int(port)
+
+
+def _causes(exc: BaseException) -> str:
+    """The first line of `exc` and of each exception that caused it, with a hint when the
+    cluster refused the connection's token."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        line = (str(seen).strip().splitlines() or [type(seen).__name__])[0]
+        line = line.replace("Traceback (most recent call last):", "").strip(" :.")
+        if line and line not in parts:
+            parts.append(line)
+        seen = seen.__cause__ or seen.__context__
+    text = "; ".join(parts)
+    if "auth" in text.lower() or os.environ.get("RAY_AUTH_MODE") == "token":
+        text += (" (with RAY_AUTH_MODE=token the cluster refuses a missing or wrong token: give the server "
+                 "the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)")
+    return text
 
 
 class RayRuntime(Runtime):
@@ -77,10 +96,11 @@ class RayRuntime(Runtime):
         except ImportError:
             raise InvalidError("FERRY_RUNTIME=ray needs Ray on the server: pip install 'ferry[ray]'.") from None
         except Exception as exc:  # noqa: BLE001 - Ray's errors vary; the cause is reported in one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InvalidError(f"Cannot connect to the Ray cluster at {self.address}: {first}") from None
+            raise InvalidError(f"Cannot connect to the Ray cluster at {self.address}: {_causes(exc)}") from None
 
     def _connect(self) -> None:
+        # Ray's C++ client repeats each failed attempt on stderr; the failure is reported once
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         import ray
 
         from .agent import ContainerAgent
