@@ -368,12 +368,12 @@ class API:
         base = self._pool(args["function_id"])
         overrides: dict = self.server.secrets.resolve_config(args["config"], base.tag)
         overrides = self.server.volumes.resolve_config(overrides, base.tag)
-        digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:16]
         if overrides.get("image") is not None:  # with_options(image=...): built before the pool exists
             image = self.server.images.resolve_secrets(overrides["image"], base.tag)
             image = self.server.volumes.resolve_image(image, base.tag)
             await self.server.images.build(image)
             overrides = {**overrides, "image": image}
+        digest = hashlib.sha256(repr(sorted(overrides.items())).encode()).hexdigest()[:16]
         self.server.check_placeable(base.tag, {"config": overrides})
         variant_id = f"{base.function_id}~{digest}"
         self.server.derive_pool(variant_id, base, params=base.params, config_overrides=overrides)
@@ -392,7 +392,6 @@ class API:
         self.server.autoscaler.scale(pool)
         return {}
 
-    # -- calls ----------------------------------------------------------------------------
     @rpc("function.stats", allow=EVERYONE, shape={"function_id": required(S)})
     async def function_stats(self, conn: Connection, args: dict) -> dict:
         """Now, for `Function.get_current_stats()`: inputs waiting for a container, inputs
@@ -402,6 +401,7 @@ class API:
         running = sum(len(c.inflight) for c in live)
         return {"backlog": len(pool.queue), "running_inputs": running, "num_total_runners": len(live)}
 
+    # -- calls ----------------------------------------------------------------------------
     @rpc("function.call", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
                                                  "method": optional(S), "call_id": optional(S)})
     async def function_call(self, conn: Connection, args: dict) -> dict:

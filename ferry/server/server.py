@@ -398,6 +398,8 @@ class Server:
                 self.containers.on_init_failed(container, frame["exc"])
             elif kind == "requeue":
                 self.scheduler.requeue(container, list(frame["ids"]))
+            elif kind == "stop_fetching":  # modal.experimental.stop_fetching_inputs()
+                self.containers.shutdown(container, "stop_fetching_inputs() was called")
             elif kind == "timeout":
                 container.stop_reason = frame["msg"]
 
@@ -406,8 +408,6 @@ class Server:
 
 def control_socket_path(home: Path) -> Path:
     """`$FERRY_HOME/run/control.sock`, or a short path under the temporary directory when
-            elif kind == "stop_fetching":  # modal.experimental.stop_fetching_inputs()
-                self.containers.shutdown(container, "stop_fetching_inputs() was called")
     FERRY_HOME is too long for a Unix socket address (about 100 bytes)."""
     path = home / "run" / "control.sock"
     if len(str(path)) <= 100:
