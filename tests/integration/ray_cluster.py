@@ -37,6 +37,15 @@ class Node:
     process: subprocess.Popen
     cache: Path
 
+    def die(self) -> None:
+        """SIGKILL to its process group at once: the node dies as with its machine (its raylet
+        gone, its workers follow)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
     def kill(self) -> None:
         """SIGTERM to its process group, then SIGKILL after a short wait (`ray start --block`
         does not stop promptly on SIGTERM)."""

@@ -45,12 +45,17 @@ def node_cache_dir() -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL when the agent's thread that started it ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the agent is already gone
-        os._exit(137)
+def _die_with_parent(prctl: Any, parent: int) -> Any:
+    """What the child runs before exec: SIGKILL when the agent's thread that started it ends.
+    `prctl` is resolved in the agent, before the fork: the child of a threaded process only
+    calls it (no dlopen, no lock another thread might have held)."""
+
+    def run() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the agent is already gone
+            os._exit(137)
+
+    return run
 
 
 class ContainerAgent:
@@ -109,7 +114,7 @@ class ContainerAgent:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(ctypes.CDLL(None, use_errno=True).prctl, os.getpid()),
             )
         except OSError as exc:
             if volumes is not None:
