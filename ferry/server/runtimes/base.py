@@ -61,12 +61,13 @@ class ContainerSpec:
     block_network: bool = False            # block_network=True: no network but the control plane
 
     def gpu_env(self) -> dict[str, str]:
-        """What tells CUDA which devices this container owns."""
+        """What tells CUDA which devices this container owns. The indices are NVML's, in PCI bus
+        order; CUDA numbers devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID."""
         if not self.gpu_indices:
             return {}
         visible = ",".join(str(i) for i in self.gpu_indices)
         return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
-                "FERRY_GPU_TYPE": self.gpu_type or ""}
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "FERRY_GPU_TYPE": self.gpu_type or ""}
 
 
 @dataclass(frozen=True)
