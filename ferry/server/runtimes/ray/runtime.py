@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 from ....exception import InvalidError
@@ -131,7 +132,8 @@ class RayRuntime(Runtime):
                                "as plain processes on the cluster's nodes. Remove block_network=True.")
 
     def check_function(self, tag: str, definition: dict[str, Any]) -> None:
-        image = definition.get("image")
+        # (with_options(image=...) brings its image in the config it overrides)
+        image = definition.get("image") or (definition.get("config") or {}).get("image")
         if not image:
             return
         steps = image.get("steps") or []
@@ -173,6 +175,10 @@ class RayRuntime(Runtime):
             raise InvalidError("The ray runtime is not connected to its cluster (the server is starting "
                                "or stopping).")
         image = spec.image
+        if image is not None and (image.python != sys.executable or image.pythonpath or image.mounts):
+            # check_function refuses such images at app start; never run one with the wrong environment
+            raise NotImplementedError("The ray runtime does not build images on cluster nodes yet: this "
+                                      "function's image is not the default image.")
         launch = {
             "container_id": spec.container_id,
             "function_id": spec.function_id,
