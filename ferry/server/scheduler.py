@@ -16,10 +16,10 @@ pool could start it (docs/architecture.md, "Dispatch"):
               even while another container is idle or starting
   3. reclaim  a container that holds waiting inputs and has returned nothing for
               RECLAIM_AFTER is asked to give them back (`reclaim`) while another container
-              has room to start one now, or at once another is live once the stall lasts
-              CLOSE_WINDOW_AFTER; it answers with `requeue` for those it had not started,
-              and they go back to the front of the queue, in order, for whichever container
-              frees first
+              has room to start one now (or, once the stall lasts CLOSE_WINDOW_AFTER, while
+              any other container is live); it answers with `requeue` for those it had not
+              started, and they go back to the front of the queue, in order, for whichever
+              container frees first
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from .model import Call, Container, ContainerState, Input, OutputStatus, Pool, n
 log = logging.getLogger("ferry.server")
 
 NO_MORE_RETRIES = 1 << 30
-# a container that holds waiting inputs and returned no output for this long is "stalled":
-# its waiting inputs cannot start soon, so it gets no prefetch and is asked to give them back
+# a container that holds inputs and returned no output for this long is "stalled": what waits
+# in it cannot start soon, so it gets no prefetch, and gives its waiting inputs back when
+# another container has room
 RECLAIM_AFTER = 0.05
 # a stall this long shows that the pool's inputs are not uniformly fast (a shorter one may be
 # a busy machine): the pool's prefetch window closes until fast outputs open it again
