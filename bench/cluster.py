@@ -79,6 +79,13 @@ def bench_ferry(n_map: int, n_burst: int, n_warm: int, remote: bool) -> dict[str
         started = time.perf_counter()
         assert len(list(cluster_app.one_second.map(range(n_burst)))) == n_burst
         out["burst_s"] = time.perf_counter() - started
+        shown = subprocess.run([sys.executable, "-m", "ferry", "app", "show", cluster_app.app.app_id, "--json"],
+                               capture_output=True, text=True, check=True)
+        stats = next(f["stats"] for f in json.loads(shown.stdout)["functions"] if f["tag"] == "one_second")
+        # from the decision to start a container to its being ready: Ray's placement, the actor's
+        # worker process, the container process, its import of the code
+        out["burst_containers"] = stats["containers_started"]
+        out["burst_start_mean_s"] = stats["boot_mean"]
     if remote:
         with cluster_app.app.run(show_logs=False):
             cluster_app.remote_trivial.remote(0)
@@ -170,6 +177,9 @@ def main() -> None:
           f"| {three['ferry'].get('map_per_s', 0):,.0f}/s | {three['ray'].get('map_per_s', 0):,.0f}/s |")
     print(f"| burst of {n_burst} 1-s inputs | {one['ferry']['burst_s']:.1f} s | {one['ray']['burst_s']:.1f} s "
           f"| {three['ferry'].get('burst_s', 0):.1f} s | {three['ray'].get('burst_s', 0):.1f} s |")
+    print(f"| Ferry containers of the burst, mean start | {one['ferry']['burst_containers']}, "
+          f"{one['ferry']['burst_start_mean_s']:.1f} s | - | {three['ferry'].get('burst_containers')}, "
+          f"{three['ferry'].get('burst_start_mean_s') or 0:.1f} s | - |")
     if "warm" in three["ferry"]:
         f, r = three["ferry"]["warm"], three["ray"]["warm"]
         print(f"| warm call to another node, p50 / p99 | - | - | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} ms "
