@@ -123,11 +123,12 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120) -> ServerProcess:
+def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120,
+                     extra_env: dict[str, str] | None = None) -> ServerProcess:
     """A control plane with the ray runtime (ray.init takes seconds on a busy machine)."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
-    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0"}
+    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0", **(extra_env or {})}
     process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address",
                                 cluster.address], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -233,9 +234,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_containers_die_with_the_control_plane(cluster, tmp_path, monkeypatch):
-    """SIGKILL of the server: Ray kills the actors its driver owned, and their containers with them."""
-    server = start_ray_server(tmp_path / "home", cluster)
+def test_containers_reach_a_tls_server_and_die_with_it(cluster, tmp_path, monkeypatch):
+    """A server that serves TLS: containers on the nodes connect with its pinned fingerprint.
+    Then SIGKILL of the server: Ray kills the actors its driver owned, and their containers."""
+    server = start_ray_server(tmp_path / "home", cluster, extra_env={"FERRY_TLS": "on"})
+    assert server.url.startswith("ferry+tls://")
     try:
         server.use(monkeypatch)
         with app.run(show_logs=False):
