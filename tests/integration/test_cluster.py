@@ -97,6 +97,12 @@ def read_file(delay: float) -> tuple[str | None, str]:
     return os.environ.get("FERRY_NODE_ID"), Path("/data/greeting.txt").read_text()
 
 
+@app.function()
+@ferry.fastapi_endpoint(method="GET")
+def square_web(x: int) -> dict[str, Any]:
+    return {"square": x * x, "node": os.environ.get("FERRY_NODE_ID")}
+
+
 custom = ferry.App("test-cluster-custom-image")
 
 
@@ -215,6 +221,18 @@ def test_calls_and_classes_work(ray_server):
         assert [r[1] for r in slow_square.map(range(5))] == [0, 1, 4, 9, 16]
     # the app stopped: its containers ran @exit on their nodes
     assert ferry.Dict.from_name("test-cluster-exits", create_if_missing=True).get("counter") == 5
+
+
+def test_a_web_endpoint_runs_on_a_node(ray_server):
+    import httpx
+
+    from ._web import path_url
+
+    with app.run(show_logs=False):
+        with httpx.Client(timeout=60) as http:
+            reply = http.get(path_url(square_web.get_web_url()), params={"x": 7})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["square"] == 49 and reply.json()["node"]
 
 
 def test_a_volume_committed_on_one_node_is_read_on_another(ray_server):

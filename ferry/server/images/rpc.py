@@ -39,7 +39,7 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
     for spec in functions:
         definition = spec["definition"]
         bare = definition.pop("image_for_process_runtime", None)
-        if bare is not None and server.runtime.name == "process":
+        if bare is not None and server.runtime.name in ("process", "ray"):  # (both: Ferry's own Python)
             definition = {**definition, "image": bare}
         wire = definition.get("image")
         if wire is None:

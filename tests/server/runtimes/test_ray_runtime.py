@@ -81,6 +81,9 @@ def test_images_with_build_steps_or_local_files_are_refused_at_app_start():
         runtime.check_function("f", {"image": ferry.Image.debian_slim(python_version="3.12")._wire().definition})
     with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):  # with_options(image=)
         runtime.check_function("f", {"config": {"image": ferry.Image.debian_slim().pip_install("six")._wire().definition}})
+    # a FastAPI endpoint of the bare image: the client adds FastAPI, nodes run Ferry's own Python
+    runtime.check_function("f", {"image": ferry.Image.debian_slim().pip_install("fastapi")._wire().definition,
+                                 "image_for_process_runtime": plain["image"]})
     with pytest.raises(NotImplementedError, match="add_local"):
         runtime.check_function("f", {"image": {**plain["image"], "mounts": [{"kind": "python"}]}})
 

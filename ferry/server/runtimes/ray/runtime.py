@@ -132,8 +132,10 @@ class RayRuntime(Runtime):
                                "as plain processes on the cluster's nodes. Remove block_network=True.")
 
     def check_function(self, tag: str, definition: dict[str, Any]) -> None:
-        # (with_options(image=...) brings its image in the config it overrides)
-        image = definition.get("image") or (definition.get("config") or {}).get("image")
+        # (with_options(image=...) brings its image in the config it overrides; a FastAPI endpoint
+        # of the bare image runs, as in the process runtime, on Ferry's own Python, which has it)
+        image = (definition.get("image_for_process_runtime") or definition.get("image")
+                 or (definition.get("config") or {}).get("image"))
         if not image:
             return
         steps = image.get("steps") or []
