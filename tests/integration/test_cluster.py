@@ -206,6 +206,15 @@ def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus
     assert "its calls fail until a node with such a GPU joins" in ray_server.log.read_text()
 
 
+def test_a_node_with_that_gpu_joining_makes_it_placeable(ray_server, cluster):
+    cluster.start_node("b200", "--num-cpus", "1", "--num-gpus", "1",
+                       "--resources", json.dumps({"accelerator_type:B200": 1}))
+    cluster.wait_for_nodes(4)
+    with app.run(show_logs=False):
+        assert on_b200.remote() is None  # placed on the new node
+    cluster.nodes.pop("b200").kill()
+
+
 def test_an_image_with_build_steps_is_refused_at_app_start(ray_server):
     with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):
         with custom.run(show_logs=False):
