@@ -332,6 +332,8 @@ class App:
             if display is not None:
                 display.close()
         self._hydrate(result["app_id"], result["objects"])
+        for warning in result.get("warnings") or []:  # e.g. a GPU no node of a Ray cluster has yet
+            print(f"Warning: {warning}", file=sys.stderr, flush=True)
         self._web_endpoints = {tag: {"url": url, "path_url": (result.get("web_path_urls") or {}).get(tag, url)}
                                for tag, url in (result.get("web_urls") or {}).items()}
         for tag, urls in self._web_endpoints.items():

@@ -210,8 +210,11 @@ class API:
             check(f"app.create: functions[{index}]", FUNCTION_SPEC, spec)
         functions: list[dict] = self._resolve_secrets(args.get("functions") or [])
         functions = self.server.volumes.resolve_functions(functions)  # missing volumes fail here
+        warnings = []  # (a GPU no node of a Ray cluster has yet: a warning, shown by the client)
         for spec in functions:  # a GPU request no machine can ever meet fails now, not as a hang
-            self.server.check_placeable(spec["tag"], spec["definition"])
+            warning = self.server.check_placeable(spec["tag"], spec["definition"])
+            if warning:
+                warnings.append(warning)
         # images first (off the event loop, progress pushed to conn): a failed build creates nothing
         functions = await image_rpc.build_functions(self.server, functions, conn, args.get("progress_id"))
         server = self.server
@@ -257,7 +260,8 @@ class API:
         return {"app_id": app.id, "objects": dict(app.objects),
                 "web_urls": {tag: u["url"] for tag, u in urls.items()},
                 "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()},
-                "runtime": server.runtime.name, "dashboard_url": f"{server.gateway.base_url}/apps/{app.id}"}
+                "runtime": server.runtime.name, "dashboard_url": f"{server.gateway.base_url}/apps/{app.id}",
+                "warnings": warnings}
 
     @rpc("app.stop", shape={"app": required(S), "reason": optional(S)})
     async def app_stop(self, conn: Connection, args: dict) -> dict:

@@ -238,23 +238,26 @@ class Server:
                 for container in list(derived.containers.values()):
                     self.containers.shutdown(container, "replaced by a new deployment")
 
-    def check_placeable(self, tag: str, definition: dict[str, Any]) -> None:
+    def check_placeable(self, tag: str, definition: dict[str, Any]) -> str | None:
         """Raise if the runtime cannot run `definition` (runtimes: check_function), or if it asks
         for GPUs that this cluster can never provide. On a Ray cluster, whose nodes come and go,
-        such a request only warns: its calls fail fast until a node with that GPU joins."""
+        such a request only warns (the warning is returned, for the client to show): its calls
+        fail fast until a node with that GPU joins."""
         self.runtime.check_function(tag, definition)
         data = definition.get("config", {}).get("gpu")
         if not data:
-            return
+            return None
         from .._gpu import GPURequest
 
         request = GPURequest.from_dict(data)
         if not self.gpus.satisfiable(request):
             message = unplaceable_message(tag, request, self.gpus.describe())
             if self.runtime.name == "ray":
-                log.warning("%s (its calls fail until a node with such a GPU joins the Ray cluster)", message)
-                return
+                warning = f"{message} (its calls fail until a node with such a GPU joins the Ray cluster)"
+                log.warning("%s", warning)
+                return warning
             raise InvalidError(message)
+        return None
 
     def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,
                     config_overrides: dict[str, Any], persist: bool = True) -> Pool:

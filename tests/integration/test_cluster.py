@@ -196,8 +196,9 @@ def test_a_gpu_function_lands_on_the_node_with_that_gpu(ray_server, cluster):
     assert place["gpu"] == "T4" and place["visible"] == "0" and place["order"] == "PCI_BUS_ID"
 
 
-def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus(ray_server):
+def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus(ray_server, capsys):
     with app.run(show_logs=False):
+        assert "Warning: on_b200 asks for gpu='B200'" in capsys.readouterr().err
         started = time.monotonic()
         with pytest.raises(ferry.exception.Error) as info:
             on_b200.remote()
