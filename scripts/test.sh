@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install.sh test
+bash scripts/install.sh test,ray  # ray: the cluster tests start a real multi-node Ray cluster
 # The sandbox runtime's packages (install.sh installed them where it could: scripts/system-packages.sh),
 # plus iproute2: the network tests make a namespace.
 bash scripts/system-packages.sh iproute2
