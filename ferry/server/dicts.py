@@ -13,11 +13,11 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .._named_objects import DICT_MAX_OBJECT_BYTES, DICT_MAX_UPDATE_ENTRIES, size_text
-from ..exception import InvalidError, NotFoundError
+from ..exception import InvalidError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
 from .shapes import Shape, optional, required
-from .named_objects import NamedObjects
+from .named_objects import NamedObjectRequests, NamedObjects
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 PAGE_ENTRIES = 1_000
@@ -32,7 +32,7 @@ def check_entry(key: bytes, value: bytes | None = None) -> None:
                                "Volume and put its path in the dict.")
 
 
-class DictService:
+class DictService(NamedObjectRequests):
     """Dicts: their rows (`NamedObjects`) and their entries."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -73,42 +73,11 @@ class DictService:
             "get", "create", "drop_ephemeral", "get_entry", "contains", "put", "pop", "len", "clear", "page")}
         return {**audiences, "dict.list": ADMIN_ONLY, "dict.delete": ADMIN_ONLY}
 
-    # -- dicts ----------------------------------------------------------------------------
-    async def get(self, conn: Connection, args: dict) -> dict:
-        if args.get("id"):
-            return self.objects.find(args)
-        return self.objects.get(args.get("name"), create_if_missing=bool(args.get("create_if_missing")))
-
-    async def create(self, conn: Connection, args: dict) -> dict:
-        ephemeral = bool(args.get("ephemeral"))
-        row = self.objects.create(args.get("name"), ephemeral=ephemeral,
-                                  allow_existing=bool(args.get("allow_existing")))
-        if ephemeral:  # it lives as long as the connection that made it
-            conn.on_close.append(lambda: self.objects.delete_by_id(row["id"]))
-        return row
-
-    async def drop_ephemeral(self, conn: Connection, args: dict) -> dict:
-        """Delete an ephemeral object (already gone, e.g. after a server restart: nothing to do)."""
-        try:
-            row = self.objects.find({"id": args.get("id")})
-        except NotFoundError:
-            return {}
-        if not row["ephemeral"]:
-            raise InvalidError(f"Dict {row['name']!r} is not ephemeral; delete it with `ferry dict delete`.")
-        self.objects.delete_by_id(row["id"])
-        return {}
-
+    # -- dicts (get, create, drop_ephemeral and delete: NamedObjectRequests) ----------
     async def list(self, conn: Connection, args: dict) -> list[dict]:
         rows = self.objects.list()
         counts = dict(self.db.execute("SELECT dict_id, COUNT(*) FROM dict_entries GROUP BY dict_id").fetchall())
         return [{**row, "entries": counts.get(row["id"], 0)} for row in rows]
-
-    async def delete(self, conn: Connection, args: dict) -> dict:
-        if args.get("allow_missing") and not args.get("id") and self.objects.by_name(args.get("name", "")) is None:
-            return {"name": args.get("name"), "deleted": False}
-        row = self.objects.find(args)
-        self.objects.delete_by_id(row["id"])
-        return {"name": row["name"], "deleted": True}
 
     # -- entries --------------------------------------------------------------------------
     async def get_entry(self, conn: Connection, args: dict) -> dict:

@@ -10,7 +10,9 @@ crash of the server process once its statement returns, and no write waits for a
 
 `NamedObjects` manages the rows of `dicts` or `queues`: names, ids, ephemeral objects (deleted
 when the connection that made them closes, and at server start, since a restart ended every
-connection). The data of each kind is handled by server/dicts.py and server/queues.py.
+connection). `NamedObjectRequests` answers the requests both kinds answer alike (`get`,
+`create`, `drop_ephemeral`, `delete`). The data of each kind is handled by server/dicts.py and
+server/queues.py.
 """
 
 from __future__ import annotations
@@ -138,3 +140,43 @@ def services(path: Path) -> list[Any]:
 
     db = open_database(path)
     return [DictService(db), QueueService(db)]
+
+
+class NamedObjectRequests:
+    """The `<kind>.get`, `.create`, `.drop_ephemeral` and `.delete` requests, the same for every
+    kind of named object: a service mixes them in and sets `objects`."""
+
+    objects: NamedObjects
+
+    async def get(self, conn: Any, args: dict) -> dict:
+        if args.get("id"):
+            return self.objects.find(args)
+        return self.objects.get(args.get("name"), create_if_missing=bool(args.get("create_if_missing")))
+
+    async def create(self, conn: Any, args: dict) -> dict:
+        ephemeral = bool(args.get("ephemeral"))
+        row = self.objects.create(args.get("name"), ephemeral=ephemeral,
+                                  allow_existing=bool(args.get("allow_existing")))
+        if ephemeral:  # it lives as long as the connection that made it
+            conn.on_close.append(lambda: self.objects.delete_by_id(row["id"]))
+        return row
+
+    async def drop_ephemeral(self, conn: Any, args: dict) -> dict:
+        """Delete an ephemeral object (already gone, e.g. after a server restart: nothing to do)."""
+        try:
+            row = self.objects.find({"id": args.get("id")})
+        except NotFoundError:
+            return {}
+        if not row["ephemeral"]:
+            kind = self.objects.kind
+            raise InvalidError(f"{kind} {row['name']!r} is not ephemeral; delete it with "
+                               f"`ferry {kind.lower()} delete`.")
+        self.objects.delete_by_id(row["id"])
+        return {}
+
+    async def delete(self, conn: Any, args: dict) -> dict:
+        if args.get("allow_missing") and not args.get("id") and self.objects.by_name(args.get("name", "")) is None:
+            return {"name": args.get("name"), "deleted": False}
+        row = self.objects.find(args)
+        self.objects.delete_by_id(row["id"])
+        return {"name": row["name"], "deleted": True}

@@ -24,11 +24,11 @@ from .._named_objects import (
     QUEUE_DEFAULT_PARTITION_TTL, QUEUE_MAX_ITEM_BYTES, QUEUE_MAX_PARTITION_ITEMS, QUEUE_MAX_PARTITION_KEY_BYTES,
     QUEUE_MAX_PARTITIONS, size_text,
 )
-from ..exception import InvalidError, NotFoundError
+from ..exception import InvalidError
 from .access import ADMIN_ONLY, EVERYONE, Role
 from .connection import Connection
 from .shapes import Shape, optional, required
-from .named_objects import NamedObjects
+from .named_objects import NamedObjectRequests, NamedObjects
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 Key = tuple[str, str]  # (queue id, partition)
@@ -73,7 +73,7 @@ def check_partition(partition: Any) -> str:
     return partition
 
 
-class QueueService:
+class QueueService(NamedObjectRequests):
     """Queues: their rows (`NamedObjects`), their items, and the requests waiting on them."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -226,31 +226,7 @@ class QueueService:
         self._expire(key)
         return key
 
-    # -- queues ---------------------------------------------------------------------------
-    async def get(self, conn: Connection, args: dict) -> dict:
-        if args.get("id"):
-            return self.objects.find(args)
-        return self.objects.get(args.get("name"), create_if_missing=bool(args.get("create_if_missing")))
-
-    async def create(self, conn: Connection, args: dict) -> dict:
-        ephemeral = bool(args.get("ephemeral"))
-        row = self.objects.create(args.get("name"), ephemeral=ephemeral,
-                                  allow_existing=bool(args.get("allow_existing")))
-        if ephemeral:  # it lives as long as the connection that made it
-            conn.on_close.append(lambda: self.objects.delete_by_id(row["id"]))
-        return row
-
-    async def drop_ephemeral(self, conn: Connection, args: dict) -> dict:
-        """Delete an ephemeral object (already gone, e.g. after a server restart: nothing to do)."""
-        try:
-            row = self.objects.find({"id": args.get("id")})
-        except NotFoundError:
-            return {}
-        if not row["ephemeral"]:
-            raise InvalidError(f"Queue {row['name']!r} is not ephemeral; delete it with `ferry queue delete`.")
-        self.objects.delete_by_id(row["id"])
-        return {}
-
+    # -- queues (get, create, drop_ephemeral and delete: NamedObjectRequests) ----------
     async def list(self, conn: Connection, args: dict) -> list[dict]:
         self._sweep(force=True)
         counts: dict[str, tuple[int, int]] = {}
@@ -259,13 +235,6 @@ class QueueService:
             counts[queue_id] = (partitions, items)
         return [{**row, "partitions": counts.get(row["id"], (0, 0))[0], "items": counts.get(row["id"], (0, 0))[1]}
                 for row in self.objects.list()]
-
-    async def delete(self, conn: Connection, args: dict) -> dict:
-        if args.get("allow_missing") and not args.get("id") and self.objects.by_name(args.get("name", "")) is None:
-            return {"name": args.get("name"), "deleted": False}
-        row = self.objects.find(args)
-        self.objects.delete_by_id(row["id"])
-        return {"name": row["name"], "deleted": True}
 
     # -- items ----------------------------------------------------------------------------
     async def put(self, conn: Connection, args: dict) -> dict:
