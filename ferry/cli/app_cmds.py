@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 import typer
@@ -13,7 +12,7 @@ from rich.table import Table
 from .._client import Client
 from .errors import guard
 from .logs_view import LogFilter, LogPrinter, parse_since
-from .output import console, json_option, print_json
+from .output import console, json_option, print_json, when
 
 cli = typer.Typer(help="Manage running and deployed apps.", no_args_is_help=True)
 out = console()
@@ -23,19 +22,15 @@ def _client() -> Client:
     return Client.from_env_sync()
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _schedule_line(info: dict[str, Any]) -> str:
     """`schedule: Period(hours=5); next run 2025-01-01 08:00:00 (in 4h 59m); last run ... (ok)`."""
     wait = max(0, int(info["next_run"] - time.time()))
     days, hours, minutes, seconds = wait // 86400, wait % 86400 // 3600, wait % 3600 // 60, wait % 60
     left = (f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours
             else f"{minutes}m {seconds}s" if minutes else f"{seconds}s")
-    line = f"schedule: {info['schedule']}; next run {_when(info['next_run'])} (in {left})"
+    line = f"schedule: {info['schedule']}; next run {when(info['next_run'])} (in {left})"
     if info.get("last_run"):
-        line += f"; last run {_when(info['last_run'])} ({info['last_status']})"
+        line += f"; last run {when(info['last_run'])} ({info['last_status']})"
     return line
 
 
@@ -74,7 +69,7 @@ def list_apps(all: bool = typer.Option(False, "--all", help="Include apps stoppe
         table.add_column(column)
     for row in rows:
         table.add_row(row["id"], row["name"], row["state"], str(row["functions"]), str(row["containers"]),
-                      _when(row["created"]), _when(row["stopped"]))
+                      when(row["created"]), when(row["stopped"]))
     out.print(table)
 
 
@@ -87,7 +82,7 @@ def show(app: str = typer.Argument(..., help="App name or id."), as_json: bool =
         print_json({"app_id": info["app_id"], "name": info["name"], "state": info["state"],
                     "created": info["created"], "functions": [function_json(fn) for fn in info["functions"]]})
         return
-    out.print(f"[bold]{info['name']}[/bold] ({info['app_id']}) — {info['state']}, created {_when(info['created'])}")
+    out.print(f"[bold]{info['name']}[/bold] ({info['app_id']}) — {info['state']}, created {when(info['created'])}")
     for fn in info["functions"]:
         stats = fn["stats"]
         label = fn["tag"] + (" (bound instance)" if fn["bound"] else "")

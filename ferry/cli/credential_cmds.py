@@ -9,7 +9,6 @@ credential administers the whole control plane; a proxy auth token only opens en
 from __future__ import annotations
 
 import shlex
-from datetime import datetime
 
 import typer
 from rich.table import Table
@@ -19,17 +18,13 @@ from .._client import Client
 from .._protocol import is_loopback, parse_address
 from ..exception import InvalidError
 from .errors import guard
-from .output import console, json_option, print_json
+from .output import console, json_option, print_json, when
 
 cli = typer.Typer(help="Mint, list and revoke client credentials of this control plane (administrators only).",
                   no_args_is_help=True)
 profile_cli = typer.Typer(help="Profiles: which Ferry server this client uses, and its credential.",
                           no_args_is_help=True)
 out = console()
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 @cli.command("create")
@@ -73,8 +68,8 @@ def list_credentials(as_json: bool = json_option()) -> None:
     for column in ("token id", "name", "role", "created", "revoked", "connections"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["token_id"], row["name"], row["role"], _when(row["created"]),
-                      _when(row["revoked"]), str(row["connections"]))
+        table.add_row(row["token_id"], row["name"], row["role"], when(row["created"]),
+                      when(row["revoked"]), str(row["connections"]))
     out.print(table)
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -53,3 +54,8 @@ def json_option() -> Any:
 def print_json(data: Any) -> None:
     """Print `data` as one indented JSON document on stdout."""
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def when(ts: float | None) -> str:
+    """A timestamp as local `YYYY-MM-DD HH:MM:SS` for tables (`-` for none)."""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"

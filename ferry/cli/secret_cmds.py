@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -12,14 +11,10 @@ from .._client import Client
 from .._secret import check_key
 from ..exception import InvalidError
 from .errors import guard
-from .output import console, json_option, print_json
+from .output import console, json_option, print_json, when
 
 cli = typer.Typer(help="Manage secrets: environment variables injected into containers.", no_args_is_help=True)
 out = console()
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:
@@ -79,7 +74,7 @@ def list_secrets(as_json: bool = json_option()) -> None:
     for column in ("name", "created", "updated"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], _when(row["created"]), _when(row["updated"]))
+        table.add_row(row["name"], when(row["created"]), when(row["updated"]))
     out.print(table)
 
 

@@ -3,22 +3,17 @@ web endpoints. A token's secret is printed once, when it is created; the server 
 
 from __future__ import annotations
 
-from datetime import datetime
 
 import typer
 from rich.table import Table
 
 from .._client import Client
 from .errors import guard
-from .output import console, json_option, print_json
+from .output import console, json_option, print_json, when
 
 cli = typer.Typer(help="Manage proxy auth tokens for web endpoints with requires_proxy_auth=True.",
                   no_args_is_help=True)
 out = console()
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 @cli.command("create")
@@ -47,7 +42,7 @@ def list_tokens(as_json: bool = json_option()) -> None:
     for column in ("token id", "name", "created"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["token_id"], row["name"], _when(row["created"]))
+        table.add_row(row["token_id"], row["name"], when(row["created"]))
     out.print(table)
 
 
