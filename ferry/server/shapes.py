@@ -33,14 +33,16 @@ class Arg:
         return text
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) and bool not in self.types:
-            return False  # msgpack booleans are not integers here
-        if not isinstance(value, self.types):
+        if not _fits(value, self.types):
             return False
-        if self.items is not None:
-            return all(isinstance(item, self.items) and not isinstance(item, bool) or
-                       (self.items is bool and isinstance(item, bool)) for item in value)
-        return True
+        return self.items is None or all(_fits(item, (self.items,)) for item in value)
+
+
+def _fits(value: Any, types: tuple[type, ...]) -> bool:
+    """isinstance, except that a boolean is not an integer here (msgpack keeps them apart)."""
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
 
 
 def required(*types: type, items: type | None = None) -> Arg:
