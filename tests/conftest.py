@@ -55,7 +55,11 @@ class ServerProcess:
     log: Path
 
     @classmethod
-    def start(cls, home: Path, *, port: int = 0, extra_env: dict[str, str] | None = None) -> "ServerProcess":
+    def start(cls, home: Path, *, port: int = 0, extra_env: dict[str, str] | None = None,
+              base_env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              prefix: tuple[str, ...] = (), timeout: float = 20) -> "ServerProcess":
+        """Start `python -m ferry.server` (after `prefix`, e.g. `ip netns exec NS`, with more
+        `args`) in `base_env` (default: this process's) and wait until it has written its state."""
         home.mkdir(parents=True, exist_ok=True)
         state = home / "server.json"
         if state.exists():
@@ -63,13 +67,13 @@ class ServerProcess:
         log = home / "server.log"
         # the process runtime unless a test asks for another: most tests share files with
         # their containers and define apps in modules that import pytest
-        env = {**os.environ, "FERRY_RUNTIME": "process", "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0",
-               **(extra_env or {})}
+        env = {**(os.environ if base_env is None else base_env), "FERRY_RUNTIME": "process",
+               "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0", **(extra_env or {})}
         env.pop("FERRY_SERVER_URL", None)
         handle = open(log, "ab")
-        process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", str(port)],
+        process = subprocess.Popen([*prefix, sys.executable, "-m", "ferry.server", "--port", str(port), *args],
                                    env=env, stdout=handle, stderr=handle, start_new_session=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if state.exists():
                 try:
@@ -155,3 +159,21 @@ def run_cli(args: list[str], server: ServerProcess, *, cwd: Path | None = None, 
     """Run the `ferry` CLI against `server`, capturing its output."""
     return subprocess.run([sys.executable, "-m", "ferry", *args], cwd=cwd or REPO, env={**server.env(), **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
+
+
+BEYOND_LOOPBACK = "198.18.0.1"
+"""A non-loopback address that only exists in the `netns` fixture's network namespace."""
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own, with `BEYOND_LOOPBACK` on its `lo`: a server bound
+    there is bound beyond loopback, and its traffic never leaves the namespace."""
+    name = f"ferry-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", f"{BEYOND_LOOPBACK}/32", "dev", "lo"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)

@@ -21,7 +21,7 @@ from ferry.server.access import EVERYONE, Role
 from ferry.server.api import _AUDIENCES
 from ferry.server.volume_rpc import VolumeService
 
-from ..conftest import REPO, ServerProcess, run_cli
+from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess, run_cli
 from .apps import auth_apps
 
 
@@ -279,19 +279,6 @@ def test_binding_beyond_loopback_without_tls_is_refused(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
 
 
-@pytest.fixture
-def netns():
-    """A network namespace of the test's own, with a non-loopback address on its `lo`."""
-    name = f"ferry-auth-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", name, "addr", "add", "198.18.0.1/32", "dev", "lo"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
 _REMOTE_CLIENT = r"""
 import json, ssl, sys, urllib.request
 from ferry._client import Client
@@ -326,19 +313,12 @@ except urllib.error.HTTPError as exc:
 
 
 def test_a_server_on_a_non_loopback_address_serves_tls_to_a_remote_client(netns: str, tmp_path: Path) -> None:
-    home = tmp_path / "server-home"
-    home.mkdir()
-    env = {**os.environ, "FERRY_HOME": str(home), "FERRY_RUNTIME": "process", "FERRY_WEB_PORT": "0"}
+    own = ServerProcess.start(tmp_path / "server-home", prefix=("ip", "netns", "exec", netns),
+                              args=("--host", BEYOND_LOOPBACK), timeout=30)
+    home = own.home
+    env = {**os.environ, "FERRY_HOME": str(home)}
     env.pop("FERRY_SERVER_URL", None)
-    log = open(home / "server.log", "ab")
-    process = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.server",
-                                "--host", "198.18.0.1", "--port", "0"], env=env, stdout=log, stderr=log,
-                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while not (home / "server.json").exists():
-            assert process.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
-            time.sleep(0.05)
         state = json.loads((home / "server.json").read_text())
         assert state["url"].startswith("ferry+tls://198.18.0.1:")
         assert state["web_url"].startswith("https://198.18.0.1:")
@@ -361,13 +341,7 @@ def test_a_server_on_a_non_loopback_address_serves_tls_to_a_remote_client(netns:
         assert lines[2] == {"login": 303, "secure": True}
         assert lines[3] == {"dashboard_after_login": 200}
     finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
-        log.close()
+        own.stop()
 
 
 def _operator_certificate(directory: Path) -> tuple[Path, Path, Path]:

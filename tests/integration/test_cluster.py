@@ -132,26 +132,8 @@ def cluster() -> Iterator[Cluster]:
 def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120,
                      extra_env: dict[str, str] | None = None) -> ServerProcess:
     """A control plane with the ray runtime (ray.init takes seconds on a busy machine)."""
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "server.log"
-    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0", **(extra_env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address",
-                                cluster.address], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = home / "server.json"
-        if state.exists():
-            try:
-                data = json.loads(state.read_text())
-            except ValueError:
-                data = {}
-            if data.get("pid") == process.pid:
-                return ServerProcess(home=home, url=data["url"], process=process, log=log)
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"ferry server did not start:\n{log.read_text()}")
+    return ServerProcess.start(home, base_env=cluster.env(), args=("--ray-address", cluster.address),
+                               extra_env={"FERRY_RUNTIME": "ray", **(extra_env or {})}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import ferry
 from ferry._client import Client
 
-from ..conftest import ServerProcess, run_cli
+from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess, run_cli
 from ._web import wait_for
 
 app = ferry.App("test-metrics")
@@ -164,57 +164,32 @@ for headers in ({}, {"Authorization": "Bearer " + credential}):
 """
 
 
-def test_beyond_loopback_metrics_need_a_bearer_client_credential(tmp_path) -> None:
+def test_beyond_loopback_metrics_need_a_bearer_client_credential(netns: str, tmp_path) -> None:
     """A server bound to a non-loopback address (in a network namespace of the test's own):
     `/metrics` answers 401 without a credential and 200 with `Authorization: Bearer ID:SECRET`."""
     import json
     import os
     import subprocess
     import sys
-    import time
 
-    from ..conftest import REPO
-
-    name = f"ferry-metrics-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "FERRY_HOME": str(home), "FERRY_RUNTIME": "process", "FERRY_WEB_PORT": "0"}
-    env.pop("FERRY_SERVER_URL", None)
-    process = None
+    own = ServerProcess.start(tmp_path / "home", prefix=("ip", "netns", "exec", netns),
+                              args=("--host", BEYOND_LOOPBACK), timeout=30)
     try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "-n", name, "addr", "add", "198.18.0.1/32", "dev", "lo"], check=True)
-        with open(home / "server.log", "ab") as log:
-            process = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "ferry.server",
-                                        "--host", "198.18.0.1", "--port", "0"], env=env, stdout=log, stderr=log,
-                                       start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not (home / "server.json").exists():
-            assert process.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
-            time.sleep(0.05)
-        state = json.loads((home / "server.json").read_text())
-        admin = {**env, "FERRY_SERVER_URL": state["url"]}
-        created = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-m", "ferry", "credential",
+        state = json.loads((own.home / "server.json").read_text())
+        admin = {**os.environ, "FERRY_HOME": str(own.home), "FERRY_SERVER_URL": state["url"]}
+        created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential",
                                   "create", "prometheus", "--json"], env=admin, capture_output=True, text=True,
                                  timeout=60)
         assert created.returncode == 0, created.stderr
         minted = json.loads(created.stdout)
-        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", _SCRAPER, state["web_url"] + "/metrics",
-                               f"{minted['token_id']}:{minted['token_secret']}"], capture_output=True, text=True,
-                              timeout=60, cwd=REPO)
+        done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _SCRAPER,
+                               state["web_url"] + "/metrics", f"{minted['token_id']}:{minted['token_secret']}"],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
         assert done.returncode == 0, done.stderr
         lines = [json.loads(line) for line in done.stdout.splitlines()]
         assert lines == [{"status": 401, "auth": 'Bearer realm="ferry"'}, {"status": 200, "info": True}]
     finally:
-        if process is not None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+        own.stop()
 
 
 
