@@ -1,4 +1,4 @@
-"""The `ferry` command line: run, deploy, app, server, secret, image, volume, dict, queue."""
+"""The `ferry` command line: run, deploy, app, container, server, secret, image, volume, dict, queue."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import typer
 
 from . import credential_cmds
 from . import (
-    app_cmds, dict_cmds, image_cmds, queue_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds, setup_cmd,
-    token_cmds, volume_cmds,
+    app_cmds, container_cmds, dict_cmds, image_cmds, queue_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds,
+    setup_cmd, token_cmds, volume_cmds,
 )
 from .errors import err
 
@@ -23,6 +23,7 @@ cli = typer.Typer(
 run_cmds.register(cli)
 setup_cmd.register(cli)
 cli.add_typer(app_cmds.cli, name="app")
+cli.add_typer(container_cmds.cli, name="container")
 cli.add_typer(server_cmds.cli, name="server")
 cli.add_typer(secret_cmds.cli, name="secret")
 cli.add_typer(image_cmds.cli, name="image")

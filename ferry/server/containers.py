@@ -174,6 +174,19 @@ class ContainerManager:
         container.conn.push("shutdown")
         asyncio.get_running_loop().call_later(DRAIN_GRACE_SECONDS, self.kill, container, "drain timed out")
 
+    def stop(self, container: Container, reason: str) -> None:
+        """Stop one container at once (`ferry container stop`): every input it holds goes back
+        to the front of its pool's queue as the same attempt (as when its node is lost) and
+        runs on another container; it drops those it had not started, runs @exit once those it
+        is running return (their outputs are ignored), and ends."""
+        held = list(container.inflight)
+        if held and container.conn is not None and container.state is ContainerState.READY:
+            container.conn.push("reclaim", ids=held)  # it takes back those not started (runner.py)
+        self.shutdown(container, reason)  # DRAINING from now on: dispatch passes it by
+        if held:
+            self.scheduler.requeue(container, held)
+        self._wake_autoscaler(container.pool)
+
     def kill(self, container: Container, reason: str) -> None:
         if container.state is ContainerState.STOPPED:
             return

@@ -94,6 +94,8 @@ class Container:
     gpu: tuple[str, list[int]] | None = None   # GPU type and host device indices it holds
     progress_at: float = field(default_factory=time.monotonic)  # its last output, or when it got work while empty
     reclaiming: bool = False                   # asked to give back its waiting inputs; no answer yet
+    served: int = 0                            # inputs it finished (outputs it returned)
+    started: float = field(default_factory=time.time)  # launch, as epoch seconds (what people see)
 
     @property
     def node(self) -> str | None:
@@ -124,6 +126,10 @@ class Call:
     closed: bool = False                        # no more inputs will be added
     cancelled: bool = False
     retries: bool = True                        # False: failures are never retried (HTTP requests)
+    opened: float = field(default_factory=time.time)  # epoch seconds (the dashboard's calls)
+    submitted: int = 0                          # inputs submitted so far
+    failures: int = 0                           # inputs that finished with an error
+    error: str | None = None                    # the first of those errors, in one line
 
     @property
     def finished(self) -> bool:

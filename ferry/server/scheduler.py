@@ -28,6 +28,8 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
+from collections import deque
 from typing import Any, Callable
 
 from .model import Call, Container, ContainerState, Input, OutputStatus, Pool, now
@@ -45,6 +47,8 @@ CLOSE_WINDOW_AFTER = 0.5
 # dispatch looks for stalled containers at most this often per pool (it runs once per output
 # frame: thousands of times a second in a map of trivial inputs); the autoscaler's tick always
 SCAN_EVERY = 0.01
+# finished calls kept in memory for the dashboard (newest last)
+RECENT_CALLS = 100
 
 
 class Scheduler:
@@ -54,6 +58,7 @@ class Scheduler:
         self._input_ids = itertools.count(1)
         self._wake_autoscaler = wake_autoscaler
         self._scanned_at: dict[str, float] = {}  # pool (function id) -> its last stall scan
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_CALLS)  # finished calls: describe_call()
 
     # -- calls and inputs -----------------------------------------------------------------
     def open_call(self, call: Call) -> None:
@@ -66,6 +71,7 @@ class Scheduler:
         for idx, args, method in items:
             pool.queue.append(Input(next(self._input_ids), call, idx, args, method, queued_at=stamp))
         call.remaining += len(items)
+        call.submitted += len(items)
         # the autoscaler first: containers it starts now make dispatch keep to target_inputs
         self._wake_autoscaler(pool)
         self.dispatch(pool)
@@ -167,6 +173,7 @@ class Scheduler:
                 continue
             if "dur" in item:
                 pool.stats.record_exec(item["dur"])
+            container.served += 1
             self.finish(entry, item)
         container.progress_at = now()
         if not container.inflight:
@@ -209,11 +216,15 @@ class Scheduler:
             return
         call.remaining -= 1
         call.pool.stats.series.finished(item["status"], now() - entry.queued_at)
+        if status is not OutputStatus.OK:
+            call.failures += 1
+            if call.error is None:
+                call.error = error_line(item)
         item = dict(item, idx=entry.idx)
         item.pop("id", None)
         call.deliver(entry, item)
         if call.finished:
-            self.calls.pop(call.id, None)
+            self._close(call, "failed" if call.failures else "ok")
 
     def _retry(self, entry: Input) -> None:
         if entry.call.cancelled or not entry.call.pool.app.live:
@@ -244,8 +255,30 @@ class Scheduler:
         pool.queue = type(pool.queue)(i for i in pool.queue if i.call is not call)
         running = [c for c in pool.containers.values()
                    if any(i.call is call for i in c.inflight.values())]
-        self.calls.pop(call.id, None)
+        self._close(call, "cancelled")
         return running
+
+    def _close(self, call: Call, outcome: str) -> None:
+        """A call is over: it leaves the calls in flight for the recent ones."""
+        if self.calls.pop(call.id, None) is not None:
+            self.recent.append(describe_call(call, outcome=outcome, ended=time.time()))
+
+
+def describe_call(call: Call, *, outcome: str = "running", ended: float | None = None) -> dict[str, Any]:
+    """A call as the dashboard shows it: `{id, app, function, kind, state, inputs, done,
+    failures, error, started, ended, duration}` (times in epoch seconds)."""
+    return {"id": call.id, "app": call.pool.app.name, "app_id": call.pool.app.id, "function": call.pool.tag,
+            "kind": call.kind, "state": outcome, "inputs": call.submitted,
+            "done": call.submitted - call.remaining, "failures": call.failures, "error": call.error,
+            "started": call.opened, "ended": ended,
+            "duration": (ended if ended is not None else time.time()) - call.opened}
+
+
+def error_line(item: dict[str, Any]) -> str:
+    """The first line of an output's error (`ValueError('bad')`, or the platform's message)."""
+    exc = item.get("exc")
+    text = (exc.get("repr") if isinstance(exc, dict) else None) or item.get("msg") or item.get("status", "error")
+    return str(text).split("\n", 1)[0][:300]
 
 
 def stalled(container: Container, at: float, after: float = RECLAIM_AFTER) -> bool:

@@ -247,6 +247,15 @@ class Store:
         else:
             self._db.execute("UPDATE containers SET state=? WHERE id=?", (state, container_id))
 
+    def container_records(self, prefix: str) -> list[dict[str, Any]]:
+        """Recorded containers (live or stopped) whose id starts with `prefix`, newest last:
+        `{id, app_id, function_id, state, started, stopped, exit_code, reason}`."""
+        rows = self._db.execute(
+            "SELECT id, app_id, function_id, state, started, stopped, exit_code, reason FROM containers "
+            "WHERE substr(id, 1, ?)=? ORDER BY started LIMIT 20", (len(prefix), prefix)).fetchall()
+        keys = ("id", "app_id", "function_id", "state", "started", "stopped", "exit_code", "reason")
+        return [dict(zip(keys, row)) for row in rows]
+
     def mark_orphaned_containers(self) -> None:
         self._db.execute(
             "UPDATE containers SET state='stopped', stopped=?, reason='server restarted' "

@@ -28,7 +28,8 @@ from .apps import auth_apps
 def _admin_only_methods() -> list[str]:
     """Every request a container must be refused (the audiences declared by the handlers)."""
     audiences = {**_AUDIENCES, **VolumeService.audiences()}
-    for module, name in (("ferry.server.dicts", "DictService"), ("ferry.server.queues", "QueueService")):
+    for module, name in (("ferry.server.dicts", "DictService"), ("ferry.server.queues", "QueueService"),
+                         ("ferry.server.container_rpc", "ContainerService")):
         try:
             service = getattr(__import__(module, fromlist=[name]), name)
         except (ImportError, AttributeError):
