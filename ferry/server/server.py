@@ -27,16 +27,13 @@ from .connection import Connection
 from .container_rpc import ContainerService
 from .containers import ContainerManager
 from .images.builder import ImageService
-from .journal import Journal
 from .gpu_inventory import GPUAllocator
 from .gpu_inventory import inventory as gpu_inventory, unplaceable_message
 from .logs import LogHub
-from .maintenance import Maintenance
 from .metrics import Metrics, render
 from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
-from .sandboxes import SandboxService
 from .gateway import Gateway
 from .scheduler import Scheduler
 from .schedules import ScheduleRunner
@@ -76,13 +73,7 @@ class Server:
         )
         self.apps: dict[str, App] = {}
         self.logs = LogHub(self.store)
-        self.journal = Journal(self.store)  # inputs and outputs of calls, in group commits
-        self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool), journal=self.journal)
-        # calls reloaded from the journal at start, until their caller resumes them (call id ->
-        # the call and the indices the journal held); ephemeral apps reloaded, until their
-        # client attaches again; both are dropped after FERRY_RECONNECT_TIMEOUT
-        self.restored_calls: dict[str, tuple[Call, set[int]]] = {}
-        self.unclaimed_apps: set[str] = set()
+        self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool))
         self.containers: ContainerManager  # set in start(), once the port is known
         self.autoscaler: Autoscaler
         self.api = API(self)
@@ -91,11 +82,8 @@ class Server:
         self.rpc_services: list[Any] = [self.volumes]
         self.rpc_services += named_objects.services(home / "state.db")  # dict.*, queue.*
         self.rpc_services.append(ContainerService(lambda: self.containers, self.store, self.logs))  # container.*
-        self.sandboxes = SandboxService(self)  # sandbox.*: ferry.Sandbox (server/sandboxes.py)
-        self.rpc_services.append(self.sandboxes)
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
-        self.maintenance = Maintenance(self)  # retention and garbage collection (server/maintenance.py)
         self._stop = asyncio.Event()
         self._shutting_down = False
         self._tcp: asyncio.base_events.Server | None = None
@@ -145,7 +133,6 @@ class Server:
         self.gateway.refresh()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
         self.schedules.start()
-        self.maintenance.start()
         (self.home / STATE_FILE).write_text(json.dumps({
             "url": self.url, "pid": os.getpid(), "web_url": self.gateway.base_url,
             "socket": str(self.control_socket), "runtime": self.runtime.name, "runtime_setting": self.runtime_setting,
@@ -177,18 +164,12 @@ class Server:
 
     async def shutdown(self) -> None:
         self._shutting_down = True  # apps stay as they are in the store (deployed ones come back)
-        # what the journal holds stays as it is: outputs of containers stopped now (or calls
-        # whose callers drop now) must not replace what the next start resumes
-        self.journal.flush()
-        self.scheduler.journal = None
         for listener in (self._tcp, self._unix):
             if listener is not None:
                 listener.close()
-        self.maintenance.stop()
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
         await self.gateway.stop()  # no new requests; those in flight get up to 3 s
         self.images.shutdown()  # image builds in progress are killed, not waited for
-        await self.sandboxes.stop_all()
         live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
         await self.containers.stop_all(live, timeout=5.0)
         await self.runtime.close()
@@ -202,17 +183,15 @@ class Server:
         self.store.close()
 
     def _restore(self) -> None:
-        """Bring back deployed apps, ephemeral apps (until FERRY_RECONNECT_TIMEOUT, for their
-        clients to attach again), unfinished spawned calls and the journal's calls."""
+        """Bring back deployed apps and unfinished spawned calls from the store."""
         self.store.mark_orphaned_containers()
         for row in self.store.apps():
-            if row["state"] not in ("deployed", "running"):
-                continue
             if row["state"] == "running":  # an ephemeral app whose server went away
-                app = App(id=row["id"], name=row["name"], state=AppState.RUNNING, created=row["created"])
-                self.unclaimed_apps.add(app.id)
-            else:
-                app = App(id=row["id"], name=row["name"], state=AppState.DEPLOYED, created=row["created"])
+                self.store.set_app_state(row["id"], "stopped")
+                continue
+            if row["state"] != "deployed":
+                continue
+            app = App(id=row["id"], name=row["name"], state=AppState.DEPLOYED, created=row["created"])
             self.apps[app.id] = app
             for function_id, tag, definition in self.store.functions(app.id):
                 app.objects[tag] = function_id
@@ -235,52 +214,13 @@ class Server:
                 })
                 continue
             self.start_spawned(call_id, pool, args, method)
-        self._restore_calls()
-        if self.unclaimed_apps or self.restored_calls:
-            asyncio.get_running_loop().call_later(_config.get("reconnect_timeout"), self._expire_restored)
-
-    def _restore_calls(self) -> None:
-        """Calls of the journal: inputs without an output go back to their queues (those that
-        were running when the server went away run again, as the same attempt); outputs wait
-        for their caller (`call.resume`)."""
-        rows: dict[str, list[tuple]] = {}
-        for call_id, function_id, kind, idx, method, args, output in self.store.journaled_calls():
-            rows.setdefault(call_id, []).append((function_id, kind, idx, method, args, output))
-        for call_id, inputs in rows.items():
-            function_id, kind = inputs[0][0], inputs[0][1]
-            pool = self.scheduler.pools.get(function_id)
-            if pool is None or not pool.app.live:
-                self.journal.drop(call_id)
-                continue
-            call = Call(id=call_id, pool=pool, kind=kind, deliver=_hold, closed=kind == "remote", durable=True)
-            call.held = {idx: output for _, _, idx, _, _, output in inputs if output is not None}
-            queued = [(idx, args, method) for _, _, idx, method, args, output in inputs if output is None]
-            self.scheduler.open_call(call)
-            if queued:
-                self.scheduler.submit(call, queued, journaled=True)
-            self.restored_calls[call_id] = (call, {entry[2] for entry in inputs})
-        if rows:
-            log.warning("resumed %d call(s) with %d input(s) from the journal", len(rows),
-                        sum(len(inputs) for inputs in rows.values()))
-
-    def _expire_restored(self) -> None:
-        """FERRY_RECONNECT_TIMEOUT after the start: calls whose caller did not resume them are
-        cancelled, ephemeral apps whose client did not attach are stopped."""
-        for call, _ in list(self.restored_calls.values()):
-            self.cancel_call(call)
-        self.restored_calls.clear()
-        for app_id in list(self.unclaimed_apps):
-            app = self.apps.get(app_id)
-            if app is not None and app.owner is None:
-                asyncio.ensure_future(self.stop_app(app, "its client did not come back after the server restarted"))
-        self.unclaimed_apps.clear()
 
     # -- apps and functions ---------------------------------------------------------------
     def install_function(self, app: App, function_id: str, tag: str, definition: dict,
                          *, persist: bool = True) -> None:
         if app.state is AppState.DEPLOYED:  # first: a bad schedule fails before anything is stored
             self.schedules.on_install(app, function_id, definition, redeploy=persist)
-        if persist and app.live:  # ephemeral apps too: their calls survive a restart of the server
+        if persist and app.state is AppState.DEPLOYED:
             self.store.upsert_function(function_id, app.id, tag, definition)
         pool = self.scheduler.pools.get(function_id)
         if pool is None:
@@ -334,7 +274,7 @@ class Server:
         pool.definition = pool.derive_definition(base.definition)
         pool.stats.series = base.stats.series  # counted with its function
         self.scheduler.pools[pool_id] = pool
-        if persist and base.app.live:
+        if persist and base.app.state is AppState.DEPLOYED:
             self.store.upsert_derived(pool_id, base.function_id, params, config_overrides)
         return pool
 
@@ -364,7 +304,6 @@ class Server:
         self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
         for function_id in app.objects.values():
             self.schedules.forget(function_id)
-        self.sandboxes.stop_app(app, reason)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]
         containers = [c for p in pools for c in p.containers.values()]
         for pool in pools:
@@ -374,7 +313,6 @@ class Server:
         for pool in pools:
             self.scheduler.pools.pop(pool.function_id, None)
         self.logs.flush()
-        self.maintenance.drop_unused_secrets()  # secrets given by value to its functions
 
     def cancel_call(self, call: Call) -> None:
         for container in self.scheduler.cancel(call):
@@ -436,11 +374,8 @@ class Server:
             await self._serve_container(conn, hello)
 
     def _on_client_push(self, conn: Connection, frame: dict) -> None:
-        kind = frame.get("k")
-        if kind == "map.inputs":
+        if frame.get("k") == "map.inputs":
             self.api.on_map_inputs(conn, frame)
-        elif kind == "call.ack":
-            self.api.on_call_ack(conn, frame)
 
     async def _serve_container(self, conn: Connection, hello: dict) -> None:
         container = self.containers.containers.get(conn.principal.credential_id)
@@ -566,8 +501,3 @@ def _record_traceback(home: Path | None, exc: BaseException) -> Path | None:
     except OSError:
         return None
     return path
-
-
-def _hold(entry: Input, item: dict[str, Any]) -> None:
-    """Where the outputs of a call reloaded from the journal go until its caller resumes it."""
-    entry.call.held[entry.idx] = item
