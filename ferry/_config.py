@@ -120,6 +120,10 @@ SETTINGS: dict[str, Setting] = {
                 "SUITE, SUITE-updates, and URL-security for SUITE-security). Empty: the host's own "
                 "apt sources (mirror, components, signed-by keys) and apt proxy. Changing it does "
                 "not rebuild existing bases (delete `rootfs-<suite>` under FERRY_BASE_ROOTFS_DIR)."),
+        Setting("python_install_mirror", str, lambda: "",
+                "Where `debian_slim(python_version=...)` fetches standalone Python builds for versions "
+                "Debian does not ship (uv's UV_PYTHON_INSTALL_MIRROR: a mirror of the "
+                "python-build-standalone releases). Empty: uv's default, GitHub's releases."),
         Setting("build_ca_bundle", str, lambda: "/etc/ssl/certs/ca-certificates.crt",
                 "Host CA bundle bound read-only into image build steps (SSL_CERT_FILE, PIP_CERT...), "
                 "so HTTPS through a TLS-intercepting proxy works while building. Empty: none."),

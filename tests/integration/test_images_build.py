@@ -76,6 +76,7 @@ def test_every_build_step_takes_effect_in_the_container(on_sandbox: ServerProces
     assert seen["pkgdemo"] == (41, 42, "/root/pkgdemo/__init__.py")  # add_local_python_source
     assert seen["live"] == "first version"                    # add_local_dir (mounted)
     assert seen["data"] == "from the copied directory"        # add_local_file (mounted)
+    assert seen["paris_summer_offset"] == 7200                # zoneinfo has its data (tzdata)
 
 
 def test_unchanged_image_is_not_rebuilt(on_sandbox: ServerProcess) -> None:
@@ -127,16 +128,37 @@ def test_failing_step_reports_command_exit_code_and_output_and_keeps_earlier_lay
     assert "before the failure" in logs.stdout and "boom" in logs.stdout
 
 
-def test_unavailable_python_version_lists_the_available_ones(on_sandbox: ServerProcess) -> None:
+def test_unknown_python_version_lists_the_available_ones(on_sandbox: ServerProcess) -> None:
     with pytest.raises(InvalidError) as info:
-        build(ferry.Image.debian_slim(python_version="3.12"))
-    assert "3.12" in str(info.value)
-    assert "Available versions: 3.11 (bookworm), 3.13 (trixie)" in str(info.value)
+        build(ferry.Image.debian_slim(python_version="3.7"))
+    message = str(info.value)
+    assert "Python '3.7' is not available" in message
+    assert "Debian ships 3.11 (bookworm), 3.13 (trixie)" in message
+    assert "3.9 to 3.14 are installed from standalone builds" in message
+
+
+def test_python_no_debian_ships_comes_from_a_standalone_build_or_says_what_was_tried(
+    on_sandbox: ServerProcess,
+) -> None:
+    """Python 3.12 is installed with `uv python install` from python-build-standalone's releases.
+    Where they are reachable the function runs on 3.12; where they are not (this machine reaches
+    only PyPI and Debian), the build error says what was tried and which versions need no download."""
+    try:
+        with image_steps.py312_app.run(show_logs=False):
+            assert image_steps.python_312_version.remote() == (3, 12)
+    except ExecutionError as error:
+        message = str(error)
+        assert "`uv python install 3.12` failed" in message
+        assert "Python 3.12 is not shipped by Debian" in message
+        assert "GitHub's python-build-standalone releases" in message
+        assert "Versions that need no download: 3.11, 3.13" in message
+        assert "FERRY_PYTHON_INSTALL_MIRROR" in message
 
 
 def test_python_3_13_image_runs_debian_trixie_python(on_sandbox: ServerProcess) -> None:
     with image_steps.py313_app.run(show_logs=False):
         assert image_steps.python_version.remote() == (3, 13)
+        assert image_steps.paris_summer_offset.remote() == 7200
 
 
 def test_mounted_local_files_change_without_a_rebuild(on_sandbox: ServerProcess) -> None:

@@ -4,7 +4,9 @@ then one overlay layer per step (see `sandbox_steps` for what each step runs).
     debian_slim(v)     base: Debian's root filesystem for Python v (rootfs.PYTHON_SUITES), built
                        once per machine with mmdebstrap under FERRY_BASE_ROOTFS_DIR
     from_registry(r)   base: the OCI image r, unpacked into a layer directory
-    ferry_runtime      cloudpickle and msgpack (the server's versions) in the image's Python,
+    standalone_python  only for a version no Debian suite ships: that CPython from a standalone
+                       build (uv python install, FERRY_PYTHON_INSTALL_MIRROR), as python3
+    ferry_runtime      cloudpickle, msgpack and tzdata (the server's versions) in the image's Python,
                        EXTERNALLY-MANAGED removed so pip installs into the system Python;
                        Ferry itself is bind-mounted into containers, never copied
     pip_install, uv_pip_install, apt_install, run_commands, run_function, copy, workdir
@@ -25,12 +27,13 @@ from typing import Any, Callable
 
 import ferry
 
+from ... import _config
 from ..._image_wire import step_key
 from ...exception import InvalidError
 from ..blobs import BlobStore
 from ..runtimes.sandbox.bwrap import BindMount
 from ..runtimes.sandbox.ids import ensure_shifted, is_shifted, shift_tree
-from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, suite_for_python
+from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, python_source
 from ..volume_mounts import prepare_build
 from . import oci
 from .files import materialise_files
@@ -38,20 +41,18 @@ from .layers import LayerStore, tree_size
 from .model import BuiltImage, LayerPlan
 from .sandbox_steps import (
     BUILD_DIR, FERRY_PACKAGE_DIR, RUN_FUNCTION, StepFailure, apt_command, build_env, pip_command,
-    run_sandboxed, runtime_command, scaffold, uv_command,
+    run_sandboxed, runtime_command, scaffold, standalone_python_command, uv_command,
 )
 
 Log = Callable[[str], None]
-RUNTIME_PACKAGES = ("cloudpickle", "msgpack")
+RUNTIME_PACKAGES = ("cloudpickle", "msgpack", "tzdata")
+"""What containers need besides Ferry: pickles must agree with the server's; tzdata gives
+`zoneinfo` its data in images without /usr/share/zoneinfo (Debian's slim bases have none)."""
 
 
 def runtime_requirements() -> list[str]:
     """The server's own versions of what containers need besides Ferry (pickles must agree)."""
     return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
-
-
-def available_pythons() -> list[str]:
-    return list(PYTHON_SUITES)
 
 
 class SandboxBackend:
@@ -75,7 +76,7 @@ class SandboxBackend:
     def python_for(self, requested: str | None, client_python: str) -> str:
         if requested is None:
             return client_python if client_python in PYTHON_SUITES else max(PYTHON_SUITES)
-        suite_for_python(requested)  # InvalidError listing the available versions
+        python_source(requested)  # InvalidError listing the available versions
         return requested
 
     def base_identity(self, step: dict[str, Any], client_python: str, log: Log) -> dict[str, Any]:
@@ -83,11 +84,14 @@ class SandboxBackend:
         base root filesystem on first use."""
         if step["kind"] == "debian_slim":
             version = self.python_for(step["args"].get("python_version"), client_python)
-            suite = suite_for_python(version)
+            suite, standalone = python_source(version)
             rootfs = self._debian_rootfs(suite, log)
             status = (rootfs / "var/lib/dpkg/status").stat()
-            return {"suite": suite, "python_version": version,
-                    "build": f"{status.st_mtime_ns}-{status.st_size}", "path": str(rootfs)}
+            identity = {"suite": suite, "python_version": version,
+                        "build": f"{status.st_mtime_ns}-{status.st_size}", "path": str(rootfs)}
+            if standalone is not None:  # its own base key: the Debian Python is not the image's
+                identity["standalone"] = True
+            return identity
         return {"ref": step["args"]["ref"], "digest": oci.identity(step["args"]["ref"])}
 
     def base_missing(self, step: dict[str, Any], client_python: str) -> bool:
@@ -96,10 +100,20 @@ class SandboxBackend:
             return False
         try:
             version = self.python_for(step["args"].get("python_version"), client_python)
-            suite = suite_for_python(version)
+            suite, _ = python_source(version)
         except InvalidError:
             return False
         return not (self.base_dir / f"rootfs-{suite}" / "usr/bin/python3").exists()
+
+    def standalone_python(self, step: dict[str, Any], client_python: str) -> str | None:
+        """The Python version a `debian_slim` base installs from a standalone build (one no
+        Debian suite ships), else None."""
+        if step["kind"] != "debian_slim":
+            return None
+        try:
+            return python_source(self.python_for(step["args"].get("python_version"), client_python))[1]
+        except InvalidError:
+            return None  # base_identity raises it where the build reports failures
 
     def _debian_rootfs(self, suite: str, log: Log) -> Path:
         dest = self.base_dir / f"rootfs-{suite}"
@@ -163,6 +177,8 @@ class SandboxBackend:
             for layer in layers:  # layers built before sandboxes had user namespaces
                 ensure_shifted(layer)
             env = build_env(meta["env"], self.ca_bundle, secret_env)
+            if kind == "standalone_python" and _config.get("python_install_mirror"):
+                env["UV_PYTHON_INSTALL_MIRROR"] = str(_config.get("python_install_mirror"))
             if kind == "run_function":
                 env["PYTHONPATH"] = ":".join(filter(None, [FERRY_PACKAGE_DIR, env.get("PYTHONPATH")]))
                 if args.get("volumes"):  # mounted as in containers, committed when it returns
@@ -184,9 +200,14 @@ class SandboxBackend:
             for command in commands:
                 shown = command.splitlines()[0] + (" …" if "\n" in command else "")
                 log(f"$ {shown}" if len(shown) < 400 else f"$ {shown[:400]}…")
-                output += run_sandboxed(layers=[*layers, self.scaffold], upper=upper, work=work,
-                                        command=command, env=env, cwd=parent.get("workdir") or "/",
-                                        binds=binds, log=log, timeout=timeout)
+                try:
+                    output += run_sandboxed(layers=[*layers, self.scaffold], upper=upper, work=work,
+                                            command=command, env=env, cwd=parent.get("workdir") or "/",
+                                            binds=binds, log=log, timeout=timeout)
+                except StepFailure as failure:
+                    if kind == "standalone_python":
+                        raise standalone_python_failure(args["version"], failure) from None
+                    raise
             if kind == "ferry_runtime":
                 found = [line.partition("=")[2].split() for line in output if line.startswith("FERRY_PYTHON=")]
                 if not found or len(found[-1]) != 2:
@@ -215,6 +236,8 @@ class SandboxBackend:
 
         if kind == "ferry_runtime":
             return [runtime_command(args["requirements"])], binds
+        if kind == "standalone_python":
+            return [standalone_python_command(args["version"])], binds
         if kind in ("pip_install", "uv_pip_install"):
             requirements = [bind_blob(d, f"requirements-{n}.txt") for n, d in enumerate(args.get("requirements") or [])]
             make = pip_command if kind == "pip_install" else uv_command
@@ -257,6 +280,19 @@ def check_packages(packages: list[str]) -> None:
 
 
 
+def standalone_python_failure(version: str, failure: StepFailure) -> StepFailure:
+    """The failure of installing a standalone Python, saying what was tried and what else works."""
+    mirror = _config.get("python_install_mirror") or "GitHub's python-build-standalone releases (uv's default)"
+    debian = ", ".join(PYTHON_SUITES)
+    return StepFailure(
+        f"uv python install {version}", failure.code, failure.tail,
+        reason=f"Python {version} is not shipped by Debian, so Ferry tried to install a standalone "
+               f"build of it from {mirror}, and that failed (its output is above). Versions that need "
+               f"no download: {debian} (`debian_slim(python_version=...)`). Or set "
+               f"FERRY_PYTHON_INSTALL_MIRROR on the server to a reachable mirror of those releases",
+    )
+
+
 class BuildFailed(Exception):
     """A step failed; earlier layers stay cached."""
 
@@ -294,6 +330,9 @@ def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bo
 
     labels = [steps[0]["label"], "ferry runtime (" + ", ".join(RUNTIME_PACKAGES) + ")",
               *(s["label"] for s in steps[1:])]
+    standalone = backend.standalone_python(steps[0], wire["client_python"])
+    if standalone is not None:  # a Python no Debian suite ships, installed under the runtime
+        labels.insert(1, f"standalone Python {standalone}")
     progress.plan(labels)
     base_key = step_key("", steps[0]["kind"], steps[0]["args"])
     base_started = time.monotonic()
@@ -307,10 +346,14 @@ def build_sandbox_image(backend: SandboxBackend, wire: dict[str, Any], force: bo
         raise BuildFailed(plan, len(labels), exc, base_key) from exc
     plans = [LayerPlan(0, step_key("", steps[0]["kind"], identity), "", steps[0]["kind"], identity,
                        labels[0], steps[0]["force"])]
+    if standalone is not None:
+        standalone_args = {"version": standalone}
+        plans.append(LayerPlan(1, step_key(plans[0].key, "standalone_python", standalone_args), plans[0].key,
+                               "standalone_python", standalone_args, labels[1]))
     runtime_args = {"requirements": runtime_requirements()}
-    plans.append(LayerPlan(1, step_key(plans[0].key, "ferry_runtime", runtime_args), plans[0].key,
-                           "ferry_runtime", runtime_args, labels[1]))
-    for index, step in enumerate(steps[1:], 2):
+    plans.append(LayerPlan(len(plans), step_key(plans[-1].key, "ferry_runtime", runtime_args), plans[-1].key,
+                           "ferry_runtime", runtime_args, labels[len(plans)]))
+    for index, step in enumerate(steps[1:], len(plans)):
         parent = plans[-1].key
         plans.append(LayerPlan(index, step_key(parent, step["kind"], step["args"]), parent, step["kind"],
                                step["args"], step["label"], step["force"]))

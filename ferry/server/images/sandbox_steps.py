@@ -142,6 +142,25 @@ def runtime_command(requirements: list[str]) -> str:
     )
 
 
+STANDALONE_PYTHON_DIR = "/opt/python"
+"""Where the standalone Python of `debian_slim(python_version=...)` is installed in the image."""
+
+
+def standalone_python_command(version: str) -> str:
+    """Install the standalone CPython `version` with uv (from UV_PYTHON_INSTALL_MIRROR when set)
+    and make it the image's `python3`/`python`/`pip`; uv itself is not left in the image."""
+    quoted = shlex.quote(version)
+    return (
+        "set -e; python3 -m venv /tmp/ferry-uv; /tmp/ferry-uv/bin/pip install --quiet uv; "
+        f"/tmp/ferry-uv/bin/uv python install --install-dir {STANDALONE_PYTHON_DIR} {quoted}; "
+        f"PY=$(ls -d {STANDALONE_PYTHON_DIR}/cpython-{quoted}*/bin/python3 | head -n 1); "
+        f"find {STANDALONE_PYTHON_DIR} -name EXTERNALLY-MANAGED -delete; "
+        "for name in python3 python; do ln -sf \"$PY\" /usr/local/bin/$name; done; "
+        "ln -sf \"$(dirname \"$PY\")/pip3\" /usr/local/bin/pip3; ln -sf \"$(dirname \"$PY\")/pip3\" /usr/local/bin/pip; "
+        "rm -rf /tmp/ferry-uv; /usr/local/bin/python3 --version"
+    )
+
+
 def run_sandboxed(*, layers: list[Path], upper: Path, work: Path, command: str, env: dict[str, str],
                   cwd: str, binds: list[BindMount], log: Callable[[str], None], timeout: float,
                   argv: list[str] | None = None) -> list[str]:

@@ -76,7 +76,17 @@ def inspect_image() -> dict:
         "live": Path("/mnt/live/live.txt").read_text(),
         "data": Path("/mnt/data.txt").read_text().strip(),
         "python": sys.version_info[:2],
+        "paris_summer_offset": _paris_summer_offset(),
     }
+
+
+def _paris_summer_offset() -> float:
+    """zoneinfo works in every image (the Ferry runtime layer brings tzdata)."""
+    import datetime
+    import zoneinfo
+
+    summer = datetime.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    return summer.utcoffset().total_seconds()
 
 
 mounted_only = ferry.Image.debian_slim(python_version="3.11").add_local_dir(MOUNT_DIR, remote_path="/mnt/live")
@@ -110,6 +120,20 @@ py313_app = ferry.App("test-images-py313", image=ferry.Image.debian_slim(python_
 
 @py313_app.function()
 def python_version() -> tuple:
+    return tuple(sys.version_info[:2])
+
+
+@py313_app.function()
+def paris_summer_offset() -> float:
+    return _paris_summer_offset()
+
+
+# -- Python 3.12: no Debian suite ships it, so it comes from a standalone build -------------
+py312_app = ferry.App("test-images-py312", image=ferry.Image.debian_slim(python_version="3.12"))
+
+
+@py312_app.function()
+def python_312_version() -> tuple:
     return tuple(sys.version_info[:2])
 
 

@@ -47,6 +47,7 @@ from ferry.server.runtimes.sandbox.network import PID_DIR, pasta_unavailable_rea
 from ferry.server.runtimes.sandbox.rootfs import (
     PYTHON_SUITES,
     build_base_rootfs,
+    python_source,
     suite_for_python,
 )
 
@@ -263,6 +264,17 @@ def test_suite_for_python() -> None:
         suite_for_python("3.12")
     assert "3.11 (bookworm)" in str(error.value) and "3.13 (trixie)" in str(error.value)
     assert dict(PYTHON_SUITES) == {"3.11": "bookworm", "3.13": "trixie"}
+
+
+def test_python_source_picks_debian_or_a_standalone_build() -> None:
+    assert python_source("3.11") == ("bookworm", None)
+    assert python_source("3.13.1") == ("trixie", None)
+    assert python_source("3.12") == ("bookworm", "3.12")
+    assert python_source("3.10.14") == ("bookworm", "3.10.14")
+    for wrong in ("3.7", "2.7", "3", "three.twelve", "3.12.1.4"):
+        with pytest.raises(InvalidError) as error:
+            python_source(wrong)
+        assert "Debian ships 3.11 (bookworm), 3.13 (trixie)" in str(error.value)
 
 
 def test_network_host_with_dns_or_private(rootfs: Path) -> None:

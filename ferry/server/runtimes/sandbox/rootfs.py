@@ -75,6 +75,30 @@ def suite_for_python(version: str) -> str:
     )
 
 
+STANDALONE_BASE_SUITE: Final[str] = "bookworm"
+"""The Debian suite under a standalone Python (a version no suite ships, e.g. 3.10 or 3.12)."""
+
+STANDALONE_PYTHONS: Final[tuple[str, ...]] = tuple(f"3.{minor}" for minor in range(9, 15))
+"""Versions installable from standalone builds (python-build-standalone, through uv)."""
+
+
+def python_source(version: str) -> tuple[str, str | None]:
+    """Where Python `version` comes from: `(suite, None)` when a Debian suite ships it,
+    `(STANDALONE_BASE_SUITE, version)` when it is installed from a standalone build."""
+    parts = version.strip().split(".")
+    if len(parts) >= 2 and all(p.isdigit() for p in parts[:3]) and len(parts) <= 3:
+        if f"{parts[0]}.{parts[1]}" in PYTHON_SUITES:
+            return suite_for_python(version), None
+        if f"{parts[0]}.{parts[1]}" in STANDALONE_PYTHONS:
+            return STANDALONE_BASE_SUITE, version.strip()
+    debian = ", ".join(f"{v} ({s})" for v, s in PYTHON_SUITES.items())
+    raise InvalidError(
+        f"Python {version!r} is not available in the sandbox runtime. Debian ships {debian}; "
+        f"{STANDALONE_PYTHONS[0]} to {STANDALONE_PYTHONS[-1]} are installed from standalone builds. "
+        f"Pass one of them as `python_version=`."
+    )
+
+
 def build_base_rootfs(
     suite: str,
     dest: Path,
