@@ -4,7 +4,10 @@ containers and what they printed (HTML-escaped), no secret value ever shows, and
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -13,7 +16,7 @@ import pytest
 import ferry
 from ferry._client import Client
 
-from ..conftest import ServerProcess
+from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess
 from ._web import wait_for
 
 CANARY = "dash-canary-5f0e1c9a7b"
@@ -95,3 +98,75 @@ def test_unknown_app_is_404_and_endpoints_keep_their_404(dashboard: str):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 405
+
+
+def test_the_live_feed_answers_json_and_server_sent_events(dashboard: str):
+    status, kind, text = _get(f"{dashboard}/_dashboard/state")
+    assert status == 200 and kind == "application/json"
+    state = json.loads(text)
+    assert set(state) == {"server", "now", "apps", "functions", "containers", "calls", "images", "gpus"}
+    assert state["gpus"] == [{"index": 0, "type": "T4", "name": "T4 (FERRY_GPUS override)", "memory_mb": 15360,
+                              "free": True}]
+    with urllib.request.urlopen(f"{dashboard}/_dashboard/events", timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.readline() == b"event: state\n"
+        first = json.loads(stream.readline().decode().removeprefix("data: "))
+    assert first["server"]["gpus"] == "1x T4 (1 free)"
+    assert _get(f"{dashboard}/_dashboard/nothing")[0] == 404
+
+
+_FEED_READER = r"""
+import json, os, ssl, sys, urllib.error, urllib.parse, urllib.request
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+web, token_id, token_secret = sys.argv[1:4]
+def fetch(path, cookie=""):
+    try:
+        with opener.open(urllib.request.Request(web + path, headers={"Cookie": cookie} if cookie else {})) as answer:
+            return {"path": path, "status": answer.status, "type": answer.headers["content-type"],
+                    "first": answer.readline().decode()}
+    except urllib.error.HTTPError as exc:
+        return {"path": path, "status": exc.code}
+for path in ("/_dashboard/state", "/_dashboard/events"):
+    print(json.dumps(fetch(path)))
+form = urllib.parse.urlencode({"token_id": token_id, "token_secret": token_secret}).encode()
+try:
+    opener.open(web + "/_login", data=form)
+except urllib.error.HTTPError as exc:
+    cookie = exc.headers.get("set-cookie", "").split(";")[0]
+for path in ("/_dashboard/state", "/_dashboard/events"):
+    print(json.dumps(fetch(path, cookie)))
+"""
+
+
+def test_beyond_loopback_the_live_feed_needs_a_login(netns: str, tmp_path) -> None:
+    """Bound to a non-loopback address, the feed's JSON and event stream answer 401 without a
+    dashboard session, and serve a logged-in one."""
+    own = ServerProcess.start(tmp_path / "home", prefix=("ip", "netns", "exec", netns),
+                              args=("--host", BEYOND_LOOPBACK), timeout=30)
+    try:
+        state = json.loads((own.home / "server.json").read_text())
+        admin = {**os.environ, "FERRY_HOME": str(own.home), "FERRY_SERVER_URL": state["url"]}
+        created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential",
+                                  "create", "viewer", "--json"], env=admin, capture_output=True, text=True,
+                                 timeout=60)
+        assert created.returncode == 0, created.stderr
+        minted = json.loads(created.stdout)
+        done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _FEED_READER, state["web_url"],
+                               minted["token_id"], minted["token_secret"]],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert lines[:2] == [{"path": "/_dashboard/state", "status": 401},
+                             {"path": "/_dashboard/events", "status": 401}]
+        assert lines[2]["status"] == 200 and lines[2]["type"] == "application/json"
+        assert json.loads(lines[2]["first"])["server"]["url"] == state["url"]
+        assert lines[3] == {"path": "/_dashboard/events", "status": 200, "type": "text/event-stream; charset=utf-8",
+                            "first": "event: state\n"}
+    finally:
+        own.stop()

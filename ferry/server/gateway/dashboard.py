@@ -1,14 +1,19 @@
-"""The dashboard: read-only, server-rendered HTML pages about the control plane, served by the
-web gateway at `http://127.0.0.1:<web port>/` (requests that name no endpoint label).
+"""The dashboard, served by the web gateway at `http://127.0.0.1:<web port>/` (requests that
+name no endpoint label).
 
-    /                  overview: version, runtime, GPU inventory, apps
+    /                  overview, live: apps, functions (queue depth, containers), containers
+                       (node, state), calls in flight and recent ones (durations, errors),
+                       streaming logs, image builds, GPUs; its script (dashboard_page.py) follows
+                       the live feed (live.py) and redraws without a reload
     /apps/<name-or-id> one app: functions and their settings, schedules, web URLs,
                        containers, the last LOG_LINES log lines
+    /_dashboard/...    the live feed: a JSON snapshot and a server-sent event stream (live.py)
 
 Pages are built from the same answers as the wire API (`server.status`, `app.list`,
-`app.show`: api.py), so the dashboard and the CLI agree. Every value is HTML-escaped. No
-secret value is ever rendered: function configs hold only secret names, and container
-environments are not shown. No JavaScript, no external assets (works offline).
+`app.show`: api.py), so the dashboard and the CLI agree. Every value is HTML-escaped (the
+script sets text, never HTML). No secret value is ever rendered: function configs hold only
+secret names, and container environments are not shown. No external assets, no build step
+(works offline); without JavaScript the overview is a static page.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import quote, unquote
 
 from ...exception import NotFoundError
-from .exchange import Send
+from .dashboard_page import SCRIPT, SECTIONS
+from .exchange import Receive, Send
+from .live import LiveFeed, is_feed_path
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -38,13 +45,15 @@ table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border-bottom:1px 
 padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}
 .muted{color:#777}.state-running,.state-deployed,.state-ready{color:#26802b}.state-stopped{color:#999}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12px;white-space:pre-wrap}
-.err{color:#b00}
+.err{color:#b00}#live-status{font-size:.6em;vertical-align:middle;padding:.15em .6em;border-radius:1em;
+background:#eee;color:#777}#live-status.live{background:#e3f4e4;color:#26802b}
+#logs{max-height:28em;overflow-y:auto}.log-line.err{color:#b00}
 """
 
 
 def is_dashboard_path(path: str) -> bool:
     """Whether the gateway should hand a request for `path` (no endpoint label) to the dashboard."""
-    return path == "/" or path.startswith(APP_PREFIX)
+    return path == "/" or path.startswith(APP_PREFIX) or is_feed_path(path)
 
 
 def _when(ts: float | None) -> str:
@@ -64,9 +73,10 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, script: str = "") -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}</body></html>")
+            f"<style>{_CSS}</style></head><body>{body}{f'<script>{script}</script>' if script else ''}"
+            "</body></html>")
 
 
 def _state(value: str) -> str:
@@ -96,8 +106,12 @@ class Dashboard:
 
     def __init__(self, server: "Server") -> None:
         self.server = server
+        self.live = LiveFeed(server)
 
-    async def handle(self, scope: dict[str, Any], send: Send) -> None:
+    async def handle(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if is_feed_path(scope["path"]):
+            await self.live.handle(scope, receive, send)
+            return
         if scope.get("method") not in ("GET", "HEAD"):
             await self._send(send, 405, _page("Method not allowed", "<h1>The dashboard is read-only</h1>"),
                              [(b"allow", b"GET, HEAD")])
@@ -132,13 +146,20 @@ class Dashboard:
         summary = _table((), [
             ["version", _cell(info["version"])], ["control plane", _cell(info["url"])],
             ["state directory", _cell(info["home"])], ["runtime", _cell(info["runtime"])],
-            ["GPUs", _cell(info["gpus"])], ["web endpoints", _cell(info["web_url"] + "/_/LABEL/")],
+            ["GPUs", f"<span id='gpu-summary'>{_cell(info['gpus'])}</span>"],
+            ["web endpoints", _cell(info["web_url"] + "/_/LABEL/")],
             ["started", _cell(_when(info.get("started")))],
             ["live apps / containers", _cell(f"{info['apps']} / {info['containers']}")]])
-        body = (f"<h1>Ferry {escape(info['version'])}</h1>{summary}<h2>Apps</h2>"
-                + (_table(("name", "id", "state", "functions", "containers", "created"), rows) if rows
-                   else "<p class='muted'>No apps yet: <code>ferry run</code> or <code>ferry deploy</code> one.</p>"))
-        return _page("Ferry dashboard", body)
+        first = {"apps": _table(("name", "id", "state", "functions", "containers", "created"), rows) if rows
+                 else "<p class='muted'>No apps yet: <code>ferry run</code> or <code>ferry deploy</code> one.</p>"}
+        sections = "".join(
+            f"<h2>{escape(heading)}</h2>" + ("<pre id='logs'><span class='muted'>No output yet.</span></pre>"
+                                             if key == "logs" else
+                                             f"<div id='{key}'>{first.get(key, '')}</div>")
+            for key, heading in SECTIONS)
+        body = (f"<h1>Ferry {escape(info['version'])} <span id='live-status'>static</span></h1>{summary}"
+                + sections)
+        return _page("Ferry dashboard", body, SCRIPT)
 
     async def app_page(self, ref: str) -> str:
         if not ref:

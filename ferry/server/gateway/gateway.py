@@ -19,6 +19,7 @@ from ...exception import InvalidError
 from ..model import App
 from ..._protocol import is_loopback
 from .dashboard import Dashboard, is_dashboard_path
+from .live import is_feed_path
 from .exchange import Exchange, Receive, Send, respond
 from ..tls import TLSFiles, tls_files, wants_tls
 from .login import DashboardLogin, is_login_path
@@ -104,6 +105,7 @@ class Gateway:
             self._ticker.cancel()
         for listener in server.servers:
             listener.close()
+        self.dashboard.live.close()  # the dashboard's event streams end now
         state = server.server_state
         for connection in list(state.connections):
             connection.shutdown()  # idle keep-alive connections close now, busy ones after their response
@@ -161,9 +163,11 @@ class Gateway:
                 if is_metrics_path(scope["path"]) and self.metrics is not None:  # `/metrics` (scrape.py)
                     await self.metrics.handle(scope, send)
                     return
-                if is_dashboard_path(scope["path"]):  # `/` and `/apps/...` (dashboard.py)
+                if is_dashboard_path(scope["path"]):  # `/`, `/apps/...`, `/_dashboard/...` (dashboard.py)
                     if self.login.allows(scope):
-                        await self.dashboard.handle(scope, send)
+                        await self.dashboard.handle(scope, receive, send)
+                    elif is_feed_path(scope["path"]):  # the live feed's readers are scripts: no redirect
+                        await respond(send, 401, "Unauthorized: log in to the dashboard first (/_login).")
                     else:
                         await self.login.refuse(scope, send)
                     return
