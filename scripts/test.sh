@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install.sh test,ray  # ray: the cluster tests start a real multi-node Ray cluster
 # The sandbox runtime's packages (install.sh installed them where it could: scripts/system-packages.sh),
-# plus iproute2: the network tests make a namespace.
-bash scripts/system-packages.sh iproute2
+# plus iproute2 (the network tests make a namespace) and chromium (the dashboard's browser tests
+# drive Debian's Chromium with Playwright, the `test` extra: Playwright's own browser download is not used).
+bash scripts/system-packages.sh iproute2 chromium
 # pasta opens /dev/net/tun as the sandbox's unprivileged root: Debian's default mode is 0666.
 if [ -c /dev/net/tun ] && [ "$(id -u)" = 0 ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
     chmod 0666 /dev/net/tun
