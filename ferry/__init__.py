@@ -25,6 +25,7 @@ from ._image import Image
 from ._partial import batched, concurrent, enter, exit, method
 from ._queue import Queue
 from ._resources import Retries
+from ._sandbox import Sandbox
 from ._running import current_function_call_id, current_input_id, is_local
 from ._schedule import Cron, Period
 from ._secret import Secret
@@ -59,6 +60,7 @@ __all__ = [
     "Period",
     "Queue",
     "Retries",
+    "Sandbox",
     "Secret",
     "Volume",
     "__version__",

@@ -20,7 +20,7 @@ from ._resources import _check_image, check_schedulable, function_config, reject
 from ._secret import check_secrets
 from ._volume import check_volumes
 from ._serialization import serialize
-from ._sync import run_sync
+from ._sync import run_sync, synced
 from ._unsupported import dashboard_url, unsupported
 from .exception import ExecutionError, InvalidError
 
@@ -117,15 +117,28 @@ class App:
         """Stop this running app (as `ferry app stop` does); its containers end."""
         run_sync(self._stop())
 
-    lookup = staticmethod(unsupported(
-        "App.lookup", "apps are created by running or deploying them; use Function.from_name / Cls.from_name "
-        "to reach a deployed app's objects"))
+    async def _lookup(name: str, *, client: Any = None, environment_name: str | None = None,  # type: ignore[misc]
+                      create_if_missing: bool = False) -> "App":
+        if client is not None or environment_name is not None:
+            raise NotImplementedError("App.lookup(client=, environment_name=) is not supported by Ferry yet.")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidError(f"App name must be a non-empty string, got {name!r}.")
+        connection = await Client.from_env()
+        found = await connection.request("app.lookup", name=name, create_if_missing=create_if_missing)
+        app = App(name)
+        app._app_id = found["app_id"]
+        return app
+
+    lookup = synced(_lookup)
+    lookup.__doc__ = """`App.lookup(name, create_if_missing=False)`: the running or deployed app `name`,
+e.g. as `app=` of `Sandbox.create`; with `create_if_missing`, an empty deployed app is created
+when there is none (not from inside a container). Raises NotFoundError otherwise."""
     get_tags = unsupported("App.get_tags", "apps have no tags")
     set_tags = unsupported("App.set_tags", "apps have no tags")
     info = unsupported("App.info", "use `ferry app show NAME --json`")
     logs = unsupported("App.logs", "use `ferry app logs NAME`")
     stats = unsupported("App.stats", "use `ferry app show NAME` or the dashboard")
-    sandboxes = unsupported("App.sandboxes", "Sandboxes are not built yet")
+    sandboxes = unsupported("App.sandboxes", "list an app's sandboxes with Sandbox.list(app_id=app.app_id)")
     server = unsupported("App.server", "@app.server is not built; use @web_server on a function")
 
     @property

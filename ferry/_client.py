@@ -63,6 +63,8 @@ class Client:
         self.output_queues: dict[str, asyncio.Queue] = {}
         self.log_handlers: dict[str, LogHandler] = {}
         self.image_handlers: dict[str, LogHandler] = {}  # progress_id -> image build events
+        # exec id (a sandbox's id for its entrypoint) -> readers of its output (ferry/_sandbox.py)
+        self.sandbox_handlers: dict[str, list[LogHandler]] = {}
 
     # -- finding a client -----------------------------------------------------------------
     @classmethod
@@ -160,6 +162,9 @@ class Client:
                 future.set_exception(error)
         for queue in self.output_queues.values():
             queue.put_nowait(error)
+        for handlers in list(self.sandbox_handlers.values()):
+            for handler in list(handlers):
+                handler({"k": "lost", "error": error})
 
     def _on_push(self, frame: dict[str, Any]) -> None:
         kind = frame.get("k")
@@ -178,6 +183,9 @@ class Client:
         elif kind == "image":
             handler = self.image_handlers.get(frame.get("id", ""))
             if handler is not None:
+                handler(frame)
+        elif kind in ("sandbox.out", "sandbox.exit"):
+            for handler in list(self.sandbox_handlers.get(frame.get("exec_id", ""), ())):
                 handler(frame)
 
     def send(self, message: dict[str, Any]) -> None:

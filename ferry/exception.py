@@ -8,6 +8,8 @@
     │   ├── OutOfMemoryError       a container exceeded its memory limit
     │   └── InputCancellation      the input was cancelled
     ├── FunctionTimeoutError       an input ran longer than its `timeout`
+    ├── SandboxTimeoutError        a Sandbox ran longer than its `timeout`
+    ├── SandboxTerminatedError     a Sandbox was ended by terminate() (or its app stopping)
     ├── TimeoutError               waiting for a result took longer than asked (`.get(timeout=)`)
     ├── SerializationError         an argument or result could not be (un)pickled
     ├── DeserializationError       a payload could not be unpickled where it arrived
@@ -57,6 +59,14 @@ class InputCancellation(ExecutionError):
 
 class FunctionTimeoutError(Error, builtins.TimeoutError):
     """An input ran longer than the function's `timeout`."""
+
+
+class SandboxTimeoutError(Error, builtins.TimeoutError):
+    """A Sandbox ran past its `timeout` and was ended (its returncode is 124)."""
+
+
+class SandboxTerminatedError(Error):
+    """A Sandbox was terminated before its entrypoint ended (its returncode is 137)."""
 
 
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - mirrors the reference API
@@ -116,6 +126,8 @@ __all__ = [
     "OutOfMemoryError",
     "PermissionDeniedError",
     "RemoteError",
+    "SandboxTerminatedError",
+    "SandboxTimeoutError",
     "SerializationError",
     "ServerError",
     "TimeoutError",

@@ -55,6 +55,11 @@ class Uplink:
             raise error_from_wire(frame["e"])
         return frame["r"]
 
+    def notify(self, method: str, /, **args: Any) -> None:
+        """Send a request whose answer nobody waits for (it is dropped when it comes): a stream
+        of them keeps its order with everything else this uplink sends."""
+        self.send({"t": "req", "id": next(self._ids), "m": method, "a": args})
+
     def deliver_response(self, frame: dict[str, Any]) -> None:
         waiting = self._waiting.pop(frame.get("id", -1), None)
         if waiting is not None:

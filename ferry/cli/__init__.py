@@ -1,4 +1,5 @@
-"""The `ferry` command line: run, deploy, app, container, server, secret, image, volume, dict, queue."""
+"""The `ferry` command line: run, deploy, app, container, server, secret, image, volume, dict, queue,
+sandbox."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import typer
 
-from . import credential_cmds
+from . import credential_cmds, sandbox_cmds
 from . import (
     app_cmds, container_cmds, dict_cmds, image_cmds, queue_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds,
     setup_cmd, token_cmds, volume_cmds,
@@ -31,6 +32,7 @@ cli.add_typer(token_cmds.cli, name="token")
 cli.add_typer(volume_cmds.cli, name="volume")
 cli.add_typer(dict_cmds.cli, name="dict")
 cli.add_typer(queue_cmds.cli, name="queue")
+cli.add_typer(sandbox_cmds.cli, name="sandbox")
 cli.add_typer(credential_cmds.cli, name="credential")
 cli.add_typer(credential_cmds.profile_cli, name="profile")
 serve_cmds.register(cli)

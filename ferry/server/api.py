@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import __version__
-from ..exception import InvalidError, NotFoundError
+from ..exception import InvalidError, NotFoundError, PermissionDeniedError
 from .access import ADMIN_ONLY, EVERYONE, Role, table_for
 from .connection import Connection
 from .shapes import Shape, check, checked, optional, required
@@ -286,6 +286,25 @@ class API:
     async def app_show(self, conn: Connection, args: dict) -> dict:
         app = self._app(args["app"])
         pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
+    @rpc("app.lookup", allow=EVERYONE, shape={"name": required(S), "create_if_missing": optional(B)})
+    async def app_lookup(self, conn: Connection, args: dict) -> dict:
+        """`App.lookup`: the running or deployed app named `name`; with `create_if_missing`
+        (administrators only), a deployed app with no functions is created (for sandboxes)."""
+        name = args["name"]
+        try:
+            app = self._app(name)
+        except NotFoundError:
+            if not args.get("create_if_missing"):
+                raise NotFoundError(f"No running or deployed app named {name!r}: deploy it, or pass "
+                                    "create_if_missing=True to create an empty one.") from None
+            if conn.principal.role is not Role.ADMIN:
+                raise PermissionDeniedError("App.lookup(create_if_missing=True) cannot create an app from inside "
+                                            "a container: create it outside (or deploy it) first.") from None
+            app = App(id=_new_id("ap"), name=name, state=AppState.DEPLOYED)
+            self.server.apps[app.id] = app
+            self.server.store.insert_app(app.id, name, "deployed", "deployed")
+        return {"app_id": app.id, "name": app.name, "objects": dict(app.objects)}
+
         web = {tag: {"web_url": u["url"], "web_path_url": u["path_url"]}
                for tag, u in self.server.gateway.urls(app).items()}
         functions = []

@@ -34,6 +34,7 @@ from .metrics import Metrics, render
 from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
+from .sandboxes import SandboxService
 from .gateway import Gateway
 from .scheduler import Scheduler
 from .schedules import ScheduleRunner
@@ -82,6 +83,8 @@ class Server:
         self.rpc_services: list[Any] = [self.volumes]
         self.rpc_services += named_objects.services(home / "state.db")  # dict.*, queue.*
         self.rpc_services.append(ContainerService(lambda: self.containers, self.store, self.logs))  # container.*
+        self.sandboxes = SandboxService(self)  # sandbox.*: ferry.Sandbox (server/sandboxes.py)
+        self.rpc_services.append(self.sandboxes)
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
         self._stop = asyncio.Event()
@@ -170,6 +173,7 @@ class Server:
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
         await self.gateway.stop()  # no new requests; those in flight get up to 3 s
         self.images.shutdown()  # image builds in progress are killed, not waited for
+        await self.sandboxes.stop_all()
         live = [c for c in self.containers.containers.values() if c.state is not ContainerState.STOPPED]
         await self.containers.stop_all(live, timeout=5.0)
         await self.runtime.close()
@@ -304,6 +308,7 @@ class Server:
         self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
         for function_id in app.objects.values():
             self.schedules.forget(function_id)
+        self.sandboxes.stop_app(app, reason)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]
         containers = [c for p in pools for c in p.containers.values()]
         for pool in pools:

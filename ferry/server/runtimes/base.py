@@ -59,6 +59,9 @@ class ContainerSpec:
     # and point FERRY_SERVER_URL at it instead of `server_url` (see server/server.py)
     control_socket: Path | None = None
     block_network: bool = False            # block_network=True: no network but the control plane
+    # the module the container runs (`python -m`): a function's entrypoint, or a Sandbox's
+    # supervisor (ferry/_container/sandbox.py)
+    entry_module: str = "ferry._container"
 
     def gpu_env(self) -> dict[str, str]:
         """What tells CUDA which devices this container owns. The indices are NVML's, in PCI bus

@@ -149,10 +149,12 @@ class ProcessRuntime(Runtime):
         cgroup = None
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
-        forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output) if volumes is None else None
+        forked = None  # the zygote forks function containers only (a sandbox's supervisor starts plainly)
+        if volumes is None and spec.entry_module == "ferry._container":
+            forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output)
         if forked is not None:
             return forked
-        argv = [python, "-m", "ferry._container"]
+        argv = [python, "-m", spec.entry_module]
         if volumes is not None:
             argv = volumes.process_argv(argv)
         if cgroup is not None:

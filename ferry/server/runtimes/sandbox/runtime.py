@@ -135,7 +135,7 @@ class SandboxRuntime(Runtime):
             "FERRY_FUNCTION_ID": spec.function_id,
         })
         return SandboxSpec(
-            layers=image.layers, argv=[image.python, "-m", "ferry._container"],
+            layers=image.layers, argv=[image.python, "-m", spec.entry_module],
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
             cwd=image.workdir or "/root", devices=devices,
             network="none" if spec.block_network else "pasta",
