@@ -43,14 +43,14 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
         "info": (ERROR, "use `ferry app show NAME --json`"),
         "local_entrypoint": (OK, ""),
         "logs": (ERROR, "use `ferry app logs NAME`"),
-        "lookup": (ERROR, "apps exist by running or deploying them; use Function.from_name / Cls.from_name"),
+        "lookup": (PARTIAL, "`create_if_missing=True` creates an empty deployed app (not from inside a container); no `environment_name`"),
         "name": (OK, ""),
         "registered_classes": (OK, ""),
         "registered_entrypoints": (OK, ""),
         "registered_functions": (OK, ""),
         "registered_web_endpoints": (OK, ""),
         "run": (OK, "`detach=True` too"),
-        "sandboxes": (ERROR, "Sandboxes are not built yet"),
+        "sandboxes": (ERROR, "use `Sandbox.list(app_id=app.app_id)`"),
         "server": (ERROR, "`@app.server` is not built; use `@web_server` on a function"),
         "set_tags": (ERROR, "apps have no tags"),
         "stats": (ERROR, "use `ferry app show NAME` or the dashboard"),
@@ -189,12 +189,45 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
     },
     "Dict": {},   # complete: filled in below
     "Queue": {},  # complete
-    "Sandbox": {},  # not built yet: filled in below
+    "Sandbox": {
+        "client": (ERROR, "a sandbox uses the process's own connection"),
+        "create": (PARTIAL, "image, env, secrets, volumes, workdir, timeout (default 5 min, at most 24 h), cpu, memory, "
+                            "gpu, block_network, tags, name; ports and tunnels, CIDR/domain allowlists, `pty`, "
+                            "`idle_timeout`, readiness probes, snapshots, `region`/`cloud`/`runtime` are refused by name"),
+        "create_connect_token": (ERROR, "sandbox HTTP connect tokens are not built"),
+        "detach": (ERROR, "a handle holds nothing to detach from"),
+        "exec": (PARTIAL, "stdout/stderr as PIPE, DEVNULL or STDOUT, stdin, `workdir`, `env`, `timeout`, `text`, "
+                          "`pty`; `secrets=` is refused (pass them to `create`)"),
+        "filesystem": (ERROR, "use `exec` or a Volume"),
+        "from_id": (OK, "the entrypoint's output so far is readable"),
+        "from_name": (PARTIAL, "no `environment_name`"),
+        "get_dashboard_url": (ERROR, NO_DASHBOARD),
+        "get_tags": (OK, ""),
+        "hydrate": (OK, ""),
+        "list": (OK, "running sandboxes, newest first"),
+        "logs": (ERROR, "read `stdout`/`stderr`"),
+        "mount_image": (ERROR, "images are fixed at creation"),
+        "object_id": (OK, ""),
+        "poll": (OK, ""),
+        "reload_volumes": (ERROR, "volumes are filled when a sandbox starts (and committed when it ends)"),
+        "returncode": (OK, "124 after a timeout, 137 after terminate, as on the reference platform"),
+        "set_tags": (OK, ""),
+        "snapshot_directory": (ERROR, "snapshots are not built"),
+        "snapshot_filesystem": (ERROR, "snapshots are not built"),
+        "stderr": (OK, "the entrypoint's"),
+        "stdin": (OK, "the entrypoint's"),
+        "stdout": (OK, "the entrypoint's"),
+        "terminate": (OK, "`wait=True` too"),
+        "tunnels": (ERROR, "tunnels are not built"),
+        "unmount_image": (ERROR, "images are fixed at creation"),
+        "wait": (OK, "SandboxTimeoutError / SandboxTerminatedError as on the reference platform"),
+        "wait_until_ready": (ERROR, "readiness probes are not built"),
+    },
 }
 DESCRIPTIONS = {
     "Dict": "Complete (durable in the control plane; see docs/architecture.md, Dicts and queues).",
     "Queue": "Complete (durable in the control plane; see docs/architecture.md, Dicts and queues).",
-    "Sandbox": "Not built yet: `ferry.Sandbox` does not exist, so each name fails with an AttributeError.",
+    "Sandbox": "Sandboxes run on the server's runtime like function containers (docs/sandboxes.md).",
 }
 
 
@@ -209,7 +242,6 @@ def full_table(ref: dict[str, Any]) -> dict[str, dict[str, tuple[str, str]]]:
     table = {cls: dict(rows) for cls, rows in TABLE.items()}
     for cls in ("Dict", "Queue"):
         table[cls] = {name: (OK, "") for name in ref["classes"][cls]["members"]}
-    table["Sandbox"] = {name: (MISSING, "Sandboxes are not built yet") for name in ref["classes"]["Sandbox"]["members"]}
     return table
 
 
@@ -241,15 +273,12 @@ def render(ref: dict[str, Any]) -> str:
         lines += [f"## {cls}", ""]
         if cls in DESCRIPTIONS:
             lines += [DESCRIPTIONS[cls], ""]
-            if cls != "Sandbox":
+            if cls in ("Dict", "Queue"):
                 lines += ["Supported: " + ", ".join(f"`{n}`" for n in rows) + ".", ""]
                 continue
         for status in (OK, PARTIAL, ERROR, MISSING):
             names = [(n, note) for n, (s, note) in rows.items() if s == status]
             if not names:
-                continue
-            if cls == "Sandbox":
-                lines += ["Not supported: " + ", ".join(f"`{n}`" for n, _ in names) + ".", ""]
                 continue
             lines.append(f"**{status.capitalize()}**")
             lines.append("")
@@ -281,7 +310,7 @@ def _objects() -> dict[str, Any]:
     return {"App": app, "Function": function, "Cls": Model, "Image": ferry.Image.debian_slim(),
             "Volume": ferry.Volume.from_name("compatibility"), "Secret": ferry.Secret.from_dict({}),
             "FunctionCall": ferry.FunctionCall("fc-0"), "Dict": ferry.Dict.from_name("compatibility"),
-            "Queue": ferry.Queue.from_name("compatibility"), "Sandbox": getattr(ferry, "Sandbox", None)}
+            "Queue": ferry.Queue.from_name("compatibility"), "Sandbox": ferry.Sandbox}
 
 
 _ABSENT = object()
