@@ -154,6 +154,19 @@ SETTINGS: dict[str, Setting] = {
                 "larger requests get 413."),
         Setting("web_request_timeout", float, lambda: 150.0,
                 "Seconds the gateway waits for an endpoint to start its response before answering 504."),
+        Setting("log_retention_days", float, lambda: 7.0,
+                "Days the server keeps an app's log lines (`ferry app logs`); older ones are deleted by "
+                "its periodic maintenance pass. 0: no limit by age."),
+        Setting("log_retention_mb_per_app", float, lambda: 64.0,
+                "Megabytes of log text the server keeps per app; beyond it the oldest lines are deleted "
+                "by its periodic maintenance pass. 0: no limit by size."),
+        Setting("gc_grace_seconds", float, lambda: 3600.0,
+                "Blobs and volume chunks referenced by nothing are deleted only once this many seconds "
+                "have passed since they were last written, uploaded again or reported present to an "
+                "uploader (so an upload in progress keeps what it sent)."),
+        Setting("maintenance_interval", float, lambda: 600.0,
+                "Seconds between the server's maintenance passes (log retention, then garbage collection "
+                "of blobs and volume chunks). 0: only on request (`ferry server gc`)."),
         Setting("volume_cache_size", int, lambda: 16 * 1024 ** 3,
                 "Bytes of volume file chunks a host keeps in `$FERRY_HOME/volumes/cache` for containers "
                 "to fill their volumes from; the least recently used go first beyond it. 0: no limit."),

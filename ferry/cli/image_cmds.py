@@ -17,18 +17,10 @@ from ..exception import InvalidError
 from . import loader
 from .errors import guard
 from .output import console, json_option, print_json
+from .output import size as _size
 
 cli = typer.Typer(help="Build images ahead of time and manage the image cache.", no_args_is_help=True)
 out = console()
-
-
-def _size(value: Any) -> str:
-    size = float(value or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return "-"
 
 
 def _steps(record: dict[str, Any], *, shorten: bool = True) -> str:

@@ -59,3 +59,13 @@ def print_json(data: Any) -> None:
 def when(ts: float | None) -> str:
     """A timestamp as local `YYYY-MM-DD HH:MM:SS` for tables (`-` for none)."""
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def size(value: Any) -> str:
+    """Bytes for people: `512 B`, `3.2 MiB`."""
+    amount = float(value or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return "-"

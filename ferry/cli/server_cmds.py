@@ -14,14 +14,19 @@ from .._local_server import (read_state, reachable, running_server_url, runtime_
                              usable_home)
 from ..exception import Error
 from .errors import err, guard
-from .output import console, json_option, print_json
+from .output import console, json_option, print_json, size
 
 cli = typer.Typer(help="Run or manage the local control plane.", invoke_without_command=True)
 out = console()
 
 
 # `ferry server status --json`: these keys, always (null when the server does not say)
-STATUS_KEYS = ("version", "url", "pid", "home", "runtime", "web_url", "web_port", "gpus", "started", "apps", "containers")
+STATUS_KEYS = ("version", "url", "pid", "home", "runtime", "web_url", "web_port", "gpus", "started", "apps", "containers",
+               "space")
+# `space`: bytes on disk per kind (logs are part of the state database)
+SPACE_LABELS = {"state_db": "state database", "logs": "  of which logs", "blobs": "blobs (code, payloads, files)",
+                "volume_chunks": "volume chunks", "image_layers": "image layers", "base_rootfs": "base root filesystems",
+                "venvs": "venvs"}
 
 
 @cli.callback()
@@ -90,7 +95,7 @@ def status(as_json: bool = json_option()) -> None:
         else:
             out.print(f"No Ferry server is running (state directory {_config.get('home')}).")
         raise typer.Exit(1)
-    info = Client.for_url(url).request_sync("server.status")
+    info = Client.for_url(url).request_sync("server.status", space=True)
     if as_json:
         print_json({"running": True, **{key: info.get(key) for key in STATUS_KEYS}})
         return
@@ -105,3 +110,31 @@ def status(as_json: bool = json_option()) -> None:
         out.print(f"  dashboard: {info['web_url']}/")
     out.print(f"  GPUs: {info.get('gpus', 'unknown')}")
     out.print(f"  apps running or deployed: {info['apps']}; containers: {info['containers']}")
+    space = info.get("space") or {}
+    if space:
+        out.print("  space used:")
+        for key, label in SPACE_LABELS.items():
+            out.print(f"    {label + ':':32} {size(space.get(key))}")
+
+
+@cli.command()
+@guard
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
+       as_json: bool = json_option()) -> None:
+    """Run the server's maintenance pass now: log retention, unused anonymous secrets, and garbage
+    collection of blobs and volume chunks nothing refers to (administrators only)."""
+    from .._client import Client
+
+    report = Client.from_env_sync().request_sync("server.gc", dry_run=dry_run)
+    if as_json:
+        print_json(report)
+        return
+    blobs = report["blobs"]
+    verb = "would delete" if dry_run else "deleted"
+    if not dry_run:
+        out.print(f"Log lines deleted: {report['log_lines_deleted']}; anonymous secrets deleted: "
+                  f"{report['anonymous_secrets_deleted']}.")
+    out.print(f"Blobs and volume chunks: {blobs['live_blobs']} in use ({size(blobs['live_bytes'])}); "
+              f"{verb} {blobs['removed']} unreferenced ({size(blobs['removed_bytes'])}); kept "
+              f"{blobs['recent_unreferenced']} unreferenced ones younger than the grace period "
+              f"({blobs['grace_seconds']:.0f} s, FERRY_GC_GRACE_SECONDS).")

@@ -21,20 +21,12 @@ from .._volume_upload import directory_sources, file_source, upload
 from ..exception import InvalidError, NotFoundError
 from .errors import guard
 from .output import console, json_option, print_json
+from .output import size as _size
 
 cli = typer.Typer(help="Manage volumes: persistent files shared by containers.", no_args_is_help=True)
 out = console()
 err = console(stderr=True)
 PROGRESS_FROM_BYTES = 1024 * 1024  # smaller transfers finish before a bar would help
-
-
-def _size(value: int) -> str:
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return "-"
 
 
 def _when(ts: float | None) -> str:

@@ -4,6 +4,7 @@ request; `docs/architecture.md` lists them with their arguments and results."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import secrets
@@ -36,6 +37,17 @@ def rpc(name: str, *, allow: frozenset[Role] = ADMIN_ONLY, shape: Shape | None =
         return method
 
     return register
+
+
+def _holding_secrets(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Anonymous secrets the request stores are kept until it has answered (server/secrets.py):
+    its functions are installed only at its end."""
+    @functools.wraps(method)
+    async def holding(self: "API", conn: Connection, args: dict) -> Any:
+        with self.server.secrets.holding():
+            return await method(self, conn, args)
+
+    return holding
 
 
 S, I, B, N = str, int, bool, (int, float)
@@ -102,9 +114,12 @@ class API:
         return pool
 
     # -- server ---------------------------------------------------------------------------
-    @rpc("server.status")
+    @rpc("server.status", shape={"space": optional(B)})
     async def server_status(self, conn: Connection, args: dict) -> dict:
+        """The server's state; with `space`, the bytes each kind of stored data uses (walks the
+        stores: `ferry server status` asks for it, frequent callers do not)."""
         server = self.server
+        space = {"space": await server.maintenance.space()} if args.get("space") else {}
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -119,12 +134,20 @@ class API:
             "containers": sum(1 for c in server.containers.containers.values() if c.live),
             "web_url": server.gateway.base_url,
             "web_port": server.gateway.port,
+            **space,
         }
 
     @rpc("server.shutdown")
     async def server_shutdown(self, conn: Connection, args: dict) -> dict:
         asyncio.get_running_loop().call_later(0.05, self.server.request_stop)
         return {}
+
+    @rpc("server.gc", shape={"dry_run": optional(B)})
+    async def server_gc(self, conn: Connection, args: dict) -> dict:
+        """A maintenance pass now (server/maintenance.py): log retention, unused anonymous
+        secrets, and garbage collection of blobs and volume chunks; `dry_run`: only report
+        what the collection would delete."""
+        return await self.server.maintenance.run(dry_run=bool(args.get("dry_run")))
 
     # -- blobs ----------------------------------------------------------------------------
     @rpc("blob.missing", allow=EVERYONE, shape={"hashes": required(list, items=str)})
@@ -202,6 +225,7 @@ class API:
     # -- apps -----------------------------------------------------------------------------
     @rpc("app.create", shape={"name": required(S), "kind": optional(S), "functions": optional(list, items=dict),
                               "progress_id": optional(S), "app_id": optional(S), "detach": optional(B)})
+    @_holding_secrets
     async def app_create(self, conn: Connection, args: dict) -> dict:
         """Create (or, for `deployed`, update) an app with its functions."""
         name: str = args["name"]
@@ -386,6 +410,7 @@ class API:
         return {"function_id": bound_id}
 
     @rpc("function.variant", allow=EVERYONE, shape={"function_id": required(S), "config": required(dict)})
+    @_holding_secrets
     async def function_variant(self, conn: Connection, args: dict) -> dict:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
@@ -529,6 +554,7 @@ class API:
 
     # -- images (ferry/server/images/rpc.py) -----------------------------------------------
     @rpc("image.build", shape={"image": required(dict), "force": optional(B), "progress_id": optional(S)})
+    @_holding_secrets
     async def image_build(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_build(self.server, conn, args)
 

@@ -11,6 +11,7 @@ import msgpack
 
 from .._protocol import encode, error_payload, read_frame
 from ..exception import Error, InvalidError
+from .disk import full_disk_message, is_full_disk
 
 log = logging.getLogger("ferry.server")
 
@@ -125,7 +126,12 @@ class Connection:
         except NotImplementedError as exc:
             self.send({"t": "res", "id": frame["id"], "ok": False,
                        "e": {"type": "NotImplementedError", "msg": str(exc)}})
-        except Exception as exc:  # a bug in the server: report it, keep serving
+        except Exception as exc:  # a bug in the server (or a full disk): report it, keep serving
+            if is_full_disk(exc):
+                log.warning("request %s failed: the disk is full (%s)", method, exc)
+                self.send({"t": "res", "id": frame["id"], "ok": False,
+                           "e": {"type": "ServerError", "msg": full_disk_message(exc, method)}})
+                return
             log.exception("request %s failed", method)
             self.send({"t": "res", "id": frame["id"], "ok": False,
                        "e": {"type": "ServerError", "msg": f"{type(exc).__name__}: {exc}"}})

@@ -9,16 +9,24 @@ environment and are never logged, shown or put in a function definition:
     {"values": {...}}              stored as anonymous secret "anon-<HMAC of the values>"
                                    and replaced by {"name": "anon-..."}
     {"unavailable": msg}           InvalidError (declared inside a container)
+
+Anonymous secrets live as long as something refers to them: `drop_unused_anonymous` (called
+when an app stops, at server start and by the maintenance pass) deletes those that no live
+app's definition names, except those held by a request in progress (`holding()`: app.create,
+function.variant, image.build store them before the functions that use them are installed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import logging
 import os
+from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -29,6 +37,7 @@ from .store import Store, pack, unpack
 log = logging.getLogger("ferry.server")
 
 KEY_FILE = "secret.key"
+_HELD: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("ferry_held_secrets", default=None)
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -68,6 +77,7 @@ class SecretStore:
         key = load_or_create_key(key_path)
         self._fernet = Fernet(key)
         self._name_key = hashlib.sha256(b"ferry anonymous secret names\0" + key).digest()
+        self._held: Counter[str] = Counter()  # anonymous secrets stored by requests in progress
 
     # -- named secrets (`ferry secret ...`) -----------------------------------------------
     def create(self, name: str, values: dict[str, str], *, force: bool = False) -> dict[str, Any]:
@@ -139,6 +149,28 @@ class SecretStore:
             env.update(values)
         return env
 
+    # -- lifetime of anonymous secrets ----------------------------------------------------
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Within the block, the anonymous secrets this task stores are kept by
+        `drop_unused_anonymous` (their functions are not installed yet)."""
+        names: list[str] = []
+        token = _HELD.set(names)
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+            self._held.subtract(names)
+            self._held += Counter()  # (drops the names no request holds any more)
+
+    def drop_unused_anonymous(self, in_use: set[str]) -> int:
+        """Delete the anonymous secrets not in `in_use` (names referred to by live apps) and
+        held by no request in progress; returns how many were deleted."""
+        unused = [name for name in self.store.anonymous_secret_names() if name not in in_use and not self._held[name]]
+        for name in unused:
+            self.store.delete_anonymous_secret(name)
+        return len(unused)
+
     # -- internals ------------------------------------------------------------------------
     def _stored_reference(self, ref: dict[str, Any]) -> dict[str, Any]:
         if "values" not in ref:
@@ -146,6 +178,10 @@ class SecretStore:
         values = ref["values"]
         digest = hmac.new(self._name_key, pack(sorted(values.items())), hashlib.sha256).hexdigest()
         name = ANONYMOUS_PREFIX + digest[:32]
+        held = _HELD.get()
+        if held is not None:
+            held.append(name)
+            self._held[name] += 1
         if self.store.secret(name) is None:
             self.store.put_secret(name, self._encrypt(values), anonymous=True)
         return {"name": name}

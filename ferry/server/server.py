@@ -30,6 +30,7 @@ from .images.builder import ImageService
 from .gpu_inventory import GPUAllocator
 from .gpu_inventory import inventory as gpu_inventory, unplaceable_message
 from .logs import LogHub
+from .maintenance import Maintenance
 from .metrics import Metrics, render
 from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
@@ -87,6 +88,7 @@ class Server:
         self.rpc_services.append(self.sandboxes)
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
+        self.maintenance = Maintenance(self)  # retention and garbage collection (server/maintenance.py)
         self._stop = asyncio.Event()
         self._shutting_down = False
         self._tcp: asyncio.base_events.Server | None = None
@@ -136,6 +138,7 @@ class Server:
         self.gateway.refresh()
         self._autoscaler_task = asyncio.create_task(self.autoscaler.run())
         self.schedules.start()
+        self.maintenance.start()
         (self.home / STATE_FILE).write_text(json.dumps({
             "url": self.url, "pid": os.getpid(), "web_url": self.gateway.base_url,
             "socket": str(self.control_socket), "runtime": self.runtime.name, "runtime_setting": self.runtime_setting,
@@ -170,6 +173,7 @@ class Server:
         for listener in (self._tcp, self._unix):
             if listener is not None:
                 listener.close()
+        self.maintenance.stop()
         self.schedules.stop()  # no new scheduled runs, and none recorded, while containers stop
         await self.gateway.stop()  # no new requests; those in flight get up to 3 s
         self.images.shutdown()  # image builds in progress are killed, not waited for
@@ -318,6 +322,7 @@ class Server:
         for pool in pools:
             self.scheduler.pools.pop(pool.function_id, None)
         self.logs.flush()
+        self.maintenance.drop_unused_secrets()  # secrets given by value to its functions
 
     def cancel_call(self, call: Call) -> None:
         for container in self.scheduler.cancel(call):

@@ -415,3 +415,36 @@ class Store:
         ).fetchall()
         keys = ("seq", "function", "container_id", "stream", "ts", "text")
         return [dict(zip(keys, row)) for row in reversed(rows)]
+
+    # -- retention and garbage collection (server/maintenance.py, server/blob_gc.py) -----------
+    def anonymous_secret_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM secrets WHERE anonymous=1").fetchall()]
+
+    def delete_anonymous_secret(self, name: str) -> None:
+        self._db.execute("DELETE FROM secrets WHERE name=? AND anonymous=1", (name,))
+
+    def stored_definitions(self) -> list[Any]:
+        """The stored function definitions and derived pools' overrides of apps not stopped
+        (what they refer to: blob digests, secret names)."""
+        rows = self._db.execute("SELECT f.id, f.definition FROM functions f JOIN apps a ON a.id = f.app_id "
+                                "WHERE a.state != 'stopped'").fetchall()
+        found: list[Any] = [unpack(d) for _, d in rows]
+        live = {fid for fid, _ in rows}  # (a derived pool's id starts with its function's id)
+        return found + [unpack(o) for pool_id, o in self._db.execute("SELECT id, overrides FROM derived_pools")
+                        if pool_id.split("/")[0].split("~")[0] in live]
+
+    def stored_payloads(self) -> list[Any]:
+        """The arguments and outputs of stored calls (payloads may be blob digests)."""
+        found: list[Any] = []
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("spawned_calls", "call_inputs"):  # (the latter: inputs of calls in progress, if kept)
+            if table in tables:
+                for args, output in self._db.execute(f"SELECT args, output FROM {table}"):
+                    found.append(unpack(args))
+                    if output is not None:
+                        found.append(unpack(output))
+        return found
+
+    def volume_manifests(self) -> list[str]:
+        """The manifest digest of every kept commit of every volume."""
+        return [row[0] for row in self._db.execute("SELECT DISTINCT manifest FROM volume_commits").fetchall()]
