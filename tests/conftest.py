@@ -177,3 +177,28 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def mint_credential(server: ServerProcess, netns: str, name: str) -> dict[str, str]:
+    """`ferry credential create NAME --json`, run in `netns` against `server` (one started there
+    beyond loopback) with its administrator credential: `{token_id, token_secret, server_url,
+    tls_fingerprint, ...}`."""
+    admin = {**os.environ, "FERRY_HOME": str(server.home), "FERRY_SERVER_URL": server.url}
+    created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential", "create",
+                              name, "--json"], env=admin, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    return json.loads(created.stdout)
+
+
+TLS_CLIENT_PRELUDE = r"""
+import json, ssl, sys, urllib.error, urllib.request
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+"""
+"""The start of a script run in a `netns` that talks HTTPS to a test server (its self-signed
+certificate is not checked) and sees redirects as they are (`opener`)."""

@@ -21,7 +21,7 @@ from ferry.server.access import EVERYONE, Role
 from ferry.server.api import _AUDIENCES
 from ferry.server.volume_rpc import VolumeService
 
-from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess, run_cli
+from ..conftest import BEYOND_LOOPBACK, REPO, TLS_CLIENT_PRELUDE, ServerProcess, mint_credential, run_cli
 from .apps import auth_apps
 
 
@@ -280,20 +280,12 @@ def test_binding_beyond_loopback_without_tls_is_refused(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
 
 
-_REMOTE_CLIENT = r"""
-import json, ssl, sys, urllib.request
+_REMOTE_CLIENT = TLS_CLIENT_PRELUDE + r"""
 from ferry._client import Client
 from ferry._sync import run_sync
 client = run_sync(Client.from_env())
 print(json.dumps({"role": client.role, "secrets": client.request_sync("secret.list")}))
 # the gateway: TLS, and a dashboard that asks for a login
-context = ssl.create_default_context()
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args):
-        return None
-opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
 web = sys.argv[1]
 try:
     opener.open(web + "/")
@@ -316,19 +308,11 @@ except urllib.error.HTTPError as exc:
 def test_a_server_on_a_non_loopback_address_serves_tls_to_a_remote_client(netns: str, tmp_path: Path) -> None:
     own = ServerProcess.start(tmp_path / "server-home", prefix=("ip", "netns", "exec", netns),
                               args=("--host", BEYOND_LOOPBACK), timeout=30)
-    home = own.home
-    env = {**os.environ, "FERRY_HOME": str(home)}
-    env.pop("FERRY_SERVER_URL", None)
     try:
-        state = json.loads((home / "server.json").read_text())
+        state = json.loads((own.home / "server.json").read_text())
         assert state["url"].startswith("ferry+tls://198.18.0.1:")
         assert state["web_url"].startswith("https://198.18.0.1:")
-        admin = {**env, "FERRY_SERVER_URL": state["url"]}
-        created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential",
-                                  "create", "laptop", "--json"], env=admin, capture_output=True, text=True,
-                                 timeout=60)
-        assert created.returncode == 0, created.stderr
-        minted = json.loads(created.stdout)
+        minted = mint_credential(own, netns, "laptop")
         assert minted["tls_fingerprint"] == state["tls_fingerprint"]
         remote = {**os.environ, "FERRY_HOME": str(tmp_path / "laptop"), "FERRY_SERVER_URL": minted["server_url"],
                   "FERRY_TOKEN_ID": minted["token_id"], "FERRY_TOKEN_SECRET": minted["token_secret"],

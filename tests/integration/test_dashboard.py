@@ -16,7 +16,7 @@ import pytest
 import ferry
 from ferry._client import Client
 
-from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess
+from ..conftest import BEYOND_LOOPBACK, REPO, TLS_CLIENT_PRELUDE, ServerProcess, mint_credential
 from ._web import wait_for
 
 CANARY = "dash-canary-5f0e1c9a7b"
@@ -115,15 +115,8 @@ def test_the_live_feed_answers_json_and_server_sent_events(dashboard: str):
     assert _get(f"{dashboard}/_dashboard/nothing")[0] == 404
 
 
-_FEED_READER = r"""
-import json, os, ssl, sys, urllib.error, urllib.parse, urllib.request
-context = ssl.create_default_context()
-context.check_hostname = False
-context.verify_mode = ssl.CERT_NONE
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args):
-        return None
-opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+_FEED_READER = TLS_CLIENT_PRELUDE + r"""
+import urllib.parse
 web, token_id, token_secret = sys.argv[1:4]
 def fetch(path, cookie=""):
     try:
@@ -151,12 +144,7 @@ def test_beyond_loopback_the_live_feed_needs_a_login(netns: str, tmp_path) -> No
                               args=("--host", BEYOND_LOOPBACK), timeout=30)
     try:
         state = json.loads((own.home / "server.json").read_text())
-        admin = {**os.environ, "FERRY_HOME": str(own.home), "FERRY_SERVER_URL": state["url"]}
-        created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential",
-                                  "create", "viewer", "--json"], env=admin, capture_output=True, text=True,
-                                 timeout=60)
-        assert created.returncode == 0, created.stderr
-        minted = json.loads(created.stdout)
+        minted = mint_credential(own, netns, "viewer")
         done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _FEED_READER, state["web_url"],
                                minted["token_id"], minted["token_secret"]],
                               capture_output=True, text=True, timeout=60, cwd=REPO)

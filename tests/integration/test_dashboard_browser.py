@@ -6,7 +6,6 @@ Screenshots are kept under test-artifacts/dashboard/ in the repository root."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +16,7 @@ from ferry._client import Client
 from ..conftest import REPO, ServerProcess
 from .apps import dashboard_apps
 
-CHROMIUM = os.environ.get("FERRY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/test.sh installs it)
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 WAIT_MS = 30_000
 
@@ -28,7 +27,7 @@ def browser() -> Iterator[object]:
 
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"No Chromium at {CHROMIUM}: install Debian's `chromium` package "
-                           "(scripts/test.sh does) or set FERRY_TEST_CHROMIUM.")
+                           "(scripts/test.sh does).")
     with sync_playwright() as playwright:
         # --no-sandbox: Chromium's own sandbox refuses to run as root (the CI machines run tests as root)
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])

@@ -14,7 +14,7 @@ import pytest
 import ferry
 from ferry._client import Client
 
-from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess, run_cli
+from ..conftest import BEYOND_LOOPBACK, REPO, ServerProcess, mint_credential, run_cli
 from ._web import wait_for
 
 app = ferry.App("test-metrics")
@@ -168,7 +168,6 @@ def test_beyond_loopback_metrics_need_a_bearer_client_credential(netns: str, tmp
     """A server bound to a non-loopback address (in a network namespace of the test's own):
     `/metrics` answers 401 without a credential and 200 with `Authorization: Bearer ID:SECRET`."""
     import json
-    import os
     import subprocess
     import sys
 
@@ -176,12 +175,7 @@ def test_beyond_loopback_metrics_need_a_bearer_client_credential(netns: str, tmp
                               args=("--host", BEYOND_LOOPBACK), timeout=30)
     try:
         state = json.loads((own.home / "server.json").read_text())
-        admin = {**os.environ, "FERRY_HOME": str(own.home), "FERRY_SERVER_URL": state["url"]}
-        created = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry", "credential",
-                                  "create", "prometheus", "--json"], env=admin, capture_output=True, text=True,
-                                 timeout=60)
-        assert created.returncode == 0, created.stderr
-        minted = json.loads(created.stdout)
+        minted = mint_credential(own, netns, "prometheus")
         done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _SCRAPER,
                                state["web_url"] + "/metrics", f"{minted['token_id']}:{minted['token_secret']}"],
                               capture_output=True, text=True, timeout=60, cwd=REPO)
