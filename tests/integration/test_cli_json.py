@@ -24,7 +24,7 @@ FUNCTION_KEYS = {"tag", "function_id", "kind", "bound", "web_url", "web_path_url
 CONTAINER_KEYS = {"id", "state", "inflight", "boot_seconds", "enter_seconds", "node"}
 STATS_KEYS = {"containers_started", "boot_mean", "enter_mean", "exec_count", "exec_mean", "exec_max"}
 STATUS_KEYS = {"running", "version", "url", "pid", "home", "runtime", "web_url", "web_port", "gpus", "started",
-               "apps", "containers"}
+               "apps", "containers", "space"}
 IMAGE_LIST_KEYS = {"runtime", "images", "layers_bytes", "bases"}
 IMAGE_KEYS = {"key", "label", "state", "python_version", "size", "created", "last_used", "steps", "last_step"}
 
