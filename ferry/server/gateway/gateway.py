@@ -2,8 +2,8 @@
 requests for web endpoints into inputs of their functions' pools (see exchange.py).
 
 Per request: route (routes.py) -> proxy auth (tokens.py) -> body limit -> Exchange.
-Requests that name no endpoint label, for `/` or `/apps/...`, get the dashboard (dashboard.py),
-and for `/metrics` the Prometheus metrics (scrape.py).
+Requests that name no endpoint label, for `/`, `/apps/...` or `/_dashboard/...` (its live feed:
+live.py), get the dashboard (dashboard.py), and for `/metrics` the Prometheus metrics (scrape.py).
 """
 
 from __future__ import annotations
