@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ._client import Client, print_log
-from ._cls import Cls
+from ._cls import Cls, check_class_web_methods
 from ._function import Function
 from ._image import Image
 from ._mount import Mount, collect, source_root
@@ -104,8 +104,9 @@ class App:
 
     @property
     def registered_web_endpoints(self) -> list[str]:
-        """Tags of this app's web endpoint functions."""
-        return [tag for tag, function in self._functions.items() if function._extra.get("web")]
+        """Tags of this app's web endpoint functions, and `Cls.method` for those of its classes."""
+        return [*(tag for tag, function in self._functions.items() if function._extra.get("web")),
+                *(f"{tag}.{method}" for tag, cls in self._classes.items() for method in cls._web_methods)]
 
     def get_dashboard_url(self) -> str:
         """The dashboard page of this app while it runs (or once deployed)."""
@@ -223,19 +224,16 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
             from ._cls import class_parameters
 
             class_parameters(user_cls)  # unsupported parameter types fail here, not at first call
-            web_methods = [n for n, v in vars(user_cls).items() if isinstance(v, PartialFunction) and WEB in v.flags]
-            if web_methods:
-                raise NotImplementedError(
-                    f"Web endpoints on @app.cls() methods ({', '.join(web_methods)}) are not supported by "
-                    "Ferry yet: put the endpoint on an @app.function() and call the class from it.")
             cls = Cls(user_cls, app=self, tag=user_cls.__name__, config=config)
+            if cls._web_methods:
+                check_class_web_methods(user_cls, cls._web_methods, cls._config)
             if any(BATCHED in p.flags for p in cls._methods.values()):
                 from ._cls import method_concurrency
 
                 concurrency = getattr(user_cls, "_ferry_concurrency", None) or method_concurrency(cls._methods) or {}
                 check_batching(f"Class {user_cls.__name__}", concurrency.get("max_inputs") or config.get("max_inputs"),
                                cls._methods)
-            if not cls._methods:
+            if not cls._methods and not cls._web_methods:
                 warnings.warn(f"Class {user_cls.__name__} has no @ferry.method(); nothing can be "
                               "called on it remotely.", stacklevel=2)
             cls._ferry_image = options["image"]
@@ -311,7 +309,9 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
             image = getattr(obj, "_ferry_image", None)
             if image is None:
                 image = _BARE_IMAGE.setdefault("bare", Image.debian_slim())
-                if (definition.get("web") or {}).get("type") in _FASTAPI_WEB_TYPES:
+                web_types = {w.get("type") for w in [definition.get("web") or {},
+                                                     *(definition.get("web_methods") or {}).values()]}
+                if web_types & set(_FASTAPI_WEB_TYPES):
                     # the process runtime's bare image is the server's own Python, which has
                     # FastAPI already; elsewhere the image gains it (see _default_web_image)
                     definition["image_for_process_runtime"] = wire_of(image)
@@ -349,9 +349,11 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
             print(f"Warning: {warning}", file=sys.stderr, flush=True)
         self._web_endpoints = {tag: {"url": url, "path_url": (result.get("web_path_urls") or {}).get(tag, url)}
                                for tag, url in (result.get("web_urls") or {}).items()}
-        for tag, urls in self._web_endpoints.items():
-            if tag in self._functions:  # the path-based form: any HTTP client reaches it
+        for tag, urls in self._web_endpoints.items():  # the path-based form: any HTTP client reaches it
+            if tag in self._functions:
                 self._functions[tag]._web_url = urls["path_url"]
+            elif tag.partition(".")[0] in self._classes:  # "Cls.method": a web endpoint of a class
+                self._classes[tag.partition(".")[0]]._web_urls[tag.partition(".")[2]] = urls["path_url"]
         self._client = client
         return result
 
@@ -370,11 +372,14 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
                       f"View run at {result['dashboard_url']}", file=sys.stderr, flush=True)
             client.log_handlers[result["app_id"]] = log_handler or print_log
             await client.request("app.subscribe_logs", app_id=result["app_id"])
+        if not detach:  # attached again if the connection is lost and comes back (docs/reliability.md)
+            client.owned_apps[result["app_id"]] = show_logs
         return result["app_id"]
 
     async def _stop(self) -> None:
         if self._client is None or self._app_id is None:
             return
+        self._client.owned_apps.pop(self._app_id, None)
         try:
             await self._client.request("app.stop", app=self._app_id, reason="app.run() finished")
         finally:

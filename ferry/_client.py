@@ -2,22 +2,40 @@
 
 Requests are matched to responses by id; pushes from the server (`outputs` of a map, `gen`
 items of a generator, `log` lines) are routed to per-call queues and the log handler.
+
+A lost connection fails what waits on it with `ConnectionLost`; callers that can resume
+(`.remote()`, `.map()`, `.spawn()`, `FunctionCall.get()`) call `reconnect()`, which tries again
+with backoff for FERRY_RECONNECT_TIMEOUT, attaches the ephemeral apps this client runs again
+and says so once on stderr (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sys
 from typing import Any, Callable
 
+from . import _config
 from ._credentials import credential_for, explicit_server_url
 from ._protocol import PROTOCOL_VERSION, encode, hello, open_stream, read_frame
 from ._serialization import error_from_wire
 from ._sync import run_sync
-from .exception import AuthError, ConnectionError
+from .exception import AuthError, ConnectionError, Error
 
 LogHandler = Callable[[dict[str, Any]], None]
+log = logging.getLogger("ferry.client")
+RECONNECTED = "control plane restarted; reconnected"
+
+
+class ConnectionLost(ConnectionError):
+    """The connection to the server went away while something waited on it; `generation` is
+    that connection's (Client.generation counts connections)."""
+
+    def __init__(self, message: str, generation: int = 0) -> None:
+        super().__init__(message)
+        self.generation = generation
 
 
 def print_log(entry: dict[str, Any]) -> None:
@@ -65,6 +83,15 @@ class Client:
         self.image_handlers: dict[str, LogHandler] = {}  # progress_id -> image build events
         # exec id (a sandbox's id for its entrypoint) -> readers of its output (ferry/_sandbox.py)
         self.sandbox_handlers: dict[str, list[LogHandler]] = {}
+        # ephemeral apps this client runs (app id -> whether it follows their logs): attached
+        # again after a reconnect, or the server stops them
+        self.owned_apps: dict[str, bool] = {}
+        self._was_connected = False  # a later connect is a reconnect
+        self.generation = 0  # connections made so far
+        self._closing = False
+        self._reconnect_lock: asyncio.Lock | None = None
+        self._gave_up: ConnectionError | None = None  # why the last reconnect failed (until a connect)
+        self._background: asyncio.Task | None = None
 
     # -- finding a client -----------------------------------------------------------------
     @classmethod
@@ -128,7 +155,58 @@ class Client:
             if welcome.get("v") != PROTOCOL_VERSION:
                 raise ConnectionError(f"Protocol mismatch with server at {self.url}.")
             self._reader, self._writer = reader, writer
+            self._was_connected = True
+            self._gave_up = None
+            self.generation += 1
             asyncio.create_task(self._read_loop(reader))
+
+    async def reconnect(self) -> None:
+        """Connect again after a lost connection, with backoff, for up to FERRY_RECONNECT_TIMEOUT
+        seconds; attach this client's ephemeral apps again; say so once on stderr. Raises
+        ConnectionError when the server does not come back in time."""
+        if self._reconnect_lock is None:
+            self._reconnect_lock = asyncio.Lock()
+        async with self._reconnect_lock:
+            if self.connected:
+                return
+            if self._gave_up is not None:  # this loss was waited for already, in vain
+                raise self._gave_up
+            loop = asyncio.get_running_loop()
+            timeout = float(_config.get("reconnect_timeout"))
+            deadline = loop.time() + timeout
+            delay = 0.05
+            while True:
+                try:
+                    await self.connect()
+                    break
+                except AuthError:
+                    raise
+                except ConnectionError as exc:
+                    if loop.time() + delay > deadline:
+                        self._was_connected = False  # later requests try once, as a first connect does
+                        self._gave_up = ConnectionError(
+                            f"Lost the connection to the Ferry server at {self.url}, and it did not come back "
+                            f"within FERRY_RECONNECT_TIMEOUT={timeout:g}s ({exc})")
+                        raise self._gave_up from None
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 1.0)
+            for app_id, follow in list(self.owned_apps.items()):
+                try:
+                    await self.request("app.attach", app_id=app_id)
+                    if follow:
+                        await self.request("app.subscribe_logs", app_id=app_id)
+                except Error as exc:
+                    self.owned_apps.pop(app_id, None)
+                    print(f"Warning: app {app_id} did not survive the restart of the control plane: {exc}",
+                          file=sys.stderr, flush=True)
+            print(RECONNECTED, file=sys.stderr, flush=True)
+
+    async def _reconnect_in_background(self) -> None:
+        """After a lost connection with no caller waiting: attach the apps again in time."""
+        try:
+            await self.reconnect()
+        except Exception as exc:  # noqa: BLE001 - the next request reports it
+            log.warning("%s", exc)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -153,9 +231,11 @@ class Client:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
-        error = ConnectionError(
-            f"Lost the connection to the Ferry server at {self.url} (did it stop or restart?)."
-        )
+        error = ConnectionLost(
+            f"Lost the connection to the Ferry server at {self.url} (did it stop or restart?).",
+            self.generation)
+        if self.owned_apps and not self._closing and (self._background is None or self._background.done()):
+            self._background = asyncio.ensure_future(self._reconnect_in_background())
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -200,7 +280,7 @@ class Client:
 
     async def request(self, method: str, /, **args: Any) -> Any:
         if not self.connected:
-            await self.connect()
+            await (self.reconnect() if self._was_connected and not self._closing else self.connect())
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -210,7 +290,17 @@ class Client:
     def request_sync(self, method: str, /, **args: Any) -> Any:
         return run_sync(self.request(method, **args))
 
+    def ack(self, call_id: str, idxs: list[int] | None = None) -> None:
+        """Tell the server this client has the outputs `idxs` of a call (None: all of them), so
+        that it forgets them; a lost connection is no error (a resumed call says it again)."""
+        try:
+            self.send({"t": "push", "k": "call.ack", "call": call_id,
+                       **({} if idxs is None else {"idxs": idxs})})
+        except ConnectionError:
+            pass
+
     async def close(self) -> None:
+        self._closing = True
         if self._writer is not None:
             self._writer.close()
             self._writer = None

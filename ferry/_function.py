@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 from . import _config
-from ._client import Client
+from ._client import Client, ConnectionLost
 from ._serialization import deserialize, rebuild_exception, serialize_args
 from ._sync import run_sync, synced, synced_batches
 from ._unsupported import dashboard_url, unsupported
@@ -86,6 +86,19 @@ async def _gather(*function_calls: "FunctionCall") -> list[Any]:
     return list(await asyncio.gather(*(call._get() for call in function_calls)))
 
 
+async def _spawn_one(client: Client, function_id: str, payload: dict[str, Any], method: str | None) -> str:
+    """`function.spawn` under an id of ours, sent again after a lost connection (the server
+    starts a call id once); returns the call id."""
+    call_id = _new_call_id()
+    while True:
+        try:
+            await client.request("function.spawn", function_id=function_id, args=payload, method=method,
+                                 call_id=call_id)
+            return call_id
+        except ConnectionLost:
+            await client.reconnect()
+
+
 async def request_variant(client: Client, function_id: str, overrides: dict[str, Any], image: Any) -> dict[str, Any]:
     """`function.variant` for `with_options`; a new `image` travels in its wire form (its local
     files uploaded first) and the server builds it before answering."""
@@ -116,7 +129,12 @@ class FunctionCall:
     async def _get(self, timeout: float | None = None) -> Any:
         """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
         client = await Client.from_env()
-        item = await client.request("call.get", call_id=self.object_id, timeout=timeout)
+        while True:
+            try:
+                item = await client.request("call.get", call_id=self.object_id, timeout=timeout)
+                break
+            except ConnectionLost:  # the server restarted: the call is stored, wait for it again
+                await client.reconnect()
         if item.get("status") == "pending":
             raise TimeoutError(f"Call {self.object_id} did not finish within {timeout}s.")
         return await decode_output(client, item)
@@ -190,7 +208,15 @@ class Invocable:
             raise InvalidError(f"{self._describe()} is a generator: call .remote_gen() instead of .remote().")
         client, function_id, method = await self._target()
         payload = await encode_args(client, args, kwargs)
-        item = await client.request("function.call", function_id=function_id, args=payload, method=method)
+        call_id = _new_call_id()
+        while True:  # after a lost connection, the same call again: the server resumes it if it kept it
+            try:
+                item = await client.request("function.call", function_id=function_id, args=payload,
+                                            method=method, call_id=call_id)
+                break
+            except ConnectionLost:
+                await client.reconnect()
+        client.ack(call_id)
         return await decode_output(client, item)
 
     async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -233,42 +259,104 @@ class Invocable:
         call_id = _new_call_id()
         queue: asyncio.Queue = asyncio.Queue()
         client.output_queues[call_id] = queue
-        state = {"sent": 0, "received": 0, "total": None}
+        state: dict[str, Any] = {"received": 0, "total": None}
         window = asyncio.Event()
+        live = asyncio.Event()  # clear while the call is resumed on a new connection
+        live.set()
+        unanswered: dict[int, list[Any]] = {}  # inputs sent, no output yet: sent again if the server lacks them
+        got: set[int] = set()  # indices whose output arrived (a resumed call may push one twice)
         complete = False
+
+        def send(items: list[list[Any]], last: bool = False) -> None:
+            frame: dict[str, Any] = {"t": "push", "k": "map.inputs", "call": call_id, "items": items}
+            if last:
+                frame["last"] = True
+            try:
+                client.send(frame)
+            except ConnectionError:
+                pass  # resume() sends them again
+
+        async def encode(args: tuple) -> dict[str, Any]:
+            while True:
+                try:
+                    return await encode_args(client, args, kwargs)
+                except ConnectionLost:
+                    await client.reconnect()
 
         async def feed() -> None:
             try:
                 chunk: list[list[Any]] = []
                 idx = 0
                 for args in arg_tuples:
-                    chunk.append([idx, await encode_args(client, tuple(args), kwargs), method])
+                    chunk.append([idx, await encode(tuple(args)), method])
                     idx += 1
                     if len(chunk) >= MAP_CHUNK:
-                        client.send({"t": "push", "k": "map.inputs", "call": call_id, "items": chunk})
+                        await live.wait()
+                        unanswered.update((item[0], item) for item in chunk)
+                        send(chunk)
                         chunk = []
-                        state["sent"] = idx
-                        await client.drain()
+                        try:
+                            await client.drain()
+                        except (ConnectionError, OSError):
+                            pass
                         while idx - state["received"] > MAP_WINDOW:
                             window.clear()
                             await window.wait()
+                await live.wait()
+                unanswered.update((item[0], item) for item in chunk)
                 state["total"] = idx
-                client.send({"t": "push", "k": "map.inputs", "call": call_id, "items": chunk, "last": True})
+                send(chunk, last=True)
                 queue.put_nowait([])  # wake the reader so it can see the total
             except BaseException as error:  # noqa: BLE001 - e.g. an unpicklable argument
                 queue.put_nowait(error)
 
+        async def resume() -> int:
+            """After a lost connection: reconnect, tell the server which outputs we have, send
+            again the inputs it does not hold; returns the connection's generation."""
+            live.clear()
+            while True:
+                try:
+                    await client.reconnect()
+                    found = await client.request("call.resume", call_id=call_id, function_id=function_id,
+                                                 have=sorted(got))
+                    break
+                except ConnectionLost:
+                    continue
+            generation = client.generation
+            known = set(found["known"])
+            again = [item for idx, item in sorted(unanswered.items()) if idx not in known]
+            for start in range(0, len(again), MAP_CHUNK):
+                send(again[start:start + MAP_CHUNK])
+            if state["total"] is not None:
+                send([], last=True)
+            live.set()
+            return generation
+
         try:
-            await client.request("function.map", function_id=function_id, call_id=call_id)
+            try:
+                await client.request("function.map", function_id=function_id, call_id=call_id)
+                attached = client.generation
+            except ConnectionLost:
+                attached = await resume()
             feeder = asyncio.ensure_future(feed())
             buffered: dict[int, Any] = {}
             next_idx = 0
             while state["total"] is None or state["received"] < state["total"]:
                 batch = await queue.get()
+                if isinstance(batch, ConnectionLost):
+                    if batch.generation >= attached:  # (not one of a connection resumed already)
+                        attached = await resume()
+                    continue
                 if isinstance(batch, BaseException):
                     raise batch
                 ready: list[Any] = []
+                fresh: list[int] = []
                 for item in batch:
+                    if item["idx"] in got:
+                        continue
+                    got.add(item["idx"])
+                    fresh.append(item["idx"])
+                    unanswered.pop(item["idx"], None)
                     state["received"] += 1
                     try:
                         value = await decode_output(client, item)
@@ -280,6 +368,8 @@ class Invocable:
                         buffered[item["idx"]] = value
                     else:
                         ready.append(value)
+                if fresh:
+                    client.ack(call_id, fresh)
                 while next_idx in buffered:
                     ready.append(buffered.pop(next_idx))
                     next_idx += 1
@@ -322,8 +412,7 @@ class Invocable:
         """Start the function without waiting; returns a FunctionCall to `.get()` later."""
         client, function_id, method = await self._target()
         payload = await encode_args(client, args, kwargs)
-        result = await client.request("function.spawn", function_id=function_id, args=payload, method=method)
-        return FunctionCall(result["call_id"])
+        return FunctionCall(await _spawn_one(client, function_id, payload, method))
 
     async def _spawn_map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None) -> None:
         """Spawn one call per input (zipped as `.map` zips them) and return at once; each input
@@ -336,8 +425,7 @@ class Invocable:
         client, function_id, method = await self._target()
 
         async def spawn_one(args: tuple) -> None:
-            payload = await encode_args(client, args, kwargs or {})
-            await client.request("function.spawn", function_id=function_id, args=payload, method=method)
+            await _spawn_one(client, function_id, await encode_args(client, args, kwargs or {}), method)
 
         pending: list[Any] = []
         for args in zip(*input_iterators):

@@ -126,6 +126,8 @@ class Call:
     closed: bool = False                        # no more inputs will be added
     cancelled: bool = False
     retries: bool = True                        # False: failures are never retried (HTTP requests)
+    durable: bool = False                       # inputs and outputs go to the journal (server/journal.py)
+    held: dict[int, dict] = field(default_factory=dict)  # outputs kept for a caller not back yet (restart)
     opened: float = field(default_factory=time.time)  # epoch seconds (the dashboard's calls)
     submitted: int = 0                          # inputs submitted so far
     failures: int = 0                           # inputs that finished with an error

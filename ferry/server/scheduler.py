@@ -32,6 +32,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from .journal import Journal
 from .model import Call, Container, ContainerState, Input, OutputStatus, Pool, now
 
 log = logging.getLogger("ferry.server")
@@ -52,7 +53,8 @@ RECENT_CALLS = 100
 
 
 class Scheduler:
-    def __init__(self, wake_autoscaler: Callable[[Pool], None]) -> None:
+    def __init__(self, wake_autoscaler: Callable[[Pool], None], journal: Journal | None = None) -> None:
+        self.journal = journal  # records the inputs and outputs of durable calls (server/journal.py)
         self.pools: dict[str, Pool] = {}
         self.calls: dict[str, Call] = {}
         self._input_ids = itertools.count(1)
@@ -64,10 +66,15 @@ class Scheduler:
     def open_call(self, call: Call) -> None:
         self.calls[call.id] = call
 
-    def submit(self, call: Call, items: list[tuple[int, dict[str, Any], str | None]]) -> None:
-        """Queue inputs `(idx, args, method)` of `call` and get them moving."""
+    def submit(self, call: Call, items: list[tuple[int, dict[str, Any], str | None]], *,
+               journaled: bool = False) -> None:
+        """Queue inputs `(idx, args, method)` of `call` and get them moving; those of a durable
+        call go to the journal first, unless they come from it (`journaled`)."""
         pool = call.pool
         stamp = now()
+        if call.durable and not journaled and self.journal is not None:
+            for idx, args, method in items:
+                self.journal.input(call.id, idx, pool.function_id, call.kind, method, args)
         for idx, args, method in items:
             pool.queue.append(Input(next(self._input_ids), call, idx, args, method, queued_at=stamp))
         call.remaining += len(items)
@@ -136,8 +143,8 @@ class Scheduler:
         READY container has room to start one now, or, after a long stall (CLOSE_WINDOW_AFTER,
         which also closes the pool's prefetch window), while any other container is live.
         Runs on dispatch (at most every SCAN_EVERY) and on every autoscaler tick."""
-        if pool.definition.get("web"):  # a web request is not taken back once sent
-            return
+        if pool.definition.get("web") or pool.definition.get("web_methods"):
+            return  # a web request is not taken back once sent
         stamp = self._scanned_at[pool.function_id] = now()
         target = pool.target_inputs
         room = any(c.state is ContainerState.READY and len(c.inflight) < target
@@ -222,6 +229,8 @@ class Scheduler:
                 call.error = error_line(item)
         item = dict(item, idx=entry.idx)
         item.pop("id", None)
+        if call.durable and self.journal is not None:
+            self.journal.output(call.id, entry.idx, item)
         call.deliver(entry, item)
         if call.finished:
             self._close(call, "failed" if call.failures else "ok")
@@ -248,9 +257,18 @@ class Scheduler:
             self.finish(entry, item)
         self.dispatch(container.pool)
 
+    def forget(self, call: Call, idxs: set[int]) -> None:
+        """Drop the queued inputs `idxs` of `call`: its caller has their outputs already."""
+        pool = call.pool
+        kept = type(pool.queue)(i for i in pool.queue if i.call is not call or i.idx not in idxs)
+        call.remaining -= len(pool.queue) - len(kept)
+        pool.queue = kept
+
     def cancel(self, call: Call) -> list[Container]:
         """Cancel a call: drop its queued inputs; return containers running its inputs."""
         call.cancelled = True
+        if call.durable and self.journal is not None:
+            self.journal.drop(call.id)
         pool = call.pool
         pool.queue = type(pool.queue)(i for i in pool.queue if i.call is not call)
         running = [c for c in pool.containers.values()

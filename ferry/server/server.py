@@ -27,6 +27,7 @@ from .connection import Connection
 from .container_rpc import ContainerService
 from .containers import ContainerManager
 from .images.builder import ImageService
+from .journal import Journal
 from .gpu_inventory import GPUAllocator
 from .gpu_inventory import inventory as gpu_inventory, unplaceable_message
 from .logs import LogHub
@@ -75,7 +76,13 @@ class Server:
         )
         self.apps: dict[str, App] = {}
         self.logs = LogHub(self.store)
-        self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool))
+        self.journal = Journal(self.store)  # inputs and outputs of calls, in group commits
+        self.scheduler = Scheduler(wake_autoscaler=lambda pool: self.autoscaler.wake(pool), journal=self.journal)
+        # calls reloaded from the journal at start, until their caller resumes them (call id ->
+        # the call and the indices the journal held); ephemeral apps reloaded, until their
+        # client attaches again; both are dropped after FERRY_RECONNECT_TIMEOUT
+        self.restored_calls: dict[str, tuple[Call, set[int]]] = {}
+        self.unclaimed_apps: set[str] = set()
         self.containers: ContainerManager  # set in start(), once the port is known
         self.autoscaler: Autoscaler
         self.api = API(self)
@@ -170,6 +177,10 @@ class Server:
 
     async def shutdown(self) -> None:
         self._shutting_down = True  # apps stay as they are in the store (deployed ones come back)
+        # what the journal holds stays as it is: outputs of containers stopped now (or calls
+        # whose callers drop now) must not replace what the next start resumes
+        self.journal.flush()
+        self.scheduler.journal = None
         for listener in (self._tcp, self._unix):
             if listener is not None:
                 listener.close()
@@ -191,15 +202,17 @@ class Server:
         self.store.close()
 
     def _restore(self) -> None:
-        """Bring back deployed apps and unfinished spawned calls from the store."""
+        """Bring back deployed apps, ephemeral apps (until FERRY_RECONNECT_TIMEOUT, for their
+        clients to attach again), unfinished spawned calls and the journal's calls."""
         self.store.mark_orphaned_containers()
         for row in self.store.apps():
+            if row["state"] not in ("deployed", "running"):
+                continue
             if row["state"] == "running":  # an ephemeral app whose server went away
-                self.store.set_app_state(row["id"], "stopped")
-                continue
-            if row["state"] != "deployed":
-                continue
-            app = App(id=row["id"], name=row["name"], state=AppState.DEPLOYED, created=row["created"])
+                app = App(id=row["id"], name=row["name"], state=AppState.RUNNING, created=row["created"])
+                self.unclaimed_apps.add(app.id)
+            else:
+                app = App(id=row["id"], name=row["name"], state=AppState.DEPLOYED, created=row["created"])
             self.apps[app.id] = app
             for function_id, tag, definition in self.store.functions(app.id):
                 app.objects[tag] = function_id
@@ -222,13 +235,52 @@ class Server:
                 })
                 continue
             self.start_spawned(call_id, pool, args, method)
+        self._restore_calls()
+        if self.unclaimed_apps or self.restored_calls:
+            asyncio.get_running_loop().call_later(_config.get("reconnect_timeout"), self._expire_restored)
+
+    def _restore_calls(self) -> None:
+        """Calls of the journal: inputs without an output go back to their queues (those that
+        were running when the server went away run again, as the same attempt); outputs wait
+        for their caller (`call.resume`)."""
+        rows: dict[str, list[tuple]] = {}
+        for call_id, function_id, kind, idx, method, args, output in self.store.journaled_calls():
+            rows.setdefault(call_id, []).append((function_id, kind, idx, method, args, output))
+        for call_id, inputs in rows.items():
+            function_id, kind = inputs[0][0], inputs[0][1]
+            pool = self.scheduler.pools.get(function_id)
+            if pool is None or not pool.app.live:
+                self.journal.drop(call_id)
+                continue
+            call = Call(id=call_id, pool=pool, kind=kind, deliver=_hold, closed=kind == "remote", durable=True)
+            call.held = {idx: output for _, _, idx, _, _, output in inputs if output is not None}
+            queued = [(idx, args, method) for _, _, idx, method, args, output in inputs if output is None]
+            self.scheduler.open_call(call)
+            if queued:
+                self.scheduler.submit(call, queued, journaled=True)
+            self.restored_calls[call_id] = (call, {entry[2] for entry in inputs})
+        if rows:
+            log.warning("resumed %d call(s) with %d input(s) from the journal", len(rows),
+                        sum(len(inputs) for inputs in rows.values()))
+
+    def _expire_restored(self) -> None:
+        """FERRY_RECONNECT_TIMEOUT after the start: calls whose caller did not resume them are
+        cancelled, ephemeral apps whose client did not attach are stopped."""
+        for call, _ in list(self.restored_calls.values()):
+            self.cancel_call(call)
+        self.restored_calls.clear()
+        for app_id in list(self.unclaimed_apps):
+            app = self.apps.get(app_id)
+            if app is not None and app.owner is None:
+                asyncio.ensure_future(self.stop_app(app, "its client did not come back after the server restarted"))
+        self.unclaimed_apps.clear()
 
     # -- apps and functions ---------------------------------------------------------------
     def install_function(self, app: App, function_id: str, tag: str, definition: dict,
                          *, persist: bool = True) -> None:
         if app.state is AppState.DEPLOYED:  # first: a bad schedule fails before anything is stored
             self.schedules.on_install(app, function_id, definition, redeploy=persist)
-        if persist and app.state is AppState.DEPLOYED:
+        if persist and app.live:  # ephemeral apps too: their calls survive a restart of the server
             self.store.upsert_function(function_id, app.id, tag, definition)
         pool = self.scheduler.pools.get(function_id)
         if pool is None:
@@ -282,7 +334,7 @@ class Server:
         pool.definition = pool.derive_definition(base.definition)
         pool.stats.series = base.stats.series  # counted with its function
         self.scheduler.pools[pool_id] = pool
-        if persist and base.app.state is AppState.DEPLOYED:
+        if persist and base.app.live:
             self.store.upsert_derived(pool_id, base.function_id, params, config_overrides)
         return pool
 
@@ -384,8 +436,11 @@ class Server:
             await self._serve_container(conn, hello)
 
     def _on_client_push(self, conn: Connection, frame: dict) -> None:
-        if frame.get("k") == "map.inputs":
+        kind = frame.get("k")
+        if kind == "map.inputs":
             self.api.on_map_inputs(conn, frame)
+        elif kind == "call.ack":
+            self.api.on_call_ack(conn, frame)
 
     async def _serve_container(self, conn: Connection, hello: dict) -> None:
         container = self.containers.containers.get(conn.principal.credential_id)
@@ -511,3 +566,8 @@ def _record_traceback(home: Path | None, exc: BaseException) -> Path | None:
     except OSError:
         return None
     return path
+
+
+def _hold(entry: Input, item: dict[str, Any]) -> None:
+    """Where the outputs of a call reloaded from the journal go until its caller resumes it."""
+    entry.call.held[entry.idx] = item

@@ -2,8 +2,9 @@
 
 What survives a restart: apps and their function definitions, spawned calls with their inputs
 and outputs, schedule state (next and last run per scheduled function), secrets (ciphertext
-only), volumes and their commits, container records and logs. Inputs of `.remote()`/`.map()` calls live in memory
-only: their callers hold a live connection and see an error if the server goes away.
+only), volumes and their commits, container records and logs, and the inputs of `.remote()`/`.map()` calls with
+their outputs until the caller has them (`call_inputs`, written in group commits by
+server/journal.py; see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ CREATE TABLE IF NOT EXISTS spawned_calls (
     state TEXT NOT NULL, output BLOB, created REAL NOT NULL, finished REAL
 );
 CREATE INDEX IF NOT EXISTS spawned_by_state ON spawned_calls(state);
+CREATE TABLE IF NOT EXISTS call_inputs (
+    call_id TEXT NOT NULL, idx INTEGER NOT NULL, function_id TEXT NOT NULL, kind TEXT NOT NULL,
+    method TEXT, args BLOB NOT NULL, output BLOB, PRIMARY KEY (call_id, idx)
+);
 CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY, app_id TEXT NOT NULL, function_id TEXT NOT NULL, state TEXT NOT NULL,
     started REAL NOT NULL, stopped REAL, exit_code INTEGER, reason TEXT
@@ -195,6 +200,30 @@ class Store:
             "ORDER BY created"
         ).fetchall()
         return [(cid, fid, method, unpack(args)) for cid, fid, method, args in rows]
+
+    # -- inputs and outputs of .remote()/.map() calls (server/journal.py) ------------------
+    _JOURNAL_SQL = {
+        "input": "INSERT OR REPLACE INTO call_inputs(call_id, idx, function_id, kind, method, args) "
+                 "VALUES (?, ?, ?, ?, ?, ?)",
+        "output": "UPDATE call_inputs SET output=? WHERE call_id=? AND idx=?",
+        "ack": "DELETE FROM call_inputs WHERE call_id=? AND idx=?",
+        "drop": "DELETE FROM call_inputs WHERE call_id=?",
+    }
+
+    def write_journal(self, runs: list[tuple[str, list[tuple]]]) -> None:
+        """Apply runs of journal rows (`input`, `output`, `ack`, `drop`), in order, in one
+        transaction: a crash keeps all of them or none."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for kind, rows in runs:
+                self._db.executemany(self._JOURNAL_SQL[kind], rows)
+
+    def journaled_calls(self) -> list[tuple[str, str, str, int, str | None, Any, Any]]:
+        """(call id, function id, kind, idx, method, args, output or None) of every stored input,
+        by call and index."""
+        rows = self._db.execute("SELECT call_id, function_id, kind, idx, method, args, output FROM call_inputs "
+                                "ORDER BY call_id, idx").fetchall()
+        return [(c, f, k, i, m, unpack(a), unpack(o) if o is not None else None) for c, f, k, i, m, a, o in rows]
 
     # -- schedules (see server/schedules.py) ----------------------------------------------
     def upsert_schedule(self, function_id: str, app_id: str, schedule: dict, next_run: float,

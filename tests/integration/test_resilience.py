@@ -44,8 +44,11 @@ def test_memory_limit_kill_raises_out_of_memory_error_naming_the_limit(server):
 
 
 def test_server_dying_mid_call_raises_connection_error(tmp_path: Path, monkeypatch):
+    """A server that does not come back within FERRY_RECONNECT_TIMEOUT: the waiting call fails
+    (test_durability.py covers one that comes back)."""
     own = ServerProcess.start(tmp_path / "home")
     own.use(monkeypatch)
+    monkeypatch.setenv("FERRY_RECONNECT_TIMEOUT", "2")
     try:
         with pytest.raises(ConnectionError, match="Lost the connection"):
             with app.run(show_logs=False):

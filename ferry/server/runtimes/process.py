@@ -149,9 +149,9 @@ class ProcessRuntime(Runtime):
         cgroup = None
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
-        forked = None  # the zygote forks function containers only (a sandbox's supervisor starts plainly)
-        if volumes is None and spec.entry_module == "ferry._container":
-            forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output)
+        forked = None  # (volumes are bound in a mount namespace of the container's own: no zygote)
+        if volumes is None:
+            forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output, spec.entry_module)
         if forked is not None:
             return forked
         argv = [python, "-m", spec.entry_module]
@@ -186,13 +186,14 @@ class ProcessRuntime(Runtime):
         return ProcessHandle(process, readers, cgroup, spec.memory_mb, volumes.remove if volumes else None)
 
     async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Cgroup | None,
-                    memory_mb: int | None, on_output: OutputSink) -> ProcessHandle | None:
+                    memory_mb: int | None, on_output: OutputSink, module: str) -> ProcessHandle | None:
         """Fork the container from the zygote of its interpreter, if one is ready."""
         zygote = self._zygotes.ready_for(python, env) if self._zygotes is not None else None
         if zygote is None:
             return None
         try:
-            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [])
+            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [],
+                                                             module)
         except ZygoteError as exc:
             log.warning("starting a container without its zygote: %s", exc)
             return None

@@ -128,15 +128,16 @@ class Zygote:
             return
         self.state = "ready"
 
-    async def spawn(self, env: Mapping[str, str], cwd: str | None,
-                    cgroup_procs: list[Path]) -> tuple[int, asyncio.Future, int, int]:
-        """Fork a container: returns its pid, a future of its exit code (None if unknown) and
-        the read ends of its stdout and stderr pipes."""
+    async def spawn(self, env: Mapping[str, str], cwd: str | None, cgroup_procs: list[Path],
+                    module: str = "ferry._container") -> tuple[int, asyncio.Future, int, int]:
+        """Fork a container running `module` (a function's entrypoint, or a sandbox's
+        supervisor): returns its pid, a future of its exit code (None if unknown) and the read
+        ends of its stdout and stderr pipes."""
         if self.state != "ready" or self._sock is None:
             raise ZygoteError("the zygote is not running")
         request_id = next(self._ids)
         payload = json.dumps({"op": "spawn", "id": request_id, "env": dict(env), "cwd": cwd,
-                              "cgroup_procs": [str(p) for p in cgroup_procs]}).encode()
+                              "cgroup_procs": [str(p) for p in cgroup_procs], "module": module}).encode()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         future = asyncio.get_running_loop().create_future()

@@ -28,6 +28,7 @@ def _preload() -> None:
     import ferry._container.runner  # noqa: F401
     import ferry._container.uplink  # noqa: F401
     import ferry._container.user_code  # noqa: F401
+    import ferry._container.sandbox  # noqa: F401
 
 
 def _reap(control: socket.socket) -> None:
@@ -43,7 +44,8 @@ def _reap(control: socket.socket) -> None:
 
 def _become_container(request: dict[str, Any], fds: list[int], control: socket.socket,
                       inherited: tuple[int, ...]) -> None:
-    """In the forked child: turn into what `python -m ferry._container` would be, and run it."""
+    """In the forked child: turn into what `python -m ferry._container` (or the requested
+    module, e.g. a sandbox's supervisor) would be, and run it."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -68,13 +70,15 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         if request.get("cwd"):
             os.chdir(request["cwd"])
         sys.path[0] = os.getcwd()  # what `python -m` puts first
+        import importlib
         import types
 
-        from ferry._container import runner
-
+        module = request.get("module") or "ferry._container"
+        entry = importlib.import_module("ferry._container.runner" if module == "ferry._container" else module)
         sys.modules["__main__"] = types.ModuleType("__main__")
-        sys.argv = [str(Path(runner.__file__).with_name("__main__.py"))]
-        runner.main()
+        sys.argv = [str(Path(entry.__file__).with_name("__main__.py")) if module == "ferry._container"
+                    else str(entry.__file__)]
+        entry.main()
         code = 0
     except SystemExit as stop:
         if isinstance(stop.code, int) or stop.code is None:
