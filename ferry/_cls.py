@@ -110,6 +110,38 @@ def methods_of(user_cls: type) -> dict[str, PartialFunction]:
     return found
 
 
+def web_methods_of(user_cls: type) -> dict[str, dict[str, Any]]:
+    """The web endpoints of a class: method name -> its web description (see _web.py)."""
+    found: dict[str, dict[str, Any]] = {}
+    for klass in reversed(user_cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, PartialFunction) and WEB in value.flags:
+                found[name] = value.params["web"]
+    return found
+
+
+def check_class_web_methods(user_cls: type, web_methods: dict[str, dict[str, Any]], config: dict[str, Any]) -> None:
+    """A class serving web endpoints is built with its default parameters (a request carries
+    none); a `@web_server` one runs in one container (its port is a port of the machine)."""
+    required = [name for name, (_, p) in class_parameters(user_cls).items() if p.required]
+    if required:
+        raise InvalidError(
+            f"Class {user_cls.__name__} has web endpoints ({', '.join(web_methods)}), so its containers "
+            f"build it from its default parameters; give {', '.join(required)} a default "
+            f"(ferry.parameter(default=...)).")
+    batched = [name for name in web_methods if BATCHED in getattr(user_cls, name).flags]
+    if batched:
+        raise InvalidError(f"{user_cls.__name__}.{batched[0]}: a web endpoint cannot be @batched; "
+                           "HTTP requests are served one input each.")
+    if any(web["type"] == "server" for web in web_methods.values()):
+        if (config.get("max_containers") or 1) > 1 or (config.get("min_containers") or 0) > 1:
+            raise InvalidError(
+                f"Class {user_cls.__name__} has a @web_server method, so it runs one container (its port "
+                "is a port of this machine, which containers share); remove max_containers/min_containers "
+                "above 1 and use @ferry.concurrent(max_inputs=...) to serve requests in parallel.")
+        config["max_containers"] = 1
+
+
 def _is_method(partial: PartialFunction) -> bool:
     if METHOD in partial.flags:
         return True
@@ -146,6 +178,25 @@ class Method(Invocable):
         return getattr(self._obj._local_instance(), self._name)
 
 
+class WebMethod(Method):
+    """`obj.endpoint` for a method with a web decorator: its URL, and `.remote()` as any method."""
+
+    def get_web_url(self) -> str:
+        """The endpoint's path-based URL (see `Function.get_web_url`), once its app runs or is
+        deployed. It serves the class built with its default parameters."""
+        cls = self._obj._cls
+        if not self._obj._default_instance():
+            raise InvalidError(f"{self._describe()} is served by the class built with its default parameters; "
+                               f"call get_web_url() on {cls._tag}() without parameters.")
+        if self._name not in cls._web_urls and cls._lookup is not None:
+            run_sync(cls._base_target())
+        url = cls._web_urls.get(self._name)
+        if url is None:
+            raise ExecutionError(f"{self._describe()} has no URL yet: its app is not running. Start it with "
+                                 "`ferry serve`, `ferry run`, `ferry deploy` or `with app.run():`.")
+        return url
+
+
 class Obj:
     """A handle on an instance of a served class, as created by `Model(size=3)`."""
 
@@ -157,13 +208,20 @@ class Obj:
 
     async def _bound_target(self) -> tuple[Client, str]:
         client, function_id = await self._cls._base_target()
-        if not self._params:
+        if self._default_instance():  # the class's own pool, which also serves its web endpoints
             return client, function_id
         if self._bound is None or self._bound[0] != function_id:
             result = await client.request("function.bind", function_id=function_id,
                                           params=serialize_args((), self._params))
             self._bound = (function_id, result["function_id"])
         return client, self._bound[1]
+
+    def _default_instance(self) -> bool:
+        """Whether this names the instance built from the class's defaults (`Model()`)."""
+        user_cls = self._cls._user_cls
+        defaults = ({name: p.default for name, (_, p) in class_parameters(user_cls).items()}
+                    if user_cls is not None else {})
+        return all(defaults.get(name, _MISSING) == value for name, value in self._params.items())
 
     def _local_instance(self) -> Any:
         user_cls = self._cls._user_cls
@@ -182,6 +240,9 @@ class Obj:
         if self._cls._lookup is not None and self._cls._function_id is None:
             run_sync(self._cls._base_target())  # learn the methods of a class looked up by name
         methods = self._cls._methods
+        if name in self._cls._web_methods:
+            partial = methods.get(name) or PartialFunction(_remote_only(name), {WEB}, {})
+            return WebMethod(self, name, partial)
         if name not in methods:
             available = ", ".join(sorted(methods)) or "none"
             raise AttributeError(f"{self._cls._tag} has no @method {name!r} (its methods: {available}).")
@@ -206,6 +267,8 @@ class Cls:
         self._variant_of: tuple[Cls, dict[str, Any], Any] | None = None  # (parent, overrides, image)
         self._variant_cache: tuple[str, str] | None = None  # (parent id, variant id)
         self._methods: dict[str, PartialFunction] = methods_of(user_cls) if user_cls else {}
+        self._web_methods: dict[str, dict[str, Any]] = web_methods_of(user_cls) if user_cls else {}
+        self._web_urls: dict[str, str] = {}  # method -> path-based URL, once the app is published
         if user_cls is not None:
             self.__doc__ = user_cls.__doc__
             self.__name__ = user_cls.__name__
@@ -241,7 +304,7 @@ class Cls:
 
             check_batching(f"Class {self._tag}", overrides.get("max_inputs"))
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
-        variant._methods = self._methods
+        variant._methods, variant._web_methods = self._methods, self._web_methods
         variant._variant_of = (self, overrides, image)
         variant._ferry_image = image if image is not None else getattr(self, "_ferry_image", None)
         return variant
@@ -267,7 +330,7 @@ class Cls:
 
     def _variant(self, overrides: dict[str, Any]) -> "Cls":
         variant = Cls(self._user_cls, app=self._app, tag=self._tag, config={**self._config, **overrides})
-        variant._methods = self._methods
+        variant._methods, variant._web_methods = self._methods, self._web_methods
         variant._variant_of = (self, overrides, None)
         return variant
 
@@ -310,6 +373,8 @@ class Cls:
                     raise InvalidError(f"{self._lookup[1]!r} is a function; use Function.from_name().")
                 self._methods = {name: PartialFunction(_remote_only(name), {METHOD}, dict(info))
                                  for name, info in definition.get("methods", {}).items()}
+                self._web_methods = dict(definition.get("web_methods") or {})
+                self._web_urls = dict(found.get("web_method_urls") or {})
                 self._function_id = found["function_id"]
             else:
                 raise ExecutionError(
@@ -342,6 +407,7 @@ class Cls:
             "mount": mount,
             "methods": {name: {"is_generator": Method(Obj(self, {}), name, p)._is_generator}
                         for name, p in self._methods.items()},
+            **({"web_methods": self._web_methods} if self._web_methods else {}),
             "config": config,
         }
 

@@ -114,12 +114,21 @@ def test_web_endpoints_reject_batching_classes_and_extra_containers():
         def batched(xs):
             return xs
 
-    with pytest.raises(NotImplementedError, match="@app.cls"):
+    with pytest.raises(InvalidError, match="cannot be @batched"):
         @app.cls()
-        class Model:
+        class Batched:
+            @ferry.batched(max_batch_size=4)
             @ferry.fastapi_endpoint()
-            def predict(self):
-                return 1
+            def predict(self, xs):
+                return xs
+
+    @app.cls()
+    class Model:  # a class's web endpoints are served by its containers (test_web_classes.py)
+        @ferry.fastapi_endpoint()
+        def predict(self):
+            return 1
+
+    assert app.registered_web_endpoints == ["Model.predict"]
 
     with pytest.raises(InvalidError, match="runs one container"):
         @app.function(max_containers=3)

@@ -46,7 +46,9 @@ class ContainerRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self.web: Any = None  # a WebHost (web.py) when the function is a web endpoint
+        # WebHosts (web.py): {None: host} for a web endpoint function, {method: host} for a class
+        # with web endpoints; they share one limit of `max_inputs` requests at once
+        self.web_hosts: dict[str | None, Any] = {}
 
     # -- start-up -------------------------------------------------------------------------
     def initialise(self) -> float:
@@ -68,12 +70,30 @@ class ContainerRunner:
             self.instance = self._instantiate()
             for hook in self._lifecycle_methods("enter"):
                 self._call_sync(hook)
-        if self.definition.get("web"):  # build the app (and run its lifespan startup) before ready
-            from .web import WebHost
-
-            self.web = WebHost(self, self.definition["web"], int(self.config.get("max_inputs") or 1))
-            self.web.start(self.target)
+        self._start_web_hosts()
         return time.perf_counter() - started
+
+    def _start_web_hosts(self) -> None:
+        """Build each web endpoint's app (and run its lifespan startup) before ready."""
+        web = self.definition.get("web")
+        endpoints: dict[str | None, dict[str, Any]] = (
+            {None: web} if web else dict(self.definition.get("web_methods") or {}))
+        if not endpoints:
+            return
+        from .web import WebHost, request_slots
+
+        slots = request_slots(int(self.config.get("max_inputs") or 1))
+        for method, web in endpoints.items():
+            host = WebHost(self, web, slots)
+            host.start(self.target if method is None else getattr(self.instance, method))
+            self.web_hosts[method] = host
+
+    def _web_host(self, frame: dict[str, Any]) -> Any:
+        """The host of a web.in frame: the one serving its input."""
+        for host in self.web_hosts.values():
+            if frame["id"] in host.exchanges:
+                return host
+        return None
 
     def _hydrate_apps(self) -> None:
         module = self.definition.get("module")
@@ -129,12 +149,12 @@ class ContainerRunner:
                         self.uplink.push("requeue", ids=[item["id"] for item in frame["items"]])
                         continue
                     for item in frame["items"]:
-                        if self.web is not None and "asgi" in item["args"]:
-                            self.web.submit(item)  # an HTTP request / WebSocket (web.py)
+                        if self.web_hosts and "asgi" in item["args"]:  # an HTTP request / WebSocket (web.py)
+                            self.web_hosts[item.get("method")].submit(item)
                         else:
                             self.inputs.put(item)
-                elif frame["k"] == "web.in" and self.web is not None:
-                    self.web.incoming(frame)
+                elif frame["k"] == "web.in" and (host := self._web_host(frame)) is not None:
+                    host.incoming(frame)
                 elif frame["k"] == "reclaim":  # give back inputs not started yet (scheduler.py)
                     self.uplink.push("requeue", ids=take_back(self.inputs, frame["ids"]))
                 elif frame["k"] == "shutdown":
@@ -161,8 +181,8 @@ class ContainerRunner:
             self.inputs.put(_STOP)
         for thread in self._workers:
             thread.join()
-        if self.web is not None:
-            self.web.drain()
+        for host in self.web_hosts.values():
+            host.drain()
         if self.instance is not None:
             for hook in self._lifecycle_methods("exit"):
                 try:
@@ -367,8 +387,8 @@ class ContainerRunner:
                 break
             if item is not _STOP:
                 unstarted.append(item["id"])
-        if self.web is not None:
-            unstarted.extend(self.web.unstarted())
+        for host in self.web_hosts.values():
+            unstarted.extend(host.unstarted())
         if unstarted:
             self.uplink.push("requeue", ids=unstarted)
         self.uplink.push("timeout", msg=(

@@ -34,8 +34,13 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 PORT_WAIT_SECONDS = 35.0  # a draining container is killed after 30 s (server/containers.py)
 
 
+def request_slots(max_inputs: int) -> asyncio.Semaphore:
+    """The limit on requests a container serves at once (`@concurrent(max_inputs=...)`)."""
+    return asyncio.Semaphore(max(1, max_inputs))
+
+
 class WebHost:
-    def __init__(self, runner: "ContainerRunner", web: dict[str, Any], max_inputs: int) -> None:
+    def __init__(self, runner: "ContainerRunner", web: dict[str, Any], slots: asyncio.Semaphore) -> None:
         self.runner = runner
         self.web = web
         self.loop = runner.event_loop()
@@ -43,7 +48,7 @@ class WebHost:
         self.state: dict[str, Any] = {}
         self.exchanges: dict[int, _Exchange] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.slots = asyncio.Semaphore(max(1, max_inputs))
+        self.slots = slots  # shared by the container's endpoints: at most max_inputs requests at once
         self._lifespan: _Lifespan | None = None
 
     # -- start-up -------------------------------------------------------------------------

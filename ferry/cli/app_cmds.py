@@ -36,8 +36,8 @@ def _schedule_line(info: dict[str, Any]) -> str:
 
 # `--json` documents: these keys, always (times are seconds since the epoch, or null)
 APP_KEYS = ("app_id", "name", "state", "functions", "containers", "created", "stopped")
-FUNCTION_KEYS = ("tag", "function_id", "kind", "bound", "web_url", "web_path_url", "settings", "schedule",
-                 "queued", "containers", "stats", "init_error")
+FUNCTION_KEYS = ("tag", "function_id", "kind", "bound", "web_url", "web_path_url", "web_methods", "settings",
+                 "schedule", "queued", "containers", "stats", "init_error")
 CONTAINER_KEYS = ("id", "state", "inflight", "boot_seconds", "enter_seconds", "node")
 
 
@@ -89,6 +89,9 @@ def show(app: str = typer.Argument(..., help="App name or id."), as_json: bool =
         out.print(f"\n[bold]{escape(label)}[/bold] {escape('[' + str(fn['kind']) + ']')}")
         if fn.get("web_url"):
             out.print(f"  web endpoint: {fn['web_url']}  (or {fn['web_path_url']})", markup=False, soft_wrap=True)
+        for method, urls in (fn.get("web_methods") or {}).items():  # a class's web endpoints
+            out.print(f"  web endpoint {method}: {urls['web_url']}  (or {urls['web_path_url']})",
+                      markup=False, soft_wrap=True)
         settings = _settings(fn)
         if settings:
             out.print("  settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), markup=False)

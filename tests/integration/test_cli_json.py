@@ -19,8 +19,8 @@ NARROW = {"COLUMNS": "40"}  # a narrow terminal width must not matter when stdou
 
 APP_KEYS = {"app_id", "name", "state", "functions", "containers", "created", "stopped"}
 SHOW_KEYS = {"app_id", "name", "state", "created", "functions"}
-FUNCTION_KEYS = {"tag", "function_id", "kind", "bound", "web_url", "web_path_url", "settings", "schedule",
-                 "queued", "containers", "stats", "init_error"}
+FUNCTION_KEYS = {"tag", "function_id", "kind", "bound", "web_url", "web_path_url", "web_methods", "settings",
+                 "schedule", "queued", "containers", "stats", "init_error"}
 CONTAINER_KEYS = {"id", "state", "inflight", "boot_seconds", "enter_seconds", "node"}
 STATS_KEYS = {"containers_started", "boot_mean", "enter_mean", "exec_count", "exec_mean", "exec_max"}
 STATUS_KEYS = {"running", "version", "url", "pid", "home", "runtime", "web_url", "web_port", "gpus", "started",

@@ -90,9 +90,10 @@ def failure_response(pool: Pool, item: dict[str, Any]) -> tuple[int, str]:
 class Exchange:
     """Drive one request: submit its input, relay its messages, clean up when abandoned."""
 
-    def __init__(self, scheduler: "Scheduler", pool: Pool, timeout: float) -> None:
+    def __init__(self, scheduler: "Scheduler", pool: Pool, timeout: float, method: str | None = None) -> None:
         self.scheduler = scheduler
         self.pool = pool
+        self.method = method  # the web method of a class serving it; None for a function
         self.timeout = timeout
         self.box = Mailbox()
         self.call = Call(id="fc-" + secrets.token_hex(8), pool=pool, kind="web", deliver=self.box.deliver,
@@ -101,7 +102,7 @@ class Exchange:
 
     def submit(self, scope: dict[str, Any], body: bytes | None) -> None:
         self.scheduler.open_call(self.call)
-        self.scheduler.submit(self.call, [(0, {"asgi": {"scope": scope, "body": body}}, None)])
+        self.scheduler.submit(self.call, [(0, {"asgi": {"scope": scope, "body": body}}, self.method)])
 
     def _entry(self) -> Input | None:
         if self.box.entry is not None:

@@ -139,8 +139,8 @@ class Gateway:
         return f"{self.base_url}{PATH_PREFIX}{label}/"
 
     def urls(self, app: App) -> dict[str, dict[str, str]]:
-        """{tag: {"url", "path_url"}} for the web endpoints of `app`."""
-        return {route.pool.tag: {"url": self.url(route.label), "path_url": self.path_url(route.label)}
+        """{tag or Cls.method: {"url", "path_url"}} for the web endpoints of `app`."""
+        return {route.name: {"url": self.url(route.label), "path_url": self.path_url(route.label)}
                 for route in self.routes.routes_of(app, self.server.scheduler.pools)}
 
     # -- requests -------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class Gateway:
             return
         if any(name in AUTH_HEADERS for name, _ in headers):
             headers = [(n, v) for n, v in headers if n not in AUTH_HEADERS]
-        exchange = Exchange(self.server.scheduler, route.pool, self.timeout)
+        exchange = Exchange(self.server.scheduler, route.pool, self.timeout, route.method)
         if kind == "websocket":
             await exchange.websocket(_wire_scope(scope, root_path, headers), receive, send)
             return

@@ -1,7 +1,8 @@
 """Which web endpoint a request is for: labels, and the table from label to function pool.
 
-An endpoint's label is its `label=` or `<app name>-<function name>` (lowercased, other
-characters turned into dashes, at most 63 characters). Endpoints of ephemeral apps (`ferry
+An endpoint's label is its `label=` or `<app name>-<function name>` (`<app name>-<class
+name>-<method name>` for a web endpoint of a class; lowercased, other characters turned into
+dashes, at most 63 characters). Endpoints of ephemeral apps (`ferry
 serve`, `ferry run`, `app.run()`) get a `-dev` suffix, so a deployed app and its development
 version are served side by side. Requests reach an endpoint two ways:
 
@@ -46,6 +47,20 @@ class Route:
     label: str
     pool: Pool
     web: dict[str, Any]
+    method: str | None = None  # a web endpoint of a class: the method serving it
+
+    @property
+    def name(self) -> str:
+        """The endpoint's name in URL listings: the function's tag, or `Cls.method`."""
+        return f"{self.pool.tag}.{self.method}" if self.method else self.pool.tag
+
+
+def web_endpoints(tag: str, definition: dict[str, Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """`(name for its default label, method, web)` for each web endpoint of a function (one)
+    or a class (one per web method, named `Cls-method`)."""
+    if definition.get("web"):
+        return [(tag, None, definition["web"])]
+    return [(f"{tag}-{method}", method, web) for method, web in (definition.get("web_methods") or {}).items()]
 
 
 class RouteTable:
@@ -66,10 +81,11 @@ class RouteTable:
         routes = []
         for tag, function_id in app.objects.items():
             pool = pools.get(function_id)
-            web = pool.definition.get("web") if pool is not None else None
-            if pool is not None and web:
-                label = endpoint_label(app.name, tag, web, ephemeral=app.state is AppState.RUNNING)
-                routes.append(Route(label, pool, web))
+            if pool is None:
+                continue
+            for name, method, web in web_endpoints(tag, pool.definition):
+                label = endpoint_label(app.name, name, web, ephemeral=app.state is AppState.RUNNING)
+                routes.append(Route(label, pool, web, method))
         return routes
 
     def check(self, app_name: str, ephemeral: bool, functions: list[dict[str, Any]]) -> None:
@@ -77,21 +93,20 @@ class RouteTable:
         another name (raises InvalidError naming both)."""
         mine: dict[str, str] = {}
         for spec in functions:
-            web = spec["definition"].get("web")
-            if not web:
-                continue
-            label = endpoint_label(app_name, spec["tag"], web, ephemeral=ephemeral)
-            if label in mine:
-                raise InvalidError(f"Web endpoints {mine[label]} and {spec['tag']} of app {app_name!r} would "
-                                   f"both be served as {label!r}; give one of them another label=.")
-            mine[label] = spec["tag"]
-            taken = self.by_label.get(label)
-            if taken is not None and taken.pool.app.live and taken.pool.app.name != app_name:
-                raise InvalidError(
-                    f"The web endpoint label {label!r} ({app_name}.{spec['tag']}) is already used by "
-                    f"{taken.pool.tag} of app {taken.pool.app.name!r}. Choose another label=, or stop "
-                    f"that app (`ferry app stop {taken.pool.app.name}`)."
-                )
+            for name, method, web in web_endpoints(spec["tag"], spec["definition"]):
+                shown = f"{spec['tag']}.{method}" if method else spec["tag"]
+                label = endpoint_label(app_name, name, web, ephemeral=ephemeral)
+                if label in mine:
+                    raise InvalidError(f"Web endpoints {mine[label]} and {shown} of app {app_name!r} would "
+                                       f"both be served as {label!r}; give one of them another label=.")
+                mine[label] = shown
+                taken = self.by_label.get(label)
+                if taken is not None and taken.pool.app.live and taken.pool.app.name != app_name:
+                    raise InvalidError(
+                        f"The web endpoint label {label!r} ({app_name}.{shown}) is already used by "
+                        f"{taken.name} of app {taken.pool.app.name!r}. Choose another label=, or stop "
+                        f"that app (`ferry app stop {taken.pool.app.name}`)."
+                    )
 
     def resolve(self, label: str) -> Route | None:
         route = self.by_label.get(label)
