@@ -368,6 +368,10 @@ class API:
             app_id = matches[-1]["id"]
         since = args.get("since")  # optional filters: epoch seconds, a function's tag, a container id prefix
         entries = self.server.store.logs(app_id, after_seq=int(args.get("after", 0)),
+                # a class's web endpoints: {method: {web_url, web_path_url}}
+                **({"web_methods": {method: web[f"{pool.tag}.{method}"] for method in pool.definition["web_methods"]
+                                    if f"{pool.tag}.{method}" in web}}
+                   if pool.base_id is None and pool.definition.get("web_methods") else {}),
                                          since=None if since is None else float(since),
                                          function=args.get("function"), container=args.get("container"))
         if args.get("follow"):
@@ -396,7 +400,10 @@ class API:
                 f"It has: {', '.join(sorted(app.objects)) or 'nothing'}."
             )
         pool = self.server.scheduler.pools[function_id]
-        web = self.server.gateway.urls(app).get(tag, {})
+        urls = self.server.gateway.urls(app)
+        web = urls.get(tag, {})
+        method_urls = {method: urls[f"{tag}.{method}"]["path_url"]
+                       for method in pool.definition.get("web_methods") or {} if f"{tag}.{method}" in urls}
         return {"function_id": function_id, "definition": pool.definition, "app_id": app.id,
                 "web_url": web.get("url"), "web_path_url": web.get("path_url"),
                 **({"web_method_urls": method_urls} if method_urls else {})}
