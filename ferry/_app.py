@@ -372,11 +372,14 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
                       f"View run at {result['dashboard_url']}", file=sys.stderr, flush=True)
             client.log_handlers[result["app_id"]] = log_handler or print_log
             await client.request("app.subscribe_logs", app_id=result["app_id"])
+        if not detach:  # attached again if the connection is lost and comes back (docs/reliability.md)
+            client.owned_apps[result["app_id"]] = show_logs
         return result["app_id"]
 
     async def _stop(self) -> None:
         if self._client is None or self._app_id is None:
             return
+        self._client.owned_apps.pop(self._app_id, None)
         try:
             await self._client.request("app.stop", app=self._app_id, reason="app.run() finished")
         finally:

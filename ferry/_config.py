@@ -135,6 +135,10 @@ SETTINGS: dict[str, Setting] = {
                 "Seconds an idle container is kept when `scaledown_window` is not given."),
         Setting("default_timeout", float, lambda: 300.0,
                 "Seconds an input may run when `timeout` is not given."),
+        Setting("reconnect_timeout", float, lambda: 60.0,
+                "Seconds a client whose connection to the control plane was lost keeps trying to "
+                "reconnect (with backoff) before its waiting calls fail; also how long a restarted "
+                "server keeps the calls and ephemeral apps of clients that have not come back."),
         Setting("inline_payload_limit", int, lambda: 2 * 1024 * 1024,
                 "Payloads up to this many bytes travel inline; larger ones via the blob store."),
         Setting("log_level", str, lambda: "WARNING", "Log level of the server process."),

@@ -277,7 +277,7 @@ class API:
                 if fid not in kept:
                     server.remove_function(fid)
                     del app.objects[tag]
-        if kind == "deployed":
+        if kind == "deployed" or update:
             server.store.delete_functions(app.id, kept)
         server.gateway.refresh()
         urls = server.gateway.urls(app)
@@ -286,6 +286,23 @@ class API:
                 "web_path_urls": {tag: u["path_url"] for tag, u in urls.items()},
                 "runtime": server.runtime.name, "dashboard_url": f"{server.gateway.base_url}/apps/{app.id}",
                 "warnings": warnings}
+
+    @rpc("app.attach", shape={"app_id": required(S)})
+    async def app_attach(self, conn: Connection, args: dict) -> dict:
+        """The client of a running ephemeral app, back after the server restarted: the app is
+        its again (it stops when this connection closes), and is not stopped for want of it."""
+        app = self.server.apps.get(args["app_id"])
+        if app is None or app.state is not AppState.RUNNING:
+            raise NotFoundError(f"App {args['app_id']!r} is not running (it was stopped while this client "
+                                "was away, or its server's state was lost); run it again.")
+        if app.owner is not None and app.owner is not conn and not app.owner.closed:
+            raise InvalidError(f"App {app.id!r} belongs to another live connection.")
+        if app.owner is not conn:
+            app.owner = conn
+            server = self.server
+            conn.on_close.append(lambda: asyncio.ensure_future(server.stop_app(app, "client disconnected")))
+        self.server.unclaimed_apps.discard(app.id)
+        return {"app_id": app.id}
 
     @rpc("app.stop", shape={"app": required(S), "reason": optional(S)})
     async def app_stop(self, conn: Connection, args: dict) -> dict:
@@ -461,7 +478,8 @@ class API:
     @rpc("function.call", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
                                                  "method": optional(S), "call_id": optional(S)})
     async def function_call(self, conn: Connection, args: dict) -> dict:
-        """Run one input and answer with its output (`.remote()`)."""
+        """Run one input and answer with its output (`.remote()`). The same call id sent again
+        after the server restarted resumes the call the journal kept, if it did."""
         pool = self._pool(args["function_id"])
         reply = new_future()
 
@@ -471,9 +489,18 @@ class API:
             elif not reply.done():
                 reply.set_result(item)
 
-        call = Call(id=_call_id(args), pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True)
-        self.server.scheduler.open_call(call)
-        self.server.scheduler.submit(call, [(0, args["args"], args.get("method"))])
+        call_id = _call_id(args)
+        restored = self.server.restored_calls.pop(call_id, None)
+        if restored is not None and restored[0].pool is pool:
+            call = restored[0]
+            call.owner, call.deliver = conn, deliver
+            for idx in list(call.held):
+                deliver(Input(0, call, idx, {}), call.held.pop(idx))
+        else:
+            call = Call(id=call_id, pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True,
+                        durable=not pool.definition.get("is_generator"))
+            self.server.scheduler.open_call(call)
+            self.server.scheduler.submit(call, [(0, args["args"], args.get("method"))])
         closer = lambda: self.server.cancel_call(call)  # noqa: E731
         conn.on_close.append(closer)
         try:
@@ -486,19 +513,48 @@ class API:
     async def function_map(self, conn: Connection, args: dict) -> dict:
         """Open a call whose inputs arrive as `map.inputs` pushes; outputs go back as pushes."""
         pool = self._pool(args["function_id"])
-        call = Call(id=_call_id(args), pool=pool, kind="map", owner=conn,
+        call = Call(id=_call_id(args), pool=pool, kind="map", owner=conn, durable=True,
                     deliver=lambda entry, item: conn.push_output(call.id, item))
         self.server.scheduler.open_call(call)
         conn.on_close.append(lambda: self.server.cancel_call(call))
         return {"call_id": call.id}
 
-            if call.finished:
-                self.server.scheduler.calls.pop(call.id, None)
+    @rpc("call.resume", allow=EVERYONE, shape={"call_id": required(S), "function_id": required(S),
+                                               "have": required(list, items=int)})
+    async def call_resume(self, conn: Connection, args: dict) -> dict:
+        """A map's caller back after a lost connection, holding the outputs `have`: the call goes
+        on with this connection (the outputs kept for it are pushed now), and the answer names the
+        inputs the server holds (`known`); the caller sends the others again. A call the server
+        does not hold (its inputs were not yet written, or it was cancelled) starts afresh."""
+        call_id = _call_id(args)
+        restored = self.server.restored_calls.pop(call_id, None)
+        if restored is None or restored[0].pool.function_id != args["function_id"]:
+            await self.function_map(conn, {"function_id": args["function_id"], "call_id": call_id})
+            return {"known": []}
+        call, indices = restored
+        have = set(args["have"])
+        self.server.scheduler.forget(call, have)
+        self.server.journal.ack(call.id, sorted(have & indices))
+        call.owner = conn
+        call.deliver = lambda entry, item: conn.push_output(call.id, item)
+        conn.on_close.append(lambda: self.server.cancel_call(call))
+        held, call.held = call.held, {}
+        for idx in sorted(held):
+            if idx not in have:
+                conn.push_output(call.id, held[idx])
+        return {"known": sorted(indices - have)}
 
-    @rpc("function.spawn", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
-                                                  "method": optional(S)})
-    async def function_spawn(self, conn: Connection, args: dict) -> dict:
-        pool = self._pool(args["function_id"])
+    def on_call_ack(self, conn: Connection, frame: dict) -> None:
+        """`call.ack`: the caller has these outputs of a call (`idxs`), or all of them (none
+        named): the journal forgets them."""
+        call_id, idxs = frame.get("call"), frame.get("idxs")
+        if not isinstance(call_id, str):
+            return
+        if idxs is None:
+            self.server.journal.drop(call_id)
+        elif isinstance(idxs, list) and all(isinstance(i, int) for i in idxs):
+            self.server.journal.ack(call_id, idxs)
+
     def on_map_inputs(self, conn: Connection, frame: dict) -> None:
         call = self.server.scheduler.calls.get(frame["call"])
         if call is None or call.owner is not conn:
@@ -507,7 +563,18 @@ class API:
             self.server.scheduler.submit(call, [(i, a, m) for i, a, m in frame["items"]])
         if frame.get("last"):
             call.closed = True
-        call_id = _new_id("fc")
+            if call.finished:
+                self.server.scheduler.calls.pop(call.id, None)
+
+    @rpc("function.spawn", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
+                                                  "method": optional(S), "call_id": optional(S)})
+    async def function_spawn(self, conn: Connection, args: dict) -> dict:
+        """Store one input and start it; a call id the server stored already (sent again by a
+        client that lost the connection before the answer) is not started twice."""
+        pool = self._pool(args["function_id"])
+        call_id = _call_id(args)
+        if self.server.store.spawned(call_id) is not None:
+            return {"call_id": call_id}
         self.server.store.insert_spawned(call_id, pool.function_id, args.get("method"), args["args"])
         self.server.start_spawned(call_id, pool, args["args"], args.get("method"))
         return {"call_id": call_id}
