@@ -310,23 +310,6 @@ class API:
         await self.server.stop_app(app, args.get("reason", "stopped by request"))
         return {"app_id": app.id}
 
-    @rpc("app.list", shape={"all": optional(B)})
-    async def app_list(self, conn: Connection, args: dict) -> list[dict]:
-        rows = self.server.store.apps()
-        if not args.get("all"):
-            rows = [r for r in rows if r["state"] != "stopped" or time.time() - (r["stopped"] or 0) < 3600]
-        for row in rows:
-            app = self.server.apps.get(row["id"])
-            row["functions"] = len(app.objects) if app else 0
-            row["containers"] = sum(
-                len(p.live_containers()) for p in self.server.scheduler.pools.values() if p.app is app
-            ) if app else 0
-        return rows
-
-    @rpc("app.show", shape={"app": required(S)})
-    async def app_show(self, conn: Connection, args: dict) -> dict:
-        app = self._app(args["app"])
-        pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
     @rpc("app.lookup", allow=EVERYONE, shape={"name": required(S), "create_if_missing": optional(B)})
     async def app_lookup(self, conn: Connection, args: dict) -> dict:
         """`App.lookup`: the running or deployed app named `name`; with `create_if_missing`
@@ -346,6 +329,23 @@ class API:
             self.server.store.insert_app(app.id, name, "deployed", "deployed")
         return {"app_id": app.id, "name": app.name, "objects": dict(app.objects)}
 
+    @rpc("app.list", shape={"all": optional(B)})
+    async def app_list(self, conn: Connection, args: dict) -> list[dict]:
+        rows = self.server.store.apps()
+        if not args.get("all"):
+            rows = [r for r in rows if r["state"] != "stopped" or time.time() - (r["stopped"] or 0) < 3600]
+        for row in rows:
+            app = self.server.apps.get(row["id"])
+            row["functions"] = len(app.objects) if app else 0
+            row["containers"] = sum(
+                len(p.live_containers()) for p in self.server.scheduler.pools.values() if p.app is app
+            ) if app else 0
+        return rows
+
+    @rpc("app.show", shape={"app": required(S)})
+    async def app_show(self, conn: Connection, args: dict) -> dict:
+        app = self._app(args["app"])
+        pools = [p for p in self.server.scheduler.pools.values() if p.app is app]
         web = {tag: {"web_url": u["url"], "web_path_url": u["path_url"]}
                for tag, u in self.server.gateway.urls(app).items()}
         functions = []
@@ -368,6 +368,10 @@ class API:
                 # {schedule, next_run, last_run, last_status} of a scheduled function, else None
                 "schedule": self.server.schedules.describe(pool.function_id),
                 **(web.get(pool.tag, {}) if pool.base_id is None else {}),  # web_url, web_path_url
+                # a class's web endpoints: {method: {web_url, web_path_url}}
+                **({"web_methods": {method: web[f"{pool.tag}.{method}"] for method in pool.definition["web_methods"]
+                                    if f"{pool.tag}.{method}" in web}}
+                   if pool.base_id is None and pool.definition.get("web_methods") else {}),
             })
         return {"app_id": app.id, "name": app.name, "state": app.state.value,
                 "created": app.created, "functions": functions}
@@ -385,10 +389,6 @@ class API:
             app_id = matches[-1]["id"]
         since = args.get("since")  # optional filters: epoch seconds, a function's tag, a container id prefix
         entries = self.server.store.logs(app_id, after_seq=int(args.get("after", 0)),
-                # a class's web endpoints: {method: {web_url, web_path_url}}
-                **({"web_methods": {method: web[f"{pool.tag}.{method}"] for method in pool.definition["web_methods"]
-                                    if f"{pool.tag}.{method}" in web}}
-                   if pool.base_id is None and pool.definition.get("web_methods") else {}),
                                          since=None if since is None else float(since),
                                          function=args.get("function"), container=args.get("container"))
         if args.get("follow"):
