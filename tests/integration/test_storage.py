@@ -2,7 +2,8 @@
 volume, a deployed app and the image cache need and deletes what nothing refers to; anonymous
 secrets die with their app (and at start); log retention keeps the newest lines; `ferry server
 status` reports space by kind; `server.gc` is for administrators only; a full disk during a
-volume commit is a clear error and the server keeps serving."""
+volume commit or an image build (a small tmpfs as FERRY_HOME) is a clear error and the server
+keeps serving."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ferry._client import Client
 from ferry.exception import NotFoundError, ServerError
 
 from ..conftest import ServerProcess, run_cli
-from .apps import auth_apps
+from .apps import auth_apps, storage_build
 
 MOUNT = "/tmp/ferry-test-storage"
 SECRET_VALUE = "given-by-value-" + uuid.uuid4().hex[:8]
@@ -215,7 +216,6 @@ def test_a_full_disk_during_a_volume_commit_is_a_clear_error_and_the_server_keep
             with volume.batch_upload() as batch:
                 batch.put_file(io.BytesIO(os.urandom(64 * 1024 * 1024)), "too-big.bin")
         message = str(raised.value)
-        print(message)
         assert "disk is full" in message and str(own.home / "blobs") in message, message
         assert "ferry server gc" in message
         # the server keeps serving, and the volume keeps its old state
@@ -225,5 +225,28 @@ def test_a_full_disk_during_a_volume_commit_is_a_clear_error_and_the_server_keep
         assert not list((own.home / "blobs").rglob(".tmp-*"))  # nothing half written stays
         with pytest.raises(NotFoundError):
             b"".join(ferry.Volume.from_name("full-disk").read_file("too-big.bin"))
+    finally:
+        own.stop()
+
+
+
+def test_a_full_disk_during_an_image_build_is_a_clear_error_and_the_server_keeps_serving(
+        small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = ServerProcess.start(small_disk / "home")
+    filler = small_disk / "filler"
+    try:
+        own.use(monkeypatch)
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        with open(filler, "wb") as handle:  # leave 4 MiB: less than the image's venv needs
+            handle.write(b"\0" * (free - 4 * 1024 * 1024))
+        with pytest.raises(ServerError) as raised:
+            with storage_build.app.run(show_logs=False):
+                pass
+        message = str(raised.value)
+        assert "disk is full" in message and str(own.home) in message, message
+        assert Client.for_url(own.url).request_sync("server.status")["url"] == own.url
+        filler.unlink()
+        with storage_build.app.run(show_logs=False):  # with space again, the same image builds
+            assert storage_build.six_version.remote() == "1.16.0"
     finally:
         own.stop()
