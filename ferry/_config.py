@@ -162,7 +162,7 @@ SETTINGS: dict[str, Setting] = {
                 "Days the server keeps an app's log lines (`ferry app logs`); older ones are deleted by "
                 "its periodic maintenance pass. 0: no limit by age."),
         Setting("log_retention_mb_per_app", float, lambda: 64.0,
-                "Megabytes of log text the server keeps per app; beyond it the oldest lines are deleted "
+                "MiB of log text the server keeps per app; beyond it the oldest lines are deleted "
                 "by its periodic maintenance pass. 0: no limit by size."),
         Setting("gc_grace_seconds", float, lambda: 3600.0,
                 "Blobs and volume chunks referenced by nothing are deleted only once this many seconds "
