@@ -11,7 +11,10 @@ Roots (`gather_roots`, on the server's loop; every string that is a SHA-256 dige
                           every file in those manifests (`mark`, in a worker thread)
     image cache           image records and layer metadata under `$FERRY_HOME/images`
 Image layers, base root filesystems and venvs live outside the blob store and are never
-touched here (`ferry image rm` removes them).
+touched here (`ferry image rm` removes them). Mounts materialised for containers
+(`$FERRY_HOME/mounts/<digest>`, written from blobs, marked fresh at each container start) whose
+digest no root names go once they were last marked before the grace period and before the
+oldest live container started (a container draining after a redeploy keeps its old code).
 
 Sweep rule: a blob referenced by no root is deleted only when its modification time (last
 written, uploaded again, or reported present to an uploader: server/blobs.py) is older than
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from .._volume_files import FILE, unpack_manifest
 from ..exception import NotFoundError
 from .blobs import BlobStore
+from .model import ContainerState
 
 if TYPE_CHECKING:
     from .server import Server
@@ -65,6 +70,7 @@ class Roots:
 
     values: list[Any] = field(default_factory=list)
     manifests: set[str] = field(default_factory=set)
+    oldest_container: float | None = None  # when the oldest live container started (epoch)
 
 
 def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
@@ -82,7 +88,8 @@ def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
         for container in list(pool.containers.values()):
             values.extend(entry.args for entry in list(container.inflight.values()))
     manifests = set(server.store.volume_manifests()) | {server.volumes.store.empty}
-    return Roots(values=values, manifests=manifests)
+    starts = [c.started for c in list(server.containers.containers.values()) if c.state is not ContainerState.STOPPED]
+    return Roots(values=values, manifests=manifests, oldest_container=min(starts, default=None))
 
 
 def image_cache_values(images_root: Path) -> list[Any]:
@@ -117,7 +124,7 @@ def volume_blobs(blobs: BlobStore, manifests: Iterable[str]) -> set[str]:
 
 
 def collect(blobs: BlobStore, roots: Roots, images_root: Path, *, grace: float, dry_run: bool = False,
-            now: float | None = None) -> dict[str, Any]:
+            now: float | None = None, mounts_root: Path | None = None) -> dict[str, Any]:
     """Mark and sweep (blocking: run it in a worker thread). Returns what was found and removed."""
     now = time.time() if now is None else now
     cutoff = now - grace
@@ -142,8 +149,31 @@ def collect(blobs: BlobStore, roots: Roots, images_root: Path, *, grace: float, 
         else:
             removed += 1
             removed_bytes += size
+    mounts_cutoff = cutoff if roots.oldest_container is None else min(cutoff, roots.oldest_container)
+    mounts = 0 if mounts_root is None else sweep_mounts(mounts_root, live, mounts_cutoff, dry_run=dry_run)
     return {"dry_run": dry_run, "grace_seconds": grace, "live_blobs": kept_live, "live_bytes": live_bytes,
-            "recent_unreferenced": kept_recent, "removed": removed, "removed_bytes": removed_bytes}
+            "recent_unreferenced": kept_recent, "removed": removed, "removed_bytes": removed_bytes,
+            "mounts_removed": mounts}
+
+
+def sweep_mounts(root: Path, live: set[str], cutoff: float, *, dry_run: bool) -> int:
+    """Delete materialised mounts (`<root>/<digest>`) no root names, and leftover staging
+    directories, last changed before `cutoff`; returns how many."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for entry in root.iterdir():
+        name = entry.name
+        ours = (len(name) == 64 and _DIGEST.fullmatch(name) and name not in live) or name.startswith(".staging-")
+        try:
+            stale = ours and entry.lstat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale:
+            removed += 1
+            if not dry_run:
+                shutil.rmtree(entry, ignore_errors=True)
+    return removed
 
 
 def census(blobs: BlobStore, manifests: Iterable[str]) -> dict[str, int]:

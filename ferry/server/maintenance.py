@@ -88,7 +88,7 @@ class Maintenance:
             roots = gather_roots(self.server)
             report["blobs"] = await asyncio.to_thread(
                 blob_gc.collect, self.server.blobs, roots, self.server.home / "images", grace=self.grace,
-                dry_run=dry_run)
+                dry_run=dry_run, mounts_root=self.server.images.mounts_root)
             report["seconds"] = time.time() - started
             if not dry_run:
                 self.last = report

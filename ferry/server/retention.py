@@ -54,7 +54,7 @@ def prune_logs(db_path: Path, retention: LogRetention, *, now: float | None = No
             if retention.max_bytes is not None:
                 last = _last_beyond_size(db, app_id, retention.max_bytes)
                 if last is not None:
-                    deleted += _delete_through(db, app_id, last)
+                    deleted += _delete_batches(db, "seq<=?", (app_id, last))
         return deleted
     finally:
         db.close()
@@ -62,17 +62,10 @@ def prune_logs(db_path: Path, retention: LogRetention, *, now: float | None = No
 
 def _delete_older(db: sqlite3.Connection, app_id: str, cutoff: float) -> int:
     """Lines of `app_id` written before `cutoff`, oldest first, in batches."""
-    deleted = 0
-    while True:
-        first = db.execute("SELECT ts FROM logs WHERE app_id=? ORDER BY seq LIMIT 1", (app_id,)).fetchone()
-        if first is None or first[0] >= cutoff:  # the oldest line is recent: nothing (cheap no-op)
-            return deleted
-        count = db.execute(
-            "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE app_id=? AND ts<? ORDER BY seq LIMIT ?)",
-            (app_id, cutoff, BATCH)).rowcount
-        deleted += count
-        if count < BATCH:
-            return deleted
+    first = db.execute("SELECT ts FROM logs WHERE app_id=? ORDER BY seq LIMIT 1", (app_id,)).fetchone()
+    if first is None or first[0] >= cutoff:  # the oldest line is recent: nothing to do (a cheap look)
+        return 0
+    return _delete_batches(db, "ts<?", (app_id, cutoff))
 
 
 def _last_beyond_size(db: sqlite3.Connection, app_id: str, max_bytes: int) -> int | None:
@@ -87,12 +80,13 @@ def _last_beyond_size(db: sqlite3.Connection, app_id: str, max_bytes: int) -> in
     return None
 
 
-def _delete_through(db: sqlite3.Connection, app_id: str, last: int) -> int:
+def _delete_batches(db: sqlite3.Connection, condition: str, params: tuple) -> int:
+    """Delete the lines of an app (`params[0]`) that meet `condition`, oldest first, `BATCH`
+    rows per transaction."""
     deleted = 0
     while True:
-        count = db.execute(
-            "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE app_id=? AND seq<=? ORDER BY seq LIMIT ?)",
-            (app_id, last, BATCH)).rowcount
+        count = db.execute(f"DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE app_id=? AND {condition} "
+                           "ORDER BY seq LIMIT ?)", (*params, BATCH)).rowcount
         deleted += count
         if count < BATCH:
             return deleted

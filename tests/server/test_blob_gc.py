@@ -81,3 +81,22 @@ def test_leftovers_of_interrupted_writes_go_after_the_grace_period(tmp_path: Pat
     os.utime(leftover, (then, then))
     collect(blobs, Roots(values=[digest]), tmp_path / "images", grace=HOUR)
     assert not leftover.exists() and blobs.has(digest)
+
+
+def test_materialised_mounts_no_root_names_go_unless_a_live_container_may_use_them(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    mounts = tmp_path / "mounts"
+    live, dead, fresh = "a" * 64, "b" * 64, "c" * 64
+    for name in (live, dead, fresh, "not-a-digest"):
+        (mounts / name).mkdir(parents=True)
+        (mounts / name / "app.py").write_text("code")
+    then = time.time() - 2 * HOUR
+    for name in (live, dead, "not-a-digest"):
+        os.utime(mounts / name, (then, then))
+    # a container that started before the dead mount was last used may still run from it
+    draining = Roots(values=[{"mount": {"digest": live}}], oldest_container=then - 60)
+    assert collect(blobs, draining, tmp_path / "images", grace=HOUR, mounts_root=mounts)["mounts_removed"] == 0
+    roots = Roots(values=[{"mount": {"digest": live}}], oldest_container=time.time())
+    report = collect(blobs, roots, tmp_path / "images", grace=HOUR, mounts_root=mounts)
+    assert report["mounts_removed"] == 1
+    assert sorted(p.name for p in mounts.iterdir()) == sorted([live, fresh, "not-a-digest"])

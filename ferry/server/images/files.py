@@ -30,10 +30,17 @@ def materialise_files(files: dict[str, list[Any]], blobs: BlobStore, dest: Path)
 
 
 def materialise_mount(mount: dict[str, Any], blobs: BlobStore, root: Path) -> Path:
-    """`root/<digest>` holding the mount's files, written once (atomically) and then reused."""
+    """`root/<digest>` holding the mount's files, written once (atomically) and then reused;
+    each use marks it fresh (its modification time: server/blob_gc.py keeps what containers
+    started since then use)."""
     target = root / mount["digest"]
     if target.is_dir():
-        return target
+        try:
+            os.utime(target)
+        except FileNotFoundError:  # collected meanwhile: written again below
+            pass
+        else:
+            return target
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
