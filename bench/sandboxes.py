@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -51,17 +50,12 @@ def sandbox_first_output(target: ferry.App) -> float:
     return elapsed
 
 
-def quantiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-    return f"{statistics.median(ordered) * 1000:.0f} ms | {p90 * 1000:.0f} ms"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10, help="samples of each kind per runtime")
     parser.add_argument("--runtime", choices=("process", "sandbox", "both"), default="both")
     args = parser.parse_args()
+    from cold_start import quantiles
     from server_process import start_server
 
     runtimes = ["process", "sandbox"] if args.runtime == "both" else [args.runtime]

@@ -120,10 +120,10 @@ class StreamReader:
 class StreamWriter:
     """The stdin of a sandbox process: `write()` and `write_eof()` buffer, `drain()` sends."""
 
-    def __init__(self, sandbox_id: str, exec_id: str, client: Client) -> None:
-        self._sandbox_id = sandbox_id
-        self._exec_id = exec_id
+    def __init__(self, client: Client, method: str, **target: str) -> None:
         self._client = client
+        self._method = method  # sandbox.stdin (target: sandbox_id, exec_id) or container.stdin (exec_id)
+        self._target = target
         self._pending = bytearray()
         self._eof = False
 
@@ -143,8 +143,7 @@ class StreamWriter:
 
     async def _drain(self) -> None:
         data, self._pending = bytes(self._pending), bytearray()
-        await self._client.request("sandbox.stdin", sandbox_id=self._sandbox_id, exec_id=self._exec_id,
-                                   data=data, eof=self._eof)
+        await self._client.request(self._method, **self._target, data=data, eof=self._eof)
 
     drain = synced(_drain)
     drain.__doc__ = """Send what was written (and the end of input after write_eof())."""
@@ -289,7 +288,7 @@ class Sandbox:
         self._row = row or {}
         self._returncode: int | None = None
         self._main: _Output | None = None
-        self._main_stdin = StreamWriter(sandbox_id, sandbox_id, client)
+        self._main_stdin = StreamWriter(client, "sandbox.stdin", sandbox_id=sandbox_id, exec_id=sandbox_id)
 
     def __repr__(self) -> str:
         return f"Sandbox({self._id!r})"
@@ -453,7 +452,7 @@ Inside a container, `app` defaults to the container's own app."""
         except BaseException:
             output.forget()
             raise
-        return ContainerProcess(output, StreamWriter(self._id, exec_id, self._client))
+        return ContainerProcess(output, StreamWriter(self._client, "sandbox.stdin", sandbox_id=self._id, exec_id=exec_id))
 
     exec = synced(_exec)
     exec.__doc__ = """Run a command in the sandbox; returns its `ContainerProcess` at once."""

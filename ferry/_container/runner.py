@@ -49,6 +49,7 @@ class ContainerRunner:
         # WebHosts (web.py): {None: host} for a web endpoint function, {method: host} for a class
         # with web endpoints; they share one limit of `max_inputs` requests at once
         self.web_hosts: dict[str | None, Any] = {}
+        self._processes: Any = None  # a ProcessHost once `ferry container exec` ran something
 
     # -- start-up -------------------------------------------------------------------------
     def initialise(self) -> float:
@@ -159,6 +160,18 @@ class ContainerRunner:
                     self.uplink.push("requeue", ids=take_back(self.inputs, frame["ids"]))
                 elif frame["k"] == "shutdown":
                     self.begin_drain()
+                elif frame["k"] in ("exec.start", "exec.stdin", "exec.kill"):  # `ferry container exec` (processes.py)
+                    self._process_host().on_push(frame)
+
+    def _process_host(self) -> Any:
+        """Commands run in this container by `ferry container exec`, started on the reader
+        thread, which lives as long as the container (processes.py)."""
+        if self._processes is None:
+            from .processes import ProcessHost
+
+            self._processes = ProcessHost(self.uplink)
+            self._processes.workdir = os.getcwd()
+        return self._processes
 
     def stop_fetching_inputs(self) -> None:
         """Take no input after those running now: the server stops sending (and drains this

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from . import credential_cmds, sandbox_cmds
+from . import credential_cmds, sandbox_cmds, shell_cmd
 from . import (
     app_cmds, container_cmds, dict_cmds, image_cmds, queue_cmds, run_cmds, secret_cmds, serve_cmds, server_cmds,
     setup_cmd, token_cmds, volume_cmds,
@@ -23,6 +23,7 @@ cli = typer.Typer(
 )
 run_cmds.register(cli)
 setup_cmd.register(cli)
+shell_cmd.register(cli)
 cli.add_typer(app_cmds.cli, name="app")
 cli.add_typer(container_cmds.cli, name="container")
 cli.add_typer(server_cmds.cli, name="server")

@@ -14,11 +14,13 @@ import typer
 from rich.table import Table
 
 from .._client import Client
+from .container_exec import exec_command
 from .errors import guard
 from .logs_view import LogFilter, LogPrinter
 from .output import console, json_option, print_json
 
 cli = typer.Typer(help="List, inspect and stop the containers of running and deployed apps.", no_args_is_help=True)
+cli.command("exec")(exec_command)  # `ferry container exec ID -- CMD` (container_exec.py)
 out = console()
 
 # `--json` documents of `ferry container list`: these keys, always (times in epoch seconds)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..exception import ExecutionError, InvalidError, NotFoundError, PermissionDeniedError
-from .access import EVERYONE, Principal, Role
+from .access import ADMIN_ONLY, EVERYONE, Principal, Role
 from .connection import Connection
 from .model import App
 from .runtimes import ContainerSpec, ExitStatus
@@ -66,12 +66,15 @@ class SandboxState(str, enum.Enum):
 
 @dataclass(eq=False)
 class Exec:
-    """A command running in a sandbox (`exec`), or the sandbox's entrypoint (id = the sandbox's)."""
+    """A command running in a sandbox (`exec`), the sandbox's entrypoint (id = the sandbox's),
+    or a command run in a function's container (`ferry container exec`: `host` is that
+    container's connection)."""
 
     id: str
     owner: Connection | None
     started: asyncio.Future
     returncode: int | None = None
+    host: Connection | None = None
 
 
 @dataclass(eq=False)
@@ -119,12 +122,14 @@ class SandboxService:
         self._server = server  # its apps, runtime, images, credentials, GPUs and logs (at request time)
         self.sandboxes: dict[str, Sandbox] = {}
         self._by_container: dict[str, Sandbox] = {}
+        self._container_execs: dict[str, Exec] = {}  # `ferry container exec` commands, by exec id
 
     # -- registration (server/api.py builds the tables) -------------------------------------
     def handlers(self) -> dict[str, Handler]:
-        return {f"sandbox.{name}": getattr(self, name) for name in (
+        handlers = {f"sandbox.{name}": getattr(self, name) for name in (
             "create", "exec", "stdin", "wait", "terminate", "get", "list", "set_tags",
             "attach", "started", "io", "exited")}
+        return {**handlers, "container.exec": self.container_exec, "container.stdin": self.container_stdin}
 
     @staticmethod
     def shapes() -> dict[str, Shape]:
@@ -135,7 +140,7 @@ class SandboxService:
                                "tags": optional(dict), "name": optional(str)},
             "sandbox.exec": {**ref, "exec_id": required(str), "argv": required(list, items=str), "workdir": optional(str),
                              "env": optional(dict), "pty": optional(bool), "timeout": optional(int, float),
-                             "stdout": optional(str), "stderr": optional(str)},
+                             "stdout": optional(str), "stderr": optional(str), "size": optional(list, items=int)},
             "sandbox.stdin": {**ref, "exec_id": required(str), "data": optional(bytes), "eof": optional(bool)},
             "sandbox.wait": {**ref, "timeout": optional(int, float)},
             "sandbox.terminate": ref,
@@ -146,6 +151,10 @@ class SandboxService:
             "sandbox.started": {"exec_id": required(str), "error": optional(str)},
             "sandbox.io": {"exec_id": required(str), "fd": required(int), "data": required(bytes)},
             "sandbox.exited": {"exec_id": required(str), "code": required(int)},
+            "container.exec": {"container_id": required(str), "exec_id": required(str),
+                               "argv": required(list, items=str), "pty": optional(bool), "size": optional(list, items=int),
+                               "workdir": optional(str), "env": optional(dict)},
+            "container.stdin": {"exec_id": required(str), "data": optional(bytes), "eof": optional(bool)},
         }
 
     @staticmethod
@@ -154,7 +163,8 @@ class SandboxService:
         checked per request); the supervisor's own requests are for its container only."""
         audiences = {f"sandbox.{name}": EVERYONE for name in (
             "create", "exec", "stdin", "wait", "terminate", "get", "list", "set_tags")}
-        return {**audiences, **{f"sandbox.{name}": SUPERVISOR_ONLY for name in ("attach", "started", "io", "exited")}}
+        return {**audiences, **{f"sandbox.{name}": SUPERVISOR_ONLY for name in ("attach", "started", "io", "exited")},
+                "container.exec": ADMIN_ONLY, "container.stdin": ADMIN_ONLY}
 
     # -- who may touch what ------------------------------------------------------------------
     def _app_of(self, principal: Principal) -> App | None:
@@ -382,7 +392,7 @@ class SandboxService:
         sandbox.supervisor.push("exec.start", exec_id=process.id, argv=list(args["argv"]),
                                 workdir=args.get("workdir"), env=env, pty=bool(args.get("pty")),
                                 timeout=args.get("timeout"), stdout=args.get("stdout") or "pipe",
-                                stderr=args.get("stderr") or "pipe")
+                                stderr=args.get("stderr") or "pipe", size=args.get("size"))
         await process.started
         return {"exec_id": process.id}
 
@@ -458,12 +468,18 @@ class SandboxService:
         sandbox.tags = _tags(args["tags"])
         return {}
 
-    # -- requests of the supervisor ----------------------------------------------------------
-    def _supervised(self, conn: Connection) -> Sandbox:
+    # -- requests of the supervisor (or of a function's container running a command) --------
+    def _hosted(self, conn: Connection, exec_id: str) -> tuple[Sandbox | None, Exec | None]:
+        """The sandbox whose supervisor `conn` is and its command `exec_id`; or, for a function's
+        container, the command it runs for `ferry container exec`."""
         sandbox = self._by_container.get(conn.principal.credential_id)
-        if sandbox is None or sandbox.supervisor is not conn:
-            raise PermissionDeniedError("Only a sandbox's supervisor sends this request.")
-        return sandbox
+        if sandbox is not None and sandbox.supervisor is conn:
+            return sandbox, sandbox.execs.get(exec_id)
+        process = self._container_execs.get(exec_id)
+        if process is not None and process.host is conn:
+            return None, process
+        raise PermissionDeniedError("Only a sandbox's supervisor (or the container running the command) sends "
+                                    "this request.")
 
     async def attach(self, conn: Connection, args: dict) -> dict:
         """The supervisor connected: it runs the entrypoint and takes exec requests from now on."""
@@ -481,23 +497,21 @@ class SandboxService:
         return {"sandbox_id": sandbox.id, "entrypoint": sandbox.entrypoint, "workdir": sandbox.workdir}
 
     async def started(self, conn: Connection, args: dict) -> dict:
-        sandbox = self._supervised(conn)
-        process = sandbox.execs.get(args["exec_id"])
+        sandbox, process = self._hosted(conn, args["exec_id"])
         if process is not None and not process.started.done():
             if args.get("error"):
-                sandbox.execs.pop(process.id, None)
+                (sandbox.execs if sandbox is not None else self._container_execs).pop(process.id, None)
                 process.started.set_exception(ExecutionError(args["error"]))
             else:
                 process.started.set_result(None)
         return {}
 
     async def io(self, conn: Connection, args: dict) -> dict:
-        sandbox = self._supervised(conn)
-        process = sandbox.execs.get(args["exec_id"])
+        sandbox, process = self._hosted(conn, args["exec_id"])
         if process is None:
             return {}
         data, fd = bytes(args["data"]), args["fd"]
-        if process.id == sandbox.id:  # the entrypoint's: kept for late readers, pushed to all
+        if sandbox is not None and process.id == sandbox.id:  # the entrypoint's: kept for late readers, pushed to all
             if sandbox.output_bytes + len(data) <= OUTPUT_KEPT:
                 sandbox.output.append((fd, data))
                 sandbox.output_bytes += len(data)
@@ -509,9 +523,66 @@ class SandboxService:
         return {}
 
     async def exited(self, conn: Connection, args: dict) -> dict:
-        sandbox = self._supervised(conn)
-        process = sandbox.execs.get(args["exec_id"])
+        sandbox, process = self._hosted(conn, args["exec_id"])
         if process is not None and process.returncode is None:
             process.returncode = args["code"]
-            self._exit_push(sandbox, process, args["code"])
+            if sandbox is not None:
+                self._exit_push(sandbox, process, args["code"])
+            else:
+                self._container_exec_ended(process, args["code"])
         return {}
+
+    # -- `ferry container exec`: commands in a function's container (administrators) -----------
+    async def container_exec(self, conn: Connection, args: dict) -> dict:
+        """Start `argv` in a running function container (named by its id or a unique start of
+        it); its output is pushed to this connection as for `sandbox.exec`. The command is
+        killed if this connection closes."""
+        containers = self._server.containers.containers
+        wanted = args["container_id"]
+        matches = [c for cid, c in containers.items() if cid == wanted] or \
+                  [c for cid, c in containers.items() if cid.startswith(wanted)]
+        if not matches:
+            sandbox = next((s for s in self.sandboxes.values() if wanted in (s.id, s.container_id)), None)
+            if sandbox is not None:
+                raise InvalidError(f"{wanted} is a sandbox's: use Sandbox.from_id({sandbox.id!r}).exec(...).")
+            raise NotFoundError(f"No running container {wanted!r}. See `ferry container list`.")
+        if len(matches) > 1:
+            raise InvalidError(f"{wanted!r} names {len(matches)} containers: give more of the id.")
+        container = matches[0]
+        if container.conn is None or container.conn.closed:
+            raise ExecutionError(f"Container {container.id} is not connected yet (it is {container.state.value}); "
+                                 "try again once it is ready.")
+        if not args["argv"]:
+            raise InvalidError("`ferry container exec ID -- CMD`: give a command.")
+        exec_id = args["exec_id"]
+        if not exec_id.startswith("ex-") or len(exec_id) > 64 or exec_id in self._container_execs:
+            raise InvalidError(f"Invalid or reused exec id {exec_id!r}.")
+        host = container.conn
+        process = Exec(id=exec_id, owner=conn, started=asyncio.get_running_loop().create_future(), host=host)
+        self._container_execs[exec_id] = process
+        host.on_close.append(lambda: self._container_exec_ended(process, -9))
+        conn.on_close.append(lambda: process.returncode is None and host.push("exec.kill", exec_id=exec_id))
+        host.push("exec.start", exec_id=exec_id, argv=list(args["argv"]), pty=bool(args.get("pty")),
+                  size=args.get("size"), workdir=args.get("workdir"), env=args.get("env") or {})
+        await process.started
+        return {"exec_id": exec_id, "container_id": container.id}
+
+    async def container_stdin(self, conn: Connection, args: dict) -> dict:
+        process = self._container_execs.get(args["exec_id"])
+        if process is None:  # it has ended: what it was sent is dropped, as by a closed pipe
+            return {}
+        if process.owner is not conn:
+            raise PermissionDeniedError(f"Command {args['exec_id']!r} was started by another connection.")
+        assert process.host is not None
+        process.host.push("exec.stdin", exec_id=process.id, data=bytes(args.get("data") or b""),
+                          eof=bool(args.get("eof")))
+        return {}
+
+    def _container_exec_ended(self, process: Exec, code: int) -> None:
+        if self._container_execs.pop(process.id, None) is None:
+            return
+        process.returncode = code
+        if not process.started.done():
+            process.started.set_exception(ExecutionError("The container ended before the command started."))
+        elif process.owner is not None:
+            process.owner.push("sandbox.exit", exec_id=process.id, code=code)

@@ -28,6 +28,7 @@ def _preload() -> None:
     import ferry._container.runner  # noqa: F401
     import ferry._container.uplink  # noqa: F401
     import ferry._container.user_code  # noqa: F401
+    import ferry._container.processes  # noqa: F401
     import ferry._container.sandbox  # noqa: F401
 
 
