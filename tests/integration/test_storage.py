@@ -14,6 +14,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -248,5 +249,22 @@ def test_a_full_disk_during_an_image_build_is_a_clear_error_and_the_server_keeps
         filler.unlink()
         with storage_build.app.run(show_logs=False):  # with space again, the same image builds
             assert storage_build.six_version.remote() == "1.16.0"
+    finally:
+        own.stop()
+
+
+def test_the_maintenance_pass_runs_on_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = ServerProcess.start(tmp_path / "home", extra_env={"FERRY_MAINTENANCE_INTERVAL": "0.5",
+                                                            "FERRY_GC_GRACE_SECONDS": "0"})
+    try:
+        own.use(monkeypatch)
+        client = Client.for_url(own.url)
+        orphan = client.request_sync("blob.put", data=b"collected by the periodic pass " + uuid.uuid4().bytes)
+        path = own.home / "blobs" / orphan[:2] / orphan
+        deadline = time.monotonic() + 60
+        while path.exists() and time.monotonic() < deadline:  # waits for the pass, not a fixed time
+            time.sleep(0.1)
+        assert not path.exists()
+        assert client.request_sync("server.status")["url"] == own.url
     finally:
         own.stop()
