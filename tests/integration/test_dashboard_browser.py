@@ -1,11 +1,14 @@
 """The live dashboard in a real headless browser (Debian's Chromium, driven by Playwright):
 after a workload (a call that logs, a failing call, a map), the overview shows the app, its
 functions, containers, recent calls with durations and the error, the logs and the GPUs; then,
-without a reload, a call in flight appears, finishes, and a new log line streams in.
+without a reload, a call in flight appears, finishes, a new log line streams in, and an
+image build shows while it runs and then as failed.
 Screenshots are kept under test-artifacts/dashboard/ in the repository root."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +22,7 @@ from .apps import dashboard_apps
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/test.sh installs it)
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 WAIT_MS = 30_000
+BROKEN_IMAGE = "tests/integration/apps/metrics_image.py::broken_image"  # its last step fails
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +77,8 @@ def test_the_dashboard_is_live_in_a_browser(browser, own_server: ServerProcess, 
             _expect_text(recent, "map")
             assert recent.locator("tr", has_text="square").first.inner_text().count("5 / 5") == 1
             _expect_text(page.locator("#containers"), "local")
+            live_containers = len(Client.for_url(own_server.url).request_sync("container.list"))
+            _expect_text(page.locator("#live-counts"), f"1 / {live_containers}")
             _expect_text(page.locator("#logs"), "chatty says before-load")
             gpus = page.locator("#gpus")
             _expect_text(gpus, "A10 (FERRY_GPUS override)")
@@ -91,8 +97,23 @@ def test_the_dashboard_is_live_in_a_browser(browser, own_server: ServerProcess, 
             _expect_text(recent, "waits")
             assert dashboard_apps.chatty.remote("after-load") == "after-load"
             _expect_text(page.locator("#logs"), "chatty says after-load")
-            assert page.evaluate("window.__notReloaded") is True
             _shot(page, "overview-live-updates")
+
+            # an image build shows while it runs (the process runtime builds a venv), then its outcome
+            build = subprocess.Popen([sys.executable, "-m", "ferry", "image", "build", BROKEN_IMAGE], cwd=REPO,
+                                     env=own_server.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                images = page.locator("#images")
+                _expect_text(images, "building")
+                _expect_text(images, "ferry-package-that-exists-nowhere")
+                _shot(page, "image-building")
+                assert build.wait(timeout=240) == 1  # the package exists nowhere
+            finally:
+                if build.poll() is None:
+                    build.kill()
+                    build.wait()
+            _expect_text(images.locator("tr", has_text="ferry-package-that-exists-nowhere"), "failed")
+            assert page.evaluate("window.__notReloaded") is True
     finally:
         page.close()
 

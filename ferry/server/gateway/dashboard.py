@@ -149,7 +149,8 @@ class Dashboard:
             ["GPUs", f"<span id='gpu-summary'>{_cell(info['gpus'])}</span>"],
             ["web endpoints", _cell(info["web_url"] + "/_/LABEL/")],
             ["started", _cell(_when(info.get("started")))],
-            ["live apps / containers", _cell(f"{info['apps']} / {info['containers']}")]])
+            ["live apps / containers",
+             f"<span id='live-counts'>{_cell(str(info['apps']) + ' / ' + str(info['containers']))}</span>"]])
         first = {"apps": _table(("name", "id", "state", "functions", "containers", "created"), rows) if rows
                  else "<p class='muted'>No apps yet: <code>ferry run</code> or <code>ferry deploy</code> one.</p>"}
         sections = "".join(

@@ -84,6 +84,11 @@ SCRIPT = """
   function render(s) {
     var gpuSummary = document.getElementById("gpu-summary");
     if (gpuSummary) { gpuSummary.textContent = s.server.gpus; }
+    var counts = document.getElementById("live-counts");
+    if (counts) {
+      var liveApps = s.apps.filter(function (a) { return a.state === "running" || a.state === "deployed"; });
+      counts.textContent = liveApps.length + " / " + s.containers.length;
+    }
     table("apps", s.apps, [
       ["name", function (a) { return appLink(a.name, a.id); }], ["id", function (a) { return a.id; }],
       ["state", function (a) { return state(a.state); }], ["functions", function (a) { return a.functions; }],
@@ -108,7 +113,8 @@ SCRIPT = """
       ["image", function (i) { return i.key ? i.key.slice(0, 12) : "-"; }], ["label", function (i) { return i.label; }],
       ["state", function (i) { return state(i.state || "-"); }], ["python", function (i) { return i.python_version; }],
       ["size", function (i) { return i.size ? (i.size / 1048576).toFixed(1) + " MiB" : "-"; }],
-      ["built", function (i) { return when(i.created); }]], "No images built yet.");
+      ["step", function (i) { return i.step || i.last_step; }],
+      ["when", function (i) { return when(i.created); }]], "No images built yet.");
     table("gpus", s.gpus, [
       ["index", function (g) { return g.index; }], ["type", function (g) { return g.type; }],
       ["name", function (g) { return g.name; }], ["memory", function (g) { return g.memory_mb + " MiB"; }],

@@ -6,7 +6,8 @@
                                log    each new log line of any app (the last HISTORY_LINES first)
 
 A snapshot: `{server, apps, functions, containers, calls: {in_flight, recent}, images, gpus}`
-(times in epoch seconds). It holds what `ferry app list`, `ferry container list` and
+(times in epoch seconds); `images` lists the builds running now (state `building`, with the
+step they are at), then the last RECENT_IMAGES images built or failed. It holds what `ferry app list`, `ferry container list` and
 `ferry image list` show, and never a secret value (function settings are not part of it). The
 gateway applies the dashboard's rule to both paths (login.py): open on loopback, a logged-in
 session beyond it (else 401).
@@ -96,8 +97,9 @@ class LiveFeed:
             "containers": [describe_container(c) for c in sorted(live, key=lambda c: c.started)],
             "calls": {"in_flight": sorted(in_flight, key=lambda c: c["started"]),
                       "recent": list(reversed(server.scheduler.recent))},
-            "images": [{key: record.get(key) for key in ("key", "label", "state", "python_version", "size",
-                                                         "created", "last_step")} for record in reversed(images)],
+            "images": server.images.building.list() + [
+                {key: record.get(key) for key in ("key", "label", "state", "python_version", "size", "created",
+                                                  "last_step")} for record in reversed(images)],
             "gpus": [{"index": d.index, "type": d.type, "name": d.name, "memory_mb": d.memory_mb,
                       "free": d.index in free} for d in server.gpus.devices],
         }

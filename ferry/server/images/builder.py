@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,34 @@ log = logging.getLogger("ferry.server")
 Emit = Callable[[dict[str, Any]], None]
 CONTAINER_HOME = "/var/lib/ferry"
 """FERRY_HOME inside sandbox containers; the source mount is bound at `<it>/mounts/<digest>`."""
+
+
+class BuildsInProgress:
+    """The builds running now, as the dashboard lists them: `{key, label, state: "building",
+    step ("2/3 pip install six"), created}` per image that is building a step (an image found
+    in the cache never shows). Fed with each build's progress events, on the event loop."""
+
+    def __init__(self) -> None:
+        self._labels: dict[str, list[str]] = {}
+        self._building: dict[str, dict[str, Any]] = {}
+
+    def note(self, key: str, event: dict[str, Any]) -> None:
+        if event.get("event") == "plan":
+            self._labels[key] = list(event.get("labels") or [])
+        elif event.get("event") == "step" and event.get("state") == "building":
+            labels = self._labels.get(key, [])
+            index = int(event.get("index", 0))
+            label = labels[index] if index < len(labels) else ""
+            entry = self._building.setdefault(key, {"key": key, "label": " -> ".join(labels), "state": "building",
+                                                    "created": time.time()})
+            entry["step"] = f"{index + 1}/{len(labels)} {label}".strip()
+
+    def done(self, key: str) -> None:
+        self._labels.pop(key, None)
+        self._building.pop(key, None)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [dict(entry) for entry in self._building.values()]
 
 
 class Progress:
@@ -76,6 +105,7 @@ class ImageService:
         self._built: dict[str, BuiltImage] = {}
         self.metrics = metrics if metrics is not None else Metrics()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.building = BuildsInProgress()  # what the dashboard lists as building now
 
     # -- secrets of build steps -----------------------------------------------------------
     def resolve_secrets(self, wire: dict[str, Any], user: str) -> dict[str, Any]:
@@ -112,6 +142,7 @@ class ImageService:
             def threadsafe(event: dict[str, Any]) -> None:
                 if event.get("state") == "built":
                     steps_built[0] += 1
+                loop.call_soon_threadsafe(self.building.note, wire["key"], event)
                 if emit is not None:
                     loop.call_soon_threadsafe(emit, event)
 
@@ -122,6 +153,8 @@ class ImageService:
             except BuildFailed as failed:
                 self.metrics.image_build_failures += 1
                 raise _describe(failed) from None
+            finally:
+                self.building.done(wire["key"])
             if steps_built[0]:  # an image found in the cache is no build
                 self.metrics.image_builds.observe(loop.time() - started)
             self._built[wire["key"]] = built
