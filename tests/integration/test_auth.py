@@ -29,7 +29,8 @@ def _admin_only_methods() -> list[str]:
     """Every request a container must be refused (the audiences declared by the handlers)."""
     audiences = {**_AUDIENCES, **VolumeService.audiences()}
     for module, name in (("ferry.server.dicts", "DictService"), ("ferry.server.queues", "QueueService"),
-                         ("ferry.server.container_rpc", "ContainerService")):
+                         ("ferry.server.container_rpc", "ContainerService"),
+                         ("ferry.server.sandboxes", "SandboxService")):
         try:
             service = getattr(__import__(module, fromlist=[name]), name)
         except (ImportError, AttributeError):
