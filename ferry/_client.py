@@ -27,6 +27,7 @@ from .exception import AuthError, ConnectionError, Error
 LogHandler = Callable[[dict[str, Any]], None]
 log = logging.getLogger("ferry.client")
 RECONNECTED = "control plane restarted; reconnected"
+ACK_HOLD = 0.002  # how long a call.ack may wait to leave with the next frame
 
 
 class ConnectionLost(ConnectionError):
@@ -92,6 +93,7 @@ class Client:
         self._reconnect_lock: asyncio.Lock | None = None
         self._gave_up: ConnectionError | None = None  # why the last reconnect failed (until a connect)
         self._background: asyncio.Task | None = None
+        self._held_acks: list[bytes] = []  # call.ack frames waiting for the next write (ack())
 
     # -- finding a client -----------------------------------------------------------------
     @classmethod
@@ -272,7 +274,11 @@ class Client:
         if not self.connected:
             raise ConnectionError(f"Not connected to the Ferry server at {self.url}.")
         assert self._writer is not None
-        self._writer.write(encode(message))
+        data = encode(message)
+        if self._held_acks:  # they leave first, in the same write
+            data = b"".join(self._held_acks) + data
+            self._held_acks.clear()
+        self._writer.write(data)
 
     async def drain(self) -> None:
         if self._writer is not None:
@@ -292,12 +298,19 @@ class Client:
 
     def ack(self, call_id: str, idxs: list[int] | None = None) -> None:
         """Tell the server this client has the outputs `idxs` of a call (None: all of them), so
-        that it forgets them; a lost connection is no error (a resumed call says it again)."""
-        try:
-            self.send({"t": "push", "k": "call.ack", "call": call_id,
-                       **({} if idxs is None else {"idxs": idxs})})
-        except ConnectionError:
-            pass
+        that it forgets them; a lost connection is no error (a resumed call says it again).
+        The acknowledgement waits up to ACK_HOLD for the next frame, to leave in one write
+        with it (a warm `.remote()` loop then writes once per call)."""
+        self._held_acks.append(encode({"t": "push", "k": "call.ack", "call": call_id,
+                                       **({} if idxs is None else {"idxs": idxs})}))
+        if len(self._held_acks) == 1:
+            asyncio.get_running_loop().call_later(ACK_HOLD, self._release_acks)
+
+    def _release_acks(self) -> None:
+        if self._held_acks and self.connected:
+            assert self._writer is not None
+            self._writer.write(b"".join(self._held_acks))
+        self._held_acks.clear()
 
     async def close(self) -> None:
         self._closing = True

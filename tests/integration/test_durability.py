@@ -163,18 +163,36 @@ def test_blocking_remote_running_when_the_server_dies_runs_again_and_returns_onc
             server.stop(signal.SIGKILL)
 
 
-def test_spawned_calls_survive_a_server_kill(tmp_path: Path, monkeypatch):
+def test_spawned_calls_survive_a_server_kill_in_the_middle_of_spawning(tmp_path: Path, monkeypatch):
+    """200 spawns, the server killed after the 50th: the spawns in flight are sent again (a call
+    id is started once), the rest wait for the new server, and every call has its result."""
     first = ServerProcess.start(tmp_path / "home")
     first.use(monkeypatch)
     servers = [first]
     try:
         deployed.deploy(name="test-durability-deployed")
-        calls = [triple.spawn(x) for x in range(200)]
+        calls: list[ferry.FunctionCall] = []
+        errors: list[BaseException] = []
+        spawner = threading.Thread(target=lambda: _capture(errors, lambda: calls.extend(
+            triple.spawn(x) for x in range(200))))
+        spawner.start()
+        wait_for(lambda: _spawned_rows(first) >= 50, "50 spawned calls")
         servers.append(kill_and_restart(first))
+        spawner.join(120)
+        assert not spawner.is_alive() and not errors, errors
+        assert len({c.object_id for c in calls}) == 200
         assert [ferry.FunctionCall.from_id(c.object_id).get(timeout=120) for c in calls] == [3 * x for x in range(200)]
+        assert _spawned_rows(servers[1]) == 200  # none started twice
     finally:
         for server in servers:
             server.stop(signal.SIGKILL)
+
+
+def _spawned_rows(server: ServerProcess) -> int:
+    import sqlite3
+
+    with sqlite3.connect(server.home / "state.db") as db:
+        return db.execute("SELECT COUNT(*) FROM spawned_calls").fetchone()[0]
 
 
 def test_container_killed_mid_input_is_retried_and_delivered_once(server, tmp_path: Path):
