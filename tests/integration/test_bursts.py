@@ -5,10 +5,13 @@ runs inputs one after another, `buffer_containers` keeps spare containers under 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import threading
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import ferry
 from ferry._client import Client
@@ -18,8 +21,20 @@ from ..conftest import ServerProcess
 app = ferry.App("test-bursts")
 
 
+def _wait_for_gate(gate: str) -> None:
+    """Hold the input until the test opens the gate (creates the file): the test does so once
+    the containers it expects are all ready, so which container runs what does not depend on
+    how fast containers start on a loaded machine."""
+    deadline = time.monotonic() + 120  # (a guard against a hang only)
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never opened {gate}")
+        time.sleep(0.02)
+
+
 @app.function(max_containers=10)
-def burst_ten(x: int) -> int:
+def burst_ten(x: int, gate: str) -> int:
+    _wait_for_gate(gate)
     time.sleep(0.2)
     return os.getpid()
 
@@ -32,14 +47,14 @@ def serial(x: int) -> dict:
 
 
 @app.function(max_containers=10, buffer_containers=2)
-def buffered(x: int) -> int:
-    time.sleep(3)
+def buffered(x: int, gate: str) -> int:
+    _wait_for_gate(gate)
     return os.getpid()
 
 
 @app.function(max_containers=5, buffer_containers=2)
-def buffered_capped(x: int) -> int:
-    time.sleep(3)
+def buffered_capped(x: int, gate: str) -> int:
+    _wait_for_gate(gate)
     return os.getpid()
 
 
@@ -47,9 +62,10 @@ deployed = ferry.App("test-bursts-deployed")
 
 
 @deployed.function(scaledown_window=2)
-def adjustable(x: int) -> int:
+def adjustable(x: int) -> dict:
     time.sleep(0.5)
-    return os.getpid()
+    # when it ended, on the host's clock (the process runtime), and in which container
+    return {"pid": os.getpid(), "container": os.environ["FERRY_CONTAINER_ID"], "end": time.time()}
 
 
 class Sampler:
@@ -87,6 +103,40 @@ def _entry(server, tag: str) -> dict:
     return entry
 
 
+def _container_records(server, ids: set[str]) -> list[dict]:
+    """The server's records of these containers (state.db: started, stopped, reason)."""
+    db = sqlite3.connect(f"file:{server.home / 'state.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = db.execute(f"SELECT id, started, stopped, reason FROM containers WHERE id IN "
+                          f"({','.join('?' * len(ids))})", sorted(ids)).fetchall()
+    finally:
+        db.close()
+    return [dict(zip(("id", "started", "stopped", "reason"), row)) for row in rows]
+
+
+@contextlib.contextmanager
+def _opened_when_ready(sampler: Sampler, count: int, tmp_path: Path) -> Iterator[str]:
+    """A gate file (see `_wait_for_gate`) that a thread creates once `count` containers of the
+    sampled function are ready at the same time."""
+    gate = tmp_path / "gate"
+    failed: list[BaseException] = []
+
+    def open_when_ready() -> None:
+        try:
+            wait_for(lambda: sum(c["state"] == "ready" for c in sampler.live()) >= count,
+                     f"{count} ready containers", timeout=120)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            failed.append(error)
+        gate.touch()  # (also on failure: the held inputs end and the test reports it)
+
+    opener = threading.Thread(target=open_when_ready, daemon=True)
+    opener.start()
+    yield str(gate)
+    opener.join(10)
+    if failed:
+        raise failed[0]
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> object:
     deadline = time.monotonic() + timeout
     while True:
@@ -98,10 +148,10 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) 
         time.sleep(0.05)
 
 
-def test_map_burst_uses_exactly_max_containers(server):
+def test_map_burst_uses_exactly_max_containers(server, tmp_path):
     with app.run(show_logs=False):
-        with Sampler(server, app.app_id, "burst_ten") as sampler:
-            pids = list(burst_ten.map(range(100)))
+        with Sampler(server, app.app_id, "burst_ten") as sampler, _opened_when_ready(sampler, 10, tmp_path) as gate:
+            pids = list(burst_ten.map(range(100), kwargs={"gate": gate}))
     assert len(pids) == 100
     assert len(set(pids)) == 10, sorted(set(pids))  # every container got work
     assert max(sampler.samples) == 10, sampler.samples  # and the limit was never overrun
@@ -118,19 +168,21 @@ def test_map_with_max_containers_one_runs_serially(server):
     assert max(sampler.samples) == 1, sampler.samples
 
 
-def test_buffer_containers_keep_spares_under_load(server):
-    """Four slow inputs need four containers; buffer_containers=2 adds two idle spares."""
+def test_buffer_containers_keep_spares_under_load(server, tmp_path):
+    """Four inputs held until six containers are ready need four containers; buffer_containers=2
+    adds two idle spares."""
     with app.run(show_logs=False):
-        with Sampler(server, app.app_id, "buffered") as sampler:
-            pids = list(buffered.map(range(4)))
+        with Sampler(server, app.app_id, "buffered") as sampler, _opened_when_ready(sampler, 6, tmp_path) as gate:
+            pids = list(buffered.map(range(4), kwargs={"gate": gate}))
     assert len(set(pids)) == 4, pids
     assert max(sampler.samples) == 6, sampler.samples  # required 4 + buffer 2
 
 
-def test_buffer_containers_are_bounded_by_max_containers(server):
+def test_buffer_containers_are_bounded_by_max_containers(server, tmp_path):
     with app.run(show_logs=False):
-        with Sampler(server, app.app_id, "buffered_capped") as sampler:
-            pids = list(buffered_capped.map(range(4)))
+        with (Sampler(server, app.app_id, "buffered_capped") as sampler,
+              _opened_when_ready(sampler, 5, tmp_path) as gate):
+            pids = list(buffered_capped.map(range(4), kwargs={"gate": gate}))
     assert len(set(pids)) == 4, pids
     assert max(sampler.samples) == 5, sampler.samples  # 4 + 2 capped at max_containers=5
 
@@ -146,16 +198,21 @@ def test_update_autoscaler_changes_a_deployed_function_without_redeploy(server):
         wait_for(lambda: len([c for c in sampler.live() if c["state"] == "ready"]) == 2,
                  "two warm containers after min_containers=2")
         warm = {c["id"] for c in sampler.live()}
-        assert fn.remote(0)  # served by a warm container: no new one started
+        served = fn.remote(0)  # served by a warm container: no new one started
         assert {c["id"] for c in sampler.live()} == warm
 
         fn.update_autoscaler(max_containers=1, min_containers=0)
-        changed = time.monotonic()
         wait_for(lambda: len(sampler.live()) <= 1, "scale-down to max_containers=1")
         wait_for(lambda: sampler.live() == [], "scale-down to zero after scaledown_window=2")
-        assert time.monotonic() - changed >= 1.5  # kept for (about) the 2 s window
+        # each was kept for its 2 s window: stopped (as the server recorded it) no sooner than
+        # 2 s after it became idle (after its last input ended; for the other, after it started)
+        records = {r["id"]: r for r in _container_records(server, warm)}
+        assert {r["reason"] for r in records.values()} == {"scaled down"}, records
+        for record in records.values():
+            assert record["stopped"] - record["started"] >= 2, record
+        assert records[served["container"]]["stopped"] - served["end"] >= 2, (records, served)
         with sampler:
-            pids = list(fn.map(range(4)))
+            pids = [r["pid"] for r in fn.map(range(4))]
         assert len(set(pids)) == 1, pids
         assert max(sampler.samples) == 1, sampler.samples
         assert _entry(server, "adjustable")["overrides"] == {"max_containers": 1, "min_containers": 0}

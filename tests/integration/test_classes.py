@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -65,13 +66,21 @@ class WithExit:
         return os.getpid()
 
 
+MEETING = threading.Barrier(4)  # per container: passed only by four inputs running at once
+
+
 @app.cls(max_containers=1)
 @ferry.concurrent(max_inputs=4)
 class Sleeper:
     @ferry.method()
-    def nap(self, seconds: float) -> int:
-        time.sleep(seconds)
+    def pid(self) -> int:
         return os.getpid()
+
+    @ferry.method()
+    def meet(self, timeout: float) -> dict:
+        """Wait until four inputs are in this method at the same time; BrokenBarrierError if
+        they never are within `timeout` (inputs run one after another)."""
+        return {"pid": os.getpid(), "arrived": MEETING.wait(timeout)}
 
 
 @app.cls()
@@ -191,12 +200,10 @@ def test_method_local_runs_enter_in_process():
 def test_concurrent_class_serves_inputs_at_once_in_one_container(server):
     with app.run(show_logs=False):
         sleeper = Sleeper()
-        warm_pid = sleeper.nap.remote(0)
-        started = time.monotonic()
-        pids = list(sleeper.nap.map([1.0] * 4))
-        elapsed = time.monotonic() - started
-    assert set(pids) == {warm_pid}
-    assert elapsed < 3.0, f"4 one-second inputs took {elapsed:.1f}s: they did not overlap"
+        warm_pid = sleeper.pid.remote()
+        met = list(sleeper.meet.map([60.0] * 4))  # (the timeout only guards against a hang)
+    assert {m["pid"] for m in met} == {warm_pid}
+    assert sorted(m["arrived"] for m in met) == [0, 1, 2, 3]  # all four were running at once
 
 
 def test_async_methods_and_async_enter(server):

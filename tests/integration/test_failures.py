@@ -68,8 +68,10 @@ def return_lock() -> Any:
 
 
 @app.function(timeout=1, max_containers=1)
-def sleep_then_pid(seconds: float) -> int:
+def sleep_then_pid(seconds: float, woke: str | None = None) -> int:
     time.sleep(seconds)
+    if woke is not None:  # the sleep's side effect: only a call that was not stopped gets here
+        Path(woke).write_text(str(os.getpid()))
     return os.getpid()
 
 
@@ -216,15 +218,34 @@ def test_unpicklable_return_value_raises_serialization_error(server):
 # -- timeouts ------------------------------------------------------------------------------
 
 
-def test_timeout_raises_and_replaces_the_container(server):
+def test_timeout_raises_and_replaces_the_container(server, tmp_path):
+    woke = tmp_path / "woke"
     with app.run(show_logs=False):
         first_pid = sleep_then_pid.remote(0)
-        started = time.monotonic()
-        with pytest.raises(FunctionTimeoutError, match="timeout"):
-            _within(HANG_LIMIT, lambda: sleep_then_pid.remote(10))
-        assert time.monotonic() - started < 9, "the call waited for the sleep instead of timing out"
+        with pytest.raises(FunctionTimeoutError, match="longer than the function's timeout of 1s"):
+            _within(HANG_LIMIT, lambda: sleep_then_pid.remote(10, str(woke)))
+        # the container was stopped in the sleep: once its process is gone, the sleep's side
+        # effect can never happen (had the call waited for the sleep, it would be there already)
+        _wait_gone(first_pid)
+        assert not woke.exists(), "the call waited for the sleep instead of timing out"
         second_pid = sleep_then_pid.remote(0)
     assert second_pid != first_pid
+    assert not woke.exists()
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait until process `pid` (a container of the process runtime) has ended."""
+    deadline = time.monotonic() + HANG_LIMIT  # (a guard against a hang only)
+    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        assert time.monotonic() < deadline, f"container process {pid} did not end"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 # -- retries -------------------------------------------------------------------------------
