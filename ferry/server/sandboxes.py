@@ -109,6 +109,23 @@ class Sandbox:
                 "returncode": self.returncode, "reason": self.reason, "container_id": self.container_id}
 
 
+def _size(value: Any) -> list[int] | None:
+    """A terminal's size: [rows, columns]."""
+    if value is None:
+        return None
+    if len(value) != 2 or not all(isinstance(v, int) and 1 <= v <= 65535 for v in value):
+        raise InvalidError(f"size takes [rows, columns] of a terminal, got {value!r}.")
+    return list(value)
+
+
+def _path(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("/") or "\0" in value:
+        raise InvalidError(f"{what} takes an absolute path, e.g. '/root/work'; got {value!r}.")
+    return value
+
+
 def _tags(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidError("Sandbox tags must be a dict of strings to strings, e.g. {'user': 'ada'}.")
@@ -222,9 +239,10 @@ class SandboxService:
         app = self._resolve_app(conn, args.get("app_id"))
         timeout = args.get("timeout")
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        if not 1 <= timeout <= MAX_TIMEOUT:
+        if isinstance(timeout, bool) or not 1 <= timeout <= MAX_TIMEOUT:
             raise InvalidError(f"Sandbox timeout must be between 1 and {MAX_TIMEOUT} seconds (24 h), got {timeout}.")
         tags = _tags(args.get("tags") or {})
+        workdir = _path(args.get("workdir"), "workdir")
         sandbox_id = "sb-" + secrets.token_hex(8)
         definition = await self._prepare(sandbox_id, args["definition"], conn)
         config = definition.get("config") or {}
@@ -237,7 +255,7 @@ class SandboxService:
                 raise ExecutionError("The GPUs this sandbox asks for are all in use by other containers; "
                                      "try again when one ends.")
         sandbox = Sandbox(id=sandbox_id, container_id="ct-" + secrets.token_hex(6), app=app,
-                          entrypoint=list(args.get("entrypoint") or []), workdir=args.get("workdir"),
+                          entrypoint=list(args.get("entrypoint") or []), workdir=workdir,
                           timeout=float(timeout), tags=tags, name=args.get("name"), gpu=gpu)
         sandbox.readers.add(conn)
         conn.on_close.append(lambda: sandbox.readers.discard(conn))
@@ -389,10 +407,15 @@ class SandboxService:
         process = Exec(id=exec_id, owner=conn, started=asyncio.get_running_loop().create_future())
         sandbox.execs[process.id] = process
         assert sandbox.supervisor is not None
+        timeout = args.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not 0 < timeout <= MAX_TIMEOUT):
+            raise InvalidError(f"exec timeout must be between 0 and {MAX_TIMEOUT} seconds, got {timeout!r}.")
+        streams = {name: args.get(name) or "pipe" for name in ("stdout", "stderr")}
+        if not set(streams.values()) <= {"pipe", "devnull"}:
+            raise InvalidError(f"stdout/stderr take 'pipe' or 'devnull', got {streams}.")
         sandbox.supervisor.push("exec.start", exec_id=process.id, argv=list(args["argv"]),
-                                workdir=args.get("workdir"), env=env, pty=bool(args.get("pty")),
-                                timeout=args.get("timeout"), stdout=args.get("stdout") or "pipe",
-                                stderr=args.get("stderr") or "pipe", size=args.get("size"))
+                                workdir=_path(args.get("workdir"), "workdir"), env=env, pty=bool(args.get("pty")),
+                                timeout=timeout, size=_size(args.get("size")), **streams)
         await process.started
         return {"exec_id": process.id}
 
@@ -417,6 +440,8 @@ class SandboxService:
             timeout = args.get("timeout")
             if timeout is not None and timeout <= 0:
                 return {"pending": True}
+            if timeout is not None:
+                timeout = min(timeout, MAX_TIMEOUT)  # (infinity waits as long as a sandbox may live)
             try:
                 await asyncio.wait_for(asyncio.shield(sandbox.ended.wait()), timeout)
             except asyncio.TimeoutError:
@@ -539,6 +564,12 @@ class SandboxService:
         killed if this connection closes."""
         containers = self._server.containers.containers
         wanted = args["container_id"]
+        if not wanted:
+            raise InvalidError("`ferry container exec ID -- CMD`: give a container id (`ferry container list`).")
+        size = _size(args.get("size"))
+        env = args.get("env") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise InvalidError("env takes a dict of strings to strings.")
         matches = [c for cid, c in containers.items() if cid == wanted] or \
                   [c for cid, c in containers.items() if cid.startswith(wanted)]
         if not matches:
@@ -563,7 +594,7 @@ class SandboxService:
         host.on_close.append(lambda: self._container_exec_ended(process, -9))
         conn.on_close.append(lambda: process.returncode is None and host.push("exec.kill", exec_id=exec_id))
         host.push("exec.start", exec_id=exec_id, argv=list(args["argv"]), pty=bool(args.get("pty")),
-                  size=args.get("size"), workdir=args.get("workdir"), env=args.get("env") or {})
+                  size=size, workdir=_path(args.get("workdir"), "workdir"), env=env)
         await process.started
         return {"exec_id": exec_id, "container_id": container.id}
 

@@ -20,15 +20,17 @@ from ferry.exception import ConnectionError as FerryConnectionError
 from ferry.server.api import _SHAPES
 from ferry.server.dicts import DictService
 from ferry.server.queues import QueueService
+from ferry.server.sandboxes import SandboxService
 from ferry.server.volume_rpc import VolumeService
 
 from ..conftest import ServerProcess
 
 # every method the server answers, except the one that stops it (tested on its own elsewhere)
 METHODS = sorted((set(_SHAPES) | set(VolumeService.shapes()) | set(DictService.shapes())
-                  | set(QueueService.shapes())) - {"server.shutdown"})
+                  | set(QueueService.shapes()) | set(SandboxService.shapes())) - {"server.shutdown"})
 ARGUMENT_NAMES = sorted({name for shapes in (_SHAPES, VolumeService.shapes(), DictService.shapes(),
-                                              QueueService.shapes()) for shape in shapes.values() for name in shape})
+                                              QueueService.shapes(), SandboxService.shapes())
+                         for shape in shapes.values() for name in shape})
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
