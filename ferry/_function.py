@@ -264,7 +264,10 @@ class Invocable:
         live = asyncio.Event()  # clear while the call is resumed on a new connection
         live.set()
         unanswered: dict[int, list[Any]] = {}  # inputs sent, no output yet: sent again if the server lacks them
-        got: set[int] = set()  # indices whose output arrived (a resumed call may push one twice)
+        # outputs that arrived: every index below got_below, and those in got (a resumed call
+        # may push one twice; memory stays bounded by the inputs in flight)
+        got: set[int] = set()
+        got_below = 0
         complete = False
 
         def send(items: list[list[Any]], last: bool = False) -> None:
@@ -318,7 +321,7 @@ class Invocable:
                 try:
                     await client.reconnect()
                     found = await client.request("call.resume", call_id=call_id, function_id=function_id,
-                                                 have=sorted(got))
+                                                 have=sorted(got), have_below=got_below)
                     break
                 except ConnectionLost:
                     continue
@@ -352,9 +355,12 @@ class Invocable:
                 ready: list[Any] = []
                 fresh: list[int] = []
                 for item in batch:
-                    if item["idx"] in got:
+                    if item["idx"] < got_below or item["idx"] in got:
                         continue
                     got.add(item["idx"])
+                    while got_below in got:
+                        got.remove(got_below)
+                        got_below += 1
                     fresh.append(item["idx"])
                     unanswered.pop(item["idx"], None)
                     state["received"] += 1

@@ -496,6 +496,8 @@ class API:
             call.owner, call.deliver = conn, deliver
             for idx in list(call.held):
                 deliver(Input(0, call, idx, {}), call.held.pop(idx))
+            if call.finished:
+                self.server.scheduler.calls.pop(call.id, None)
         else:
             call = Call(id=call_id, pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True,
                         durable=not pool.definition.get("is_generator"))
@@ -520,9 +522,10 @@ class API:
         return {"call_id": call.id}
 
     @rpc("call.resume", allow=EVERYONE, shape={"call_id": required(S), "function_id": required(S),
-                                               "have": required(list, items=int)})
+                                               "have": required(list, items=int), "have_below": optional(I)})
     async def call_resume(self, conn: Connection, args: dict) -> dict:
-        """A map's caller back after a lost connection, holding the outputs `have`: the call goes
+        """A map's caller back after a lost connection, holding the outputs `have` and those of
+        every index below `have_below`: the call goes
         on with this connection (the outputs kept for it are pushed now), and the answer names the
         inputs the server holds (`known`); the caller sends the others again. A call the server
         does not hold (its inputs were not yet written, or it was cancelled) starts afresh."""
@@ -532,7 +535,8 @@ class API:
             await self.function_map(conn, {"function_id": args["function_id"], "call_id": call_id})
             return {"known": []}
         call, indices = restored
-        have = set(args["have"])
+        below = int(args.get("have_below") or 0)
+        have = set(args["have"]) | {idx for idx in indices if idx < below}
         self.server.scheduler.forget(call, have)
         self.server.journal.ack(call.id, sorted(have & indices))
         call.owner = conn

@@ -361,8 +361,11 @@ class Server:
             return
         app.state = AppState.STOPPED
         self.store.set_app_state(app.id, "stopped")
+        ephemeral = app.state is AppState.RUNNING
         self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
         for function_id in app.objects.values():
+        if ephemeral:  # its definitions were kept for a restart of the server only
+            self.store.delete_app_definitions(app.id)
             self.schedules.forget(function_id)
         self.sandboxes.stop_app(app, reason)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]

@@ -149,6 +149,15 @@ class Store:
             if fid not in keep:
                 self._db.execute("DELETE FROM functions WHERE id=?", (fid,))
 
+    def delete_app_definitions(self, app_id: str) -> None:
+        """An app's function definitions and the pools derived from them (whose ids start with
+        their base's), in one transaction: an ephemeral app that stopped needs them no more."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for (fid,) in self._db.execute("SELECT id FROM functions WHERE app_id=?", (app_id,)).fetchall():
+                self._db.execute("DELETE FROM derived_pools WHERE substr(id, 1, ?) = ?", (len(fid), fid))
+            self._db.execute("DELETE FROM functions WHERE app_id=?", (app_id,))
+
     def upsert_derived(self, pool_id: str, base_id: str, params: bytes | None, overrides: dict) -> None:
         """A pool derived from a deployed function: a class instance (`params`) or a
         `with_options` variant (`overrides`)."""

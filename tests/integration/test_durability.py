@@ -116,6 +116,8 @@ def test_map_survives_a_server_kill_with_every_output_once_in_order(tmp_path: Pa
         # the second server resumed the call from its journal, and the call left nothing there
         assert "resumed 1 call(s)" in servers[1].log.read_text()
         wait_for(lambda: not _journal_rows(servers[1]), "the journal to be emptied")
+        # the run's app stopped with it: its definitions, kept for the restart, are gone
+        assert _rows(servers[1], "SELECT COUNT(*) FROM functions") == 0
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
@@ -124,11 +126,15 @@ def test_map_survives_a_server_kill_with_every_output_once_in_order(tmp_path: Pa
             server.stop(signal.SIGKILL)
 
 
-def _journal_rows(server: ServerProcess) -> int:
+def _rows(server: ServerProcess, query: str) -> int:
     import sqlite3
 
     with sqlite3.connect(server.home / "state.db") as db:
-        return db.execute("SELECT COUNT(*) FROM call_inputs").fetchone()[0]
+        return db.execute(query).fetchone()[0]
+
+
+def _journal_rows(server: ServerProcess) -> int:
+    return _rows(server, "SELECT COUNT(*) FROM call_inputs")
 
 
 def test_blocking_remote_running_when_the_server_dies_runs_again_and_returns_once(
@@ -189,10 +195,7 @@ def test_spawned_calls_survive_a_server_kill_in_the_middle_of_spawning(tmp_path:
 
 
 def _spawned_rows(server: ServerProcess) -> int:
-    import sqlite3
-
-    with sqlite3.connect(server.home / "state.db") as db:
-        return db.execute("SELECT COUNT(*) FROM spawned_calls").fetchone()[0]
+    return _rows(server, "SELECT COUNT(*) FROM spawned_calls")
 
 
 def test_container_killed_mid_input_is_retried_and_delivered_once(server, tmp_path: Path):
