@@ -25,7 +25,7 @@ def terminal_size() -> list[int] | None:
         size = os.get_terminal_size(sys.stdout.fileno())
     except OSError:
         return None
-    return [size.lines, size.columns]
+    return [size.lines, size.columns] if size.lines and size.columns else None  # (0 x 0: not known)
 
 
 def exit_status(code: int) -> int:
