@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import stat
-import statistics
 import subprocess
 import time
 import uuid
@@ -376,14 +375,11 @@ def test_bwrap_argv(rootfs: Path, tmp_path: Path) -> None:
     assert argv[-2:] == ["--", "python3"]
 
 
-def test_start_to_exit_is_fast(rootfs: Path) -> None:
-    spec = SandboxSpec([rootfs], ["python3", "-c", "pass"])
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        assert launch(spec).wait() == 0
-        times.append(time.perf_counter() - started)
-    assert statistics.median(times) < 0.25  # measured ~16 ms on a 2-core machine
+def test_launches_one_after_another_each_report_their_exit_code(rootfs: Path) -> None:
+    """(How fast a launch is belongs to bench/: bench/cold_start.py and bench/sandboxes.py.)"""
+    for code in (0, 3, 0, 7, 0):
+        spec = SandboxSpec([rootfs], ["python3", "-c", f"raise SystemExit({code})"])
+        assert launch(spec).wait() == code
 
 
 def test_interrupted_build_leaves_nothing(tmp_path: Path) -> None:
@@ -549,7 +545,7 @@ def test_pasta_ends_with_its_sandbox(rootfs: Path) -> None:
     assert os.stat(f"/proc/{pasta}").st_uid == SANDBOX_IDS.base  # never host root
     process.kill()
     process.wait()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # (waits for the event; the bound only guards a hang)
     while Path(f"/proc/{pasta}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{pasta}").exists() and not pid_file.exists()
@@ -579,7 +575,7 @@ def test_a_restarted_server_ends_the_pastas_left_behind(rootfs: Path, monkeypatc
     time.sleep(0.2)
     assert Path(f"/proc/{pasta}").exists()  # nobody ended it
     end_leftover_pastas()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # (waits for the event; the bound only guards a hang)
     while Path(f"/proc/{pasta}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{pasta}").exists()
@@ -612,6 +608,4 @@ def test_launch_async_with_pasta_on_uvloop(rootfs: Path) -> None:
         out, _ = await process.communicate()
         return out, await process.wait()
 
-    started = time.monotonic()
     assert uvloop.run(main()) == (b"2\n", 0)
-    assert time.monotonic() - started < 10
