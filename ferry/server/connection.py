@@ -41,7 +41,9 @@ class Connection:
         self._release_timer: asyncio.TimerHandle | None = None
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.closed:
+        # (a peer that went away before this connection noticed: its transport is closing, and
+        # uvloop refuses writes to it; e.g. the answer to a sandbox supervisor's last request)
+        if self.closed or self.writer.is_closing():
             return
         data = encode(message)
         if self._held:
@@ -62,7 +64,7 @@ class Connection:
 
     def _release(self) -> None:
         self._release_timer = None
-        if self._held and not self.closed:
+        if self._held and not self.closed and not self.writer.is_closing():
             self.writer.write(self._take_held())
 
     def _take_held(self) -> bytes:

@@ -21,6 +21,9 @@ class Writer:
     def close(self) -> None:
         self.closed = True
 
+    def is_closing(self) -> bool:
+        return self.closed
+
 
 def connection() -> tuple[Connection, Writer]:
     writer = Writer()
@@ -74,3 +77,18 @@ def test_outputs_and_lines_keep_their_order_and_close_sends_what_is_held():
     outputs = encode({"t": "push", "k": "outputs", "call": "ca-1", "items": [{"idx": 0, "status": "ok"}]})
     assert b"".join(writer.writes) == encode(log(0)) + encode(log(1)) + outputs + encode(log(2))
     assert writer.closed
+
+
+def test_frames_to_a_peer_that_went_away_are_dropped():
+    """The peer closed (its transport is closing) before the connection noticed: answers and
+    pushes to it are dropped, not written (uvloop raises on such a write)."""
+    async def scenario() -> Writer:
+        conn, writer = connection()
+        conn.send({"t": "res", "id": 1, "ok": True, "r": {}})
+        writer.closed = True  # the transport, not the Connection
+        conn.send({"t": "res", "id": 2, "ok": True, "r": {}})
+        conn.push_soon("log", text="late")
+        await asyncio.sleep(0.01)
+        return writer
+
+    assert len(asyncio.run(scenario()).writes) == 1
