@@ -65,6 +65,10 @@ def test_list_stop_and_logs(server: ServerProcess, tmp_path: Path) -> None:
         assert "warm" in old_logs and f"started 21 in {busy['id']}" in old_logs
         assert f"exit ran in {busy['id']}" in old_logs
         assert f"started 21 in {replacement['id']}" in _logs(server, replacement["id"])
+        as_json = run_cli(["container", "logs", busy["id"], "--json"], server)
+        records = [json.loads(line) for line in as_json.stdout.splitlines()]
+        assert records and all(set(r) == {"ts", "function", "container", "stream", "text"} for r in records)
+        assert {r["container"] for r in records} == {busy["id"]} and {r["function"] for r in records} == {"Worker"}
 
         missing = run_cli(["container", "stop", busy["id"]], server)
         assert missing.returncode == 1 and "No running container" in missing.stderr
