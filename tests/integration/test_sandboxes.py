@@ -257,3 +257,47 @@ def test_block_network_on_the_sandbox_runtime(sandbox_app: ferry.App) -> None:
     finally:
         blocked.terminate()
         connected.terminate()
+
+
+# -- more of the API ------------------------------------------------------------------------------
+def test_async_forms_stream_types_exec_timeout_and_pty(app: ferry.App) -> None:
+    import asyncio
+
+    from ferry.stream_type import StreamType
+
+    async def scenario() -> tuple:
+        sb = await ferry.Sandbox.create.aio(app=app)
+        p = await sb.exec.aio("sh", "-c", "echo a; echo b")
+        lines = [line async for line in p.stdout]
+        code = await p.wait.aio()
+        await sb.terminate.aio()
+        return lines, code
+
+    assert asyncio.run(scenario()) == (["a\n", "b\n"], 0)
+    sb = ferry.Sandbox.create(app=app)
+    try:
+        quiet = sb.exec("sh", "-c", "echo out; echo err >&2", stdout=StreamType.DEVNULL)
+        assert quiet.stdout.read() == "" and quiet.stderr.read() == "err\n" and quiet.wait() == 0
+        assert sb.exec("sleep", "1000", timeout=1).wait() == -9  # killed at its timeout
+        terminal = sb.exec("sh", "-c", "tty; stty size", pty=True)
+        out = terminal.stdout.read()
+        assert out.startswith("/dev/pts/") and terminal.wait() == 0
+        with pytest.raises(InvalidError, match="absolute path"):
+            sb.exec("true", workdir="relative")
+    finally:
+        sb.terminate()
+
+
+def test_from_name_and_sandboxes_end_with_their_app(server: ServerProcess) -> None:
+    running = ferry.App("test-sandboxes-ephemeral")
+    with running.run(show_logs=False):
+        sb = ferry.Sandbox.create("sleep", "1000", app=running, name="worker")
+        assert ferry.Sandbox.from_name("test-sandboxes-ephemeral", "worker").object_id == sb.object_id
+    with pytest.raises(SandboxTerminatedError, match="stopped"):
+        sb.wait()
+
+
+def test_the_example_runs(server: ServerProcess) -> None:
+    done = run_cli(["run", "examples/sandboxes.py"], server)
+    assert done.returncode == 0, done.stderr
+    assert "sandbox says: step 0\nsandbox says: step 1\nsandbox says: step 2\nexit code: 0\n" in done.stdout
