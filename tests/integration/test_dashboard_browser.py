@@ -114,6 +114,16 @@ def test_the_dashboard_is_live_in_a_browser(browser, own_server: ServerProcess, 
                     build.wait()
             _expect_text(images.locator("tr", has_text="ferry-package-that-exists-nowhere"), "failed")
             assert page.evaluate("window.__notReloaded") is True
+
+            # an app's page streams that app's new lines too
+            page.locator("#apps a", has_text="dashboard-browser").click()
+            page.wait_for_selector("#live-status.live", timeout=WAIT_MS)
+            page.evaluate("window.__notReloaded = true")
+            _expect_text(page.locator("#logs"), "chatty says after-load")  # from the page itself
+            assert dashboard_apps.chatty.remote("on-the-app-page") == "on-the-app-page"
+            _expect_text(page.locator("#logs"), "chatty says on-the-app-page")
+            assert page.evaluate("window.__notReloaded") is True
+            _shot(page, "app-page-live-logs")
     finally:
         page.close()
 

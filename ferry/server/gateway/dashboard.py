@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 from ...exception import NotFoundError
 from .dashboard_page import SCRIPT, SECTIONS
 from .exchange import Receive, Send
-from .live import LiveFeed, is_feed_path
+from .live import EVENTS_PATH, LiveFeed, is_feed_path
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -73,10 +73,12 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
-def _page(title: str, body: str, script: str = "") -> str:
+def _page(title: str, body: str, script: str = "", feed: str = "") -> str:
+    """A page; `script` runs at its end and follows the live feed `feed` names (default: all)."""
+    attributes = f' data-feed="{escape(feed, quote=True)}"' if feed else ""
+    tail = f"<script>{script}</script>" if script else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}{f'<script>{script}</script>' if script else ''}"
-            "</body></html>")
+            f"<style>{_CSS}</style></head><body{attributes}>{body}{tail}</body></html>")
 
 
 def _state(value: str) -> str:
@@ -186,7 +188,8 @@ class Dashboard:
                       for f in app["functions"] for c in f.get("containers") or []]
         logs = self.server.store.log_tail(app["app_id"], LOG_LINES)
         log_text = "\n".join(f"{_when(e['ts'])} {e['function'] or ''} {e['text'].rstrip()}" for e in logs)
-        body = (f"<p><a href='/'>&larr; overview</a></p><h1>{escape(app['name'])} {_state(app['state'])}</h1>"
+        body = (f"<p><a href='/'>&larr; overview</a></p><h1>{escape(app['name'])} {_state(app['state'])} "
+                "<span id='live-status'>static</span></h1>"
                 f"<p class='muted'>{escape(app['app_id'])}, created {escape(_when(app.get('created')))}</p>"
                 "<h2>Functions</h2>"
                 + _table(("function", "kind", "settings", "queued", "schedule (next run)", "web URL", "init error"),
@@ -194,9 +197,9 @@ class Dashboard:
                 + "<h2>Containers</h2>"
                 + (_table(("id", "function", "state", "inputs running", "started", "boot", "node"), containers)
                    if containers else "<p class='muted'>No containers.</p>")
-                + f"<h2>Logs <span class='muted'>(last {LOG_LINES} lines)</span></h2>"
-                + f"<pre>{escape(log_text) or '<span class=muted>No output yet.</span>'}</pre>")
-        return _page(f"{app['name']} - Ferry", body)
+                + f"<h2>Logs <span class='muted'>(the last {LOG_LINES} lines, then new ones live)</span></h2>"
+                + f"<pre id='logs'>{escape(log_text) or '<span class=muted>No output yet.</span>'}</pre>")
+        return _page(f"{app['name']} - Ferry", body, SCRIPT, feed=f"{EVENTS_PATH}?app={quote(app['app_id'])}")
 
     # -- pieces ---------------------------------------------------------------------------
     @staticmethod

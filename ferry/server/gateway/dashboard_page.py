@@ -1,6 +1,7 @@
-"""The overview page's script: it follows `/_dashboard/events` (live.py) and redraws the live
-sections from each `state` event, and appends each `log` event to the log view, so the page
-stays current without a reload. Plain JavaScript, no library, nothing fetched from elsewhere
+"""The dashboard pages' script: it follows `/_dashboard/events` (live.py; an app's page follows
+the feed its body's `data-feed` names, with that app's lines only) and redraws the overview's
+live sections from each `state` event, and appends each `log` event to the log view, so the
+page stays current without a reload. Plain JavaScript, no library, nothing fetched from elsewhere
 (the dashboard works offline). Every value is set as text (`textContent`), never as HTML.
 The EventSource reconnects by itself when the server restarts; `#live-status` says whether
 the page is live.
@@ -137,7 +138,7 @@ SCRIPT = """
   var status = document.getElementById("live-status");
   function live(on, text) { if (status) { status.textContent = text; status.className = on ? "live" : "offline"; } }
   if (!window.EventSource) { live(false, "static (this browser has no EventSource)"); return; }
-  var source = new EventSource("/_dashboard/events");
+  var source = new EventSource(document.body.dataset.feed || "/_dashboard/events");
   source.addEventListener("open", function () {
     var pre = document.getElementById("logs");
     if (pre) { pre.replaceChildren(); pre.dataset.empty = "yes"; }  // the stream sends the history again

@@ -4,6 +4,7 @@
     GET /_dashboard/events   server-sent events (text/event-stream):
                                state  a snapshot, at once and then every STATE_EVERY seconds
                                log    each new log line of any app (the last HISTORY_LINES first)
+    GET /_dashboard/events?app=APP_ID   the same, with the log lines of that app only (its page)
 
 A snapshot: `{server, apps, functions, containers, calls: {in_flight, recent}, images, gpus}`
 (times in epoch seconds); `images` lists the builds running now (state `building`, with the
@@ -19,6 +20,7 @@ import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from ..container_rpc import describe_container
 from ..model import ContainerState
@@ -64,7 +66,8 @@ class LiveFeed:
                 (b"cache-control", b"no-store")]})
             await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         elif scope["path"] == EVENTS_PATH and method == "GET":
-            await self.stream(receive, send)
+            query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+            await self.stream(receive, send, app_id=(query.get("app") or [None])[0])
         else:
             await respond(send, 404, f"No such feed: {scope['path']} (there are {STATE_PATH} and {EVENTS_PATH}).")
 
@@ -104,12 +107,13 @@ class LiveFeed:
                       "free": d.index in free} for d in server.gpus.devices],
         }
 
-    def history(self) -> list[dict[str, Any]]:
-        """The last HISTORY_LINES log lines of the apps the server holds, oldest first."""
+    def history(self, app_id: str | None = None) -> list[dict[str, Any]]:
+        """The last HISTORY_LINES log lines of the apps the server holds (or of `app_id`, also
+        once stopped), oldest first."""
         lines = []
-        for app in self.server.apps.values():
-            for entry in self.server.store.log_tail(app.id, HISTORY_LINES):
-                lines.append(self._log_event(app.id, entry["function"], entry["container_id"], entry["stream"],
+        for app in [app_id] if app_id else list(self.server.apps):
+            for entry in self.server.store.log_tail(app, HISTORY_LINES):
+                lines.append(self._log_event(app, entry["function"], entry["container_id"], entry["stream"],
                                              entry["ts"], entry["text"], seq=entry["seq"]))
         return sorted(lines, key=lambda line: line["seq"])[-HISTORY_LINES:]
 
@@ -120,11 +124,14 @@ class LiveFeed:
                 "container": container, "stream": stream, "ts": ts, "text": text, "seq": seq}
 
     # -- the stream -----------------------------------------------------------------------
-    async def stream(self, receive: Receive, send: Send) -> None:
-        """Server-sent events until the browser goes away or the gateway stops."""
+    async def stream(self, receive: Receive, send: Send, *, app_id: str | None = None) -> None:
+        """Server-sent events until the browser goes away or the gateway stops (log lines of
+        `app_id` only, when given)."""
         backlog: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         def on_line(entry: dict[str, Any]) -> None:
+            if app_id is not None and entry["app_id"] != app_id:
+                return
             if backlog.qsize() >= MAX_BACKLOG:
                 backlog.get_nowait()
             backlog.put_nowait(self._log_event(entry["app_id"], entry["function"], entry["container"],
@@ -138,7 +145,7 @@ class LiveFeed:
                 (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
                 (b"x-accel-buffering", b"no")]})
             await _event(send, "state", await self.snapshot())
-            for line in self.history():
+            for line in self.history(app_id):
                 await _event(send, "log", line)
             next_state = time.monotonic() + STATE_EVERY
             while not gone.done() and not closing.done():
