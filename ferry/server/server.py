@@ -134,6 +134,8 @@ class Server:
         if self.runtime.name == "ray":  # containers on other nodes: an address they can reach
             container_url = _config.get("advertise_url") or self.url
             self.runtime.tls_fingerprint = self.tls.fingerprint if self.tls is not None else None  # type: ignore[attr-defined]
+            self.runtime.read_blob = self.blobs.get  # type: ignore[attr-defined]  # image files for its nodes
+            self.runtime.build_timeout = _config.get("image_build_timeout")  # type: ignore[attr-defined]
         self.containers = ContainerManager(
             server_url=container_url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,

@@ -31,6 +31,7 @@ import pytest
 import ferry
 
 from ..conftest import ServerProcess, run_cli
+from .apps import cluster_images
 from .ray_cluster import Cluster, free_port
 
 pytest.importorskip("ray")
@@ -103,11 +104,11 @@ def square_web(x: int) -> dict[str, Any]:
     return {"square": x * x, "node": os.environ.get("FERRY_NODE_ID")}
 
 
-custom = ferry.App("test-cluster-custom-image")
+refused = ferry.App("test-cluster-refused-image")
 
 
-@custom.function(image=ferry.Image.debian_slim().pip_install("six"))
-def with_six() -> None:
+@refused.function(image=ferry.Image.debian_slim().run_commands("touch /should-not-exist"))
+def with_commands() -> None:
     return None
 
 
@@ -198,10 +199,49 @@ def test_a_node_with_that_gpu_joining_makes_it_placeable(ray_server, cluster):
     cluster.nodes.pop("b200").kill()
 
 
-def test_an_image_with_build_steps_is_refused_at_app_start(ray_server):
-    with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):
-        with custom.run(show_logs=False):
+def test_an_image_is_built_once_per_node_and_its_containers_see_it(ray_server, cluster):
+    """pip_install + env + workdir: four containers, each held until all four run, so that at
+    least two share a node (three nodes); each node built the venv once (its build journal)."""
+    cluster_images.barrier.clear()
+    with cluster_images.app.run(show_logs=False):
+        seen = list(cluster_images.six_on_a_node.map([4] * 4))
+    assert len({s["pid"] for s in seen}) == 4, seen
+    assert {(s["six"], s["greeting"], s["cwd"]) for s in seen} == {("1.16.0", "from the node's venv", "/tmp")}
+    caches = {s["cache"] for s in seen}
+    assert len(caches) < 4 and caches <= {str(node.cache) for node in cluster.nodes.values()}
+    for prefix in {s["prefix"] for s in seen}:  # <cache>/images/venvs/<key>: keyed as the process runtime
+        venv = Path(prefix)
+        assert venv.parent.parent.parent in {Path(c) for c in caches}
+        builds = venv.with_name(venv.name + ".builds").read_text().splitlines()
+        assert len(builds) == 1, builds  # one build per node, however many containers
+        assert "six==1.16.0" in venv.with_name(venv.name + ".logs").joinpath("1.log").read_text()
+
+
+def test_add_local_python_source_and_add_local_file_reach_the_node(ray_server, cluster):
+    try:
+        with cluster_images.app.run(show_logs=False):
+            seen = cluster_images.local_files.remote()
+    finally:
+        shutil.rmtree(Path(cluster_images.MOUNTED_FILE).parent, ignore_errors=True)
+    assert seen["pkgdemo"] == 41 and seen["data"] == "from the copied directory\n"
+    assert seen["pkgdemo_file"].startswith(f"{seen['cache']}/mounts/")  # written from blobs, per node
+
+
+def test_a_failing_build_step_on_a_node_reaches_the_caller(ray_server):
+    with cluster_images.app.run(show_logs=False):
+        with pytest.raises(ferry.exception.ExecutionError) as info:
+            cluster_images.never_built.remote()
+    message = str(info.value)
+    assert "Image build failed at step 2/2" in message and "exit code 1" in message, message
+    assert "--no-index" in message and "six" in message.split("last lines of output:")[1], message
+    assert ".logs/1.log on node " in message, message
+
+
+def test_steps_the_process_runtime_refuses_are_refused_at_app_start(ray_server):
+    with pytest.raises(ferry.exception.InvalidError, match="run_commands\\(\\) would change the host itself"):
+        with refused.run(show_logs=False):
             pass
+    assert not Path("/should-not-exist").exists()
 
 
 def test_calls_and_classes_work(ray_server):

@@ -22,16 +22,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ...exception import ExecutionError, InvalidError
+from ...exception import InvalidError
 from ..blobs import BlobStore
 from ..metrics import Metrics
 from ..runtimes.base import ContainerSpec
+from .commands import StepFailure, describe_failure
 from .files import materialise_mount
 from .layers import LayerStore
 from .model import BuiltImage, ImageMount
 from .sandbox_builder import BuildFailed, SandboxBackend, build_sandbox_image, check_packages
-from .sandbox_steps import StepFailure, kill_running
-from .venv_builder import VenvBackend
+from .sandbox_steps import kill_running
+from .venv_builder import ClusterBackend, VenvBackend
 
 log = logging.getLogger("ferry.server")
 Emit = Callable[[dict[str, Any]], None]
@@ -96,8 +97,10 @@ class ImageService:
         self.blobs = blobs
         self.mounts_root = home / "mounts"
         self.secrets = secrets
-        self.backend: SandboxBackend | VenvBackend
-        if runtime_name == "sandbox":
+        self.backend: SandboxBackend | VenvBackend | ClusterBackend
+        if runtime_name == "ray":  # each node builds the recipe (runtimes/ray/node_images.py)
+            self.backend = ClusterBackend(self.store)
+        elif runtime_name == "sandbox":
             self.backend = SandboxBackend(self.store, blobs, base_dir=base_dir, ca_bundle=ca_bundle,
                                           step_timeout=step_timeout, step_credentials=step_credentials)
         else:
@@ -178,6 +181,9 @@ class ImageService:
         written from the blob store on this host (once per content) for the runtime to bind."""
         wire = definition.get("image") or _default_image()
         image = await self.ensure(wire)
+        env = {**spec.env, "FERRY_IMAGE_RECIPE": image.recipe} if image.recipe else spec.env
+        if image.node_recipe is not None:  # the ray runtime: the node builds it and writes its files
+            return dataclasses.replace(spec, env=env, image=self._with_step_secrets(image))
         mounts = []
         for mount in wire.get("mounts") or []:
             host_dir = await asyncio.to_thread(materialise_mount, mount, self.blobs, self.mounts_root)
@@ -186,9 +192,18 @@ class ImageService:
         code_dir = None
         if code:
             code_dir = await asyncio.to_thread(materialise_mount, code, self.blobs, self.mounts_root)
-        env = {**spec.env, "FERRY_IMAGE_RECIPE": image.recipe} if image.recipe else spec.env
         return dataclasses.replace(spec, env=env, image=dataclasses.replace(image, mounts=tuple(mounts)),
                                    code_dir=code_dir)
+
+    def _with_step_secrets(self, image: BuiltImage) -> BuiltImage:
+        """The node's recipe with the environment of each step's secrets (`secret_env`, by step
+        index), resolved now as the control plane's own build would."""
+        assert image.node_recipe is not None
+        secret_env = {str(index): self._secret_env(step["args"]["secrets"], step["label"])
+                      for index, step in enumerate(image.node_recipe["steps"]) if step["args"].get("secrets")}
+        if not secret_env:
+            return image
+        return dataclasses.replace(image, node_recipe={**image.node_recipe, "secret_env": secret_env})
 
     def shutdown(self) -> None:
         """Stop builds in progress (their requests fail; nothing half-built is kept)."""
@@ -262,18 +277,8 @@ def _validate(wire: Any) -> None:
 
 
 def _describe(failed: BuildFailed) -> Exception:
-    error = failed.failure
-    where = f"step {failed.plan.index + 1}/{failed.total} ({failed.plan.label})"
-    if isinstance(error, StepFailure):
-        tail = "\n".join("    " + line for line in error.tail[-20:])
-        command = error.command if len(error.command) <= 300 else error.command[:300] + "…"
-        outcome = error.reason or f"exit code {error.code}"
-        return ExecutionError(
-            f"Image build failed at {where}: `{command}` failed ({outcome}). Earlier steps are "
-            f"cached; full log: `ferry image logs {failed.image_key[:12]}`.\n"
-            f"  command: {error.command}\n  {outcome}\n  last lines of output:\n{tail}"
-        )
-    if isinstance(error, (InvalidError, NotImplementedError)):
-        return type(error)(f"Image build failed at {where}: {error}")
-    log.warning("image build failed at %s", where, exc_info=error)
-    return ExecutionError(f"Image build failed at {where}: {type(error).__name__}: {error}")
+    error = describe_failure(failed, f"`ferry image logs {failed.image_key[:12]}`")
+    if not isinstance(failed.failure, (StepFailure, InvalidError, NotImplementedError)):
+        log.warning("image build failed at step %d (%s)", failed.plan.index + 1, failed.plan.label,
+                    exc_info=failed.failure)
+    return error

@@ -43,6 +43,9 @@ class BuiltImage:
     `python` is a host interpreter (a venv's, or the server's own for a plain image).
     `env` and `workdir` come from the image's steps; `recipe` is the SDK's recipe id (for
     `Image.imports()`); `mounts` are filled in per container (`ImageService.complete_spec`).
+    Ray runtime: nothing is built on the control plane; `node_recipe` is what each node's
+    agent builds (the wire recipe, its `build_id`, and per container the step secrets'
+    environments as `secret_env`), and `python` is empty.
     """
 
     key: str
@@ -54,3 +57,4 @@ class BuiltImage:
     python_version: str = ""
     mounts: tuple[ImageMount, ...] = ()
     pythonpath: tuple[str, ...] = ()
+    node_recipe: dict[str, Any] | None = field(default=None, repr=False)

@@ -21,7 +21,6 @@ import shlex
 import shutil
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,25 +35,16 @@ from ..runtimes.sandbox.ids import ensure_shifted, is_shifted, shift_tree
 from ..runtimes.sandbox.rootfs import PYTHON_SUITES, build_base_rootfs, python_source
 from ..volume_mounts import prepare_build
 from . import oci
+from .commands import RUNTIME_PACKAGES, BuildFailed, StepFailure, pip_command, runtime_requirements, uv_command
 from .files import materialise_files
 from .layers import LayerStore, tree_size
 from .model import BuiltImage, LayerPlan
 from .sandbox_steps import (
-    BUILD_DIR, FERRY_PACKAGE_DIR, RUN_FUNCTION, StepFailure, apt_command, build_env, pip_command,
-    run_sandboxed, runtime_command, scaffold, standalone_python_command, uv_command,
+    BUILD_DIR, FERRY_PACKAGE_DIR, RUN_FUNCTION, apt_command, build_env, run_sandboxed, runtime_command, scaffold,
+    standalone_python_command,
 )
 
 Log = Callable[[str], None]
-RUNTIME_PACKAGES = ("cloudpickle", "msgpack", "tzdata")
-"""What containers need besides Ferry: pickles must agree with the server's; tzdata gives
-`zoneinfo` its data in images without /usr/share/zoneinfo (Debian's slim bases have none)."""
-
-
-def runtime_requirements() -> list[str]:
-    """The server's own versions of what containers need besides Ferry (pickles must agree)."""
-    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]
-
-
 class SandboxBackend:
     """Builds one layer at a time; blocking (the ImageService calls it from a thread)."""
 
@@ -291,17 +281,6 @@ def standalone_python_failure(version: str, failure: StepFailure) -> StepFailure
                f"no download: {debian} (`debian_slim(python_version=...)`). Or set "
                f"FERRY_PYTHON_INSTALL_MIRROR on the server to a reachable mirror of those releases",
     )
-
-
-class BuildFailed(Exception):
-    """A step failed; earlier layers stay cached."""
-
-    def __init__(self, plan: LayerPlan, total: int, failure: BaseException, image_key: str) -> None:
-        super().__init__(str(failure))
-        self.plan = plan
-        self.total = total
-        self.failure = failure
-        self.image_key = image_key
 
 
 _LOCKS_GUARD = threading.Lock()

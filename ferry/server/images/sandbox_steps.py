@@ -20,12 +20,12 @@ import shlex
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..runtimes.sandbox.bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch
 from ..runtimes.sandbox.ids import shift_tree
+from .commands import StepFailure
 
 BUILD_DIR = "/tmp/.ferry-build"
 FERRY_PACKAGE_DIR = "/opt/ferry"
@@ -45,20 +45,6 @@ from ferry._container.volumes import mounted_for_build
 with mounted_for_build():  # its volumes= (if any), committed when it returns
     function(*args, **kwargs)
 """
-
-
-@dataclass
-class StepFailure(Exception):
-    """A build command failed: what ran, its exit code, and its last lines of output."""
-
-    command: str
-    code: int | None
-    tail: list[str]
-    reason: str = ""
-
-    def __str__(self) -> str:
-        what = self.reason or (f"exit code {self.code}" if self.code is not None else "no exit code")
-        return f"`{self.command}` failed ({what})"
 
 
 def scaffold(root: Path) -> Path:
@@ -86,42 +72,6 @@ def build_env(image_env: dict[str, str], ca_bundle: str, secret_env: dict[str, s
     env.update(image_env)
     env.update(secret_env)
     return env
-
-
-def pip_command(python: str, args: dict[str, Any], requirement_files: list[str]) -> str:
-    words = [python, "-m", "pip", "install"]
-    words += _index_options(args)
-    if args.get("pre"):
-        words.append("--pre")
-    for path in requirement_files:
-        words += ["-r", path]
-    words += args["packages"]
-    extra = args.get("extra_options") or ""
-    return shlex.join(words) + (f" {extra}" if extra else "")
-
-
-def uv_command(python: str, args: dict[str, Any], requirement_files: list[str]) -> str:
-    version = args.get("uv_version")
-    uv = f"uv=={version}" if version else "uv"
-    install = f"{shlex.quote(python)} -m pip install {shlex.quote(uv)}"
-    ensure = install if version else f"command -v uv >/dev/null 2>&1 || {install}"
-    words = ["uv", "pip", "install", "--system", "--python", python]
-    words += _index_options(args)
-    if args.get("pre"):
-        words += ["--prerelease", "allow"]
-    for path in requirement_files:
-        words += ["-r", path]
-    words += args["packages"]
-    extra = args.get("extra_options") or ""
-    return f"{ensure} && " + shlex.join(words) + (f" {extra}" if extra else "")
-
-
-def _index_options(args: dict[str, Any]) -> list[str]:
-    words = []
-    for option in ("index_url", "extra_index_url", "find_links"):
-        if args.get(option):
-            words += ["--" + option.replace("_", "-"), args[option]]
-    return words
 
 
 def apt_command(packages: list[str]) -> str:

@@ -5,9 +5,12 @@ actor then starts the container there with the process runtime's recipe (`python
 ferry._container` of the node's own Python, Ferry installed), forwards its raw output,
 signals it on request and reports how it ended. Nothing here reads the control plane's
 files: the container fetches its code (and volume chunks) over its own connection, into the
-node's cache directory (`FERRY_NODE_CACHE`).
+node's cache directory (`FERRY_NODE_CACHE`); the image's files come with the start
+(`missing_blobs`, `put_blobs`), and the agent builds the image's venv in that cache before it
+starts the container (node_images.py).
 
-    actor created (Ray placed it) --start--> container running --wait--> ExitStatus fields
+    actor created (Ray placed it) --missing_blobs/put_blobs--> --start (image built or found)-->
+        container running --wait--> ExitStatus fields
                                               \\-- signal(SIGTERM / SIGKILL) from the server
 
 A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL, so when
@@ -15,7 +18,8 @@ the actor's worker process dies (ray.kill, the node lost, the control plane's dr
 the kernel kills the container too.
 
 This module is imported on the nodes (by Ray, to run the actor): it imports nothing of the
-control plane beyond `volume_mounts` and `base`, which import no server state.
+control plane beyond `volume_mounts`, `base` and the image builder's node-safe modules
+(node_images.py), which import no server state.
 """
 
 from __future__ import annotations
@@ -74,14 +78,34 @@ class ContainerAgent:
 
         return ray.get_runtime_context().get_node_id()
 
+    async def missing_blobs(self, recipe: dict[str, Any]) -> list[str]:
+        """Digests of the image's files this node needs and lacks (node_images.py)."""
+        from .node_images import NodeImages
+
+        return await asyncio.to_thread(NodeImages(node_cache_dir()).missing, recipe)
+
+    async def put_blobs(self, blobs: dict[str, bytes]) -> None:
+        """Keep image files the control plane sent (checked against their digests)."""
+        from .node_images import NodeImages
+
+        await asyncio.to_thread(NodeImages(node_cache_dir()).put, blobs)
+
     async def start(self, launch: dict[str, Any]) -> dict[str, Any]:
-        """Start the container; return where it runs (`node_id`, `pid`)."""
-        from ...volume_mounts import prepare_process
+        """Build (or find) the container's image on this node and start the container; return
+        where it runs (`node_id`, `pid`) and its image (`image`: key, built, python)."""
+        from ...volume_mounts import PreparedVolumes, prepare_process
+        from .node_images import NodeImages
 
         cache = node_cache_dir()
         node_id = self._node_id()
         env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_PREFIXES)}
-        env.update(launch.get("image_env") or {})
+        image = None
+        if launch.get("image"):  # a failed build raises the build's error (the step, its output's tail)
+            image = await asyncio.to_thread(NodeImages(cache).prepare, launch["image"], launch["build_timeout"],
+                                            f"node {node_id}")
+            env.update(image.env)
+            if image.pythonpath:
+                env["PYTHONPATH"] = os.pathsep.join([*image.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         env.update(launch["env"])
         env.update({
             "FERRY_SERVER_URL": launch["server_url"],
@@ -103,17 +127,22 @@ class ContainerAgent:
                         "FERRY_GPU_TYPE": launch["gpu_type"]})
         else:
             env.pop("CUDA_VISIBLE_DEVICES", None)
-        argv = [sys.executable, "-m", "ferry._container"]
+        argv = [image.python if image is not None else sys.executable, "-m", "ferry._container"]
         volumes = None
         if launch.get("volumes"):  # node-local views, bound in a private mount namespace
             volumes = prepare_process(tuple(launch["volumes"]), launch["container_id"], home=cache / "home")
             env.update(volumes.env)
-            argv = volumes.process_argv(argv)
             self._cleanup = volumes.remove
+        if image is not None and image.binds:  # add_local_dir/add_local_file, read-only
+            volumes = volumes or PreparedVolumes()
+            volumes.binds += image.binds
+        if volumes is not None:
+            argv = volumes.process_argv(argv)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
+                cwd=image.workdir if image is not None else None,
                 preexec_fn=_die_with_parent(ctypes.CDLL(None, use_errno=True).prctl, os.getpid()),
             )
         except OSError as exc:
@@ -123,7 +152,8 @@ class ContainerAgent:
         assert self._process.stdout is not None and self._process.stderr is not None
         self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
                          asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
-        return {"node_id": node_id, "pid": self._process.pid}
+        shown = {"key": image.key, "built": image.built, "python": image.python} if image is not None else None
+        return {"node_id": node_id, "pid": self._process.pid, "image": shown}
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         while True:

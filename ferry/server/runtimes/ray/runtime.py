@@ -8,7 +8,9 @@ dies takes its actors with it, and the awaited actor call raises, which ends the
 `ExitStatus(node_lost=True)` (its inputs are then retried elsewhere, see containers.py).
 
     start()  create the actor (returns at once; Ray may still be looking for a node)
-    wait()   actor.start (placed, process started) -> actor.wait, forwarding raw output
+    wait()   the image's files the node lacks (actor.missing_blobs -> actor.put_blobs, from the
+             blob store) -> actor.start (image built or found on the node, process started)
+             -> actor.wait, forwarding raw output
     terminate / kill   SIGTERM / SIGKILL to the container's process group through the actor;
                        an actor not yet placed is simply killed
 """
@@ -20,12 +22,14 @@ import logging
 import os
 import signal
 import socket
-import sys
-from typing import Any
+from typing import Any, Callable
 
+from .... import exception as ferry_errors
 from ....exception import InvalidError
+from ...images.venv_recipe import check_recipe
 from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
 from .gpus import ClusterGPUs
+from .node_images import BLOB_BATCH_BYTES
 
 log = logging.getLogger("ferry.server")
 
@@ -33,7 +37,6 @@ DEFAULT_CPU = 0.25        # num_cpus of a container that does not ask for cpu=
 CONNECT_TIMEOUT = 5.0     # seconds to reach the cluster's address before ray.init
 KILL_GRACE = 5.0          # after SIGKILL through the agent, the actor itself is killed
 UNAVAILABLE_GRACE = 30.0  # seconds an actor may be unreachable (not dead) before it counts as lost
-_SUPPORTED_STEPS = ("debian_slim",)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -79,6 +82,8 @@ class RayRuntime(Runtime):
         self.address = address
         self._host, self._port = parse_address(address)
         self.tls_fingerprint: str | None = None  # set by the server when it serves TLS
+        self.read_blob: Callable[[str], bytes] | None = None  # set by the server: its blob store's get
+        self.build_timeout = 3600.0  # set by the server: FERRY_IMAGE_BUILD_TIMEOUT, per step
         self.gpus = ClusterGPUs(self._nodes)
         self._agent: Any = None
 
@@ -132,27 +137,17 @@ class RayRuntime(Runtime):
                                "as plain processes on the cluster's nodes. Remove block_network=True.")
 
     def check_function(self, tag: str, definition: dict[str, Any]) -> None:
+        """The process runtime's refusals (nodes build images as it does), except that
+        add_local_dir/add_local_file are bound at their paths on the node."""
         # (with_options(image=...) brings its image in the config it overrides; a FastAPI endpoint
         # of the bare image runs, as in the process runtime, on Ferry's own Python, which has it)
         image = (definition.get("image_for_process_runtime") or definition.get("image")
                  or (definition.get("config") or {}).get("image"))
-        if not image:
-            return
-        steps = image.get("steps") or []
-        custom = [s.get("label") or s.get("kind") for s in steps
-                  if s.get("kind") not in _SUPPORTED_STEPS or (s.get("args") or {}).get("python_version")]
-        if custom:
-            raise NotImplementedError(
-                f"{tag}'s image has build steps ({', '.join(map(str, custom))}); the ray runtime does not "
-                "build images on cluster nodes yet, so it runs only functions of the default image "
-                "(Image.debian_slim() with the nodes' Python and packages). Install what the function "
-                "needs on every node, or run this app on a server with the sandbox or process runtime."
-            )
-        if image.get("mounts"):
-            raise NotImplementedError(
-                f"{tag}'s image adds local files (add_local_*); the ray runtime does not ship them to "
-                "cluster nodes yet. Install the package on every node instead."
-            )
+        if image and image.get("steps"):
+            try:
+                check_recipe(image, mounts_at_paths=True)
+            except InvalidError as exc:
+                raise InvalidError(f"{tag}: {exc}") from None
 
     # -- containers -----------------------------------------------------------------------
     def _options(self, spec: ContainerSpec) -> dict[str, Any]:
@@ -177,30 +172,32 @@ class RayRuntime(Runtime):
             raise InvalidError("The ray runtime is not connected to its cluster (the server is starting "
                                "or stopping).")
         image = spec.image
-        if image is not None and (image.python != sys.executable or image.pythonpath or image.mounts):
-            # check_function refuses such images at app start; never run one with the wrong environment
-            raise NotImplementedError("The ray runtime does not build images on cluster nodes yet: this "
-                                      "function's image is not the default image.")
+        if image is not None and image.node_recipe is None:
+            raise InvalidError("The ray runtime runs only images its nodes build (the server's image "
+                               "service gave it an image built on the control plane).")
         launch = {
             "container_id": spec.container_id,
             "function_id": spec.function_id,
             "server_url": spec.server_url,
             "tls_fingerprint": self.tls_fingerprint,
             "env": dict(spec.env),
-            "image_env": dict(image.env) if image is not None else {},
+            "image": image.node_recipe if image is not None else None,  # built by the node's agent
+            "build_timeout": self.build_timeout,
             "gpu_type": spec.gpu_type,
             "volumes": [dict(v) for v in spec.volumes],
         }
         actor = self._agent.options(**self._options(spec)).remote()
-        return RayHandle(actor, launch, on_output)
+        return RayHandle(actor, launch, on_output, self.read_blob)
 
 
 class RayHandle(ContainerHandle):
     """A container held by its actor. `node_id` is Ray's id of its node, once placed."""
 
-    def __init__(self, actor: Any, launch: dict[str, Any], on_output: OutputSink) -> None:
+    def __init__(self, actor: Any, launch: dict[str, Any], on_output: OutputSink,
+                 read_blob: Callable[[str], bytes] | None = None) -> None:
         self._actor = actor
         self._launch = launch
+        self._read_blob = read_blob
         self._on_output = on_output
         self.node_id: str | None = None
         self._started = False
@@ -212,9 +209,13 @@ class RayHandle(ContainerHandle):
 
         try:
             try:
+                await self._send_image_files()
                 placed = await self._actor.start.remote(self._launch)
-            except ray.exceptions.RayTaskError as exc:  # the agent could not start the process
+            except ray.exceptions.RayTaskError as exc:  # no image, or the agent could not start the process
                 self._on_output("stderr", f"ferry: {exc.cause if exc.cause else exc}\n")
+                return ExitStatus(code=None)
+            except (OSError, ferry_errors.Error) as exc:  # an image file missing from the blob store
+                self._on_output("stderr", f"ferry: could not send the image's files to the node: {exc}\n")
                 return ExitStatus(code=None)
             self.node_id = placed["node_id"]
             self._started = True
@@ -241,6 +242,21 @@ class RayHandle(ContainerHandle):
         finally:
             self._done = True
             self._release()
+
+    async def _send_image_files(self) -> None:
+        """The image's files the node lacks, from the control plane's blob store to the agent."""
+        recipe = self._launch.get("image")
+        if not recipe or self._read_blob is None:
+            return
+        missing = await self._actor.missing_blobs.remote(recipe)
+        batch: dict[str, bytes] = {}
+        for digest in missing:
+            batch[digest] = await asyncio.to_thread(self._read_blob, digest)
+            if sum(map(len, batch.values())) >= BLOB_BATCH_BYTES:
+                await self._actor.put_blobs.remote(batch)
+                batch = {}
+        if batch:
+            await self._actor.put_blobs.remote(batch)
 
     async def _wait_for_exit(self) -> dict[str, Any]:
         """The agent's `wait`, asked again while Ray says the actor is only unreachable for now
