@@ -28,6 +28,7 @@ _FUNCTION_OPTIONS = (
     "image", "gpu", "cpu", "memory", "timeout", "retries", "secrets", "volumes", "schedule",
     "min_containers", "max_containers", "buffer_containers", "scaledown_window", "keep_warm",
     "concurrency_limit", "container_idle_timeout", "allow_concurrent_inputs", "block_network",
+    "enable_memory_snapshot",
 )
 
 

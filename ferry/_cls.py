@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ._client import Client
 from ._function import Invocable, request_variant
-from ._partial import BATCHED, CONCURRENT, ENTER, METHOD, WEB, PartialFunction, lifecycle_methods
+from ._partial import BATCHED, CONCURRENT, ENTER, METHOD, WEB, PartialFunction, enter_methods
 from ._serialization import serialize_args
 from ._sync import run_sync, synced
 from ._unsupported import dashboard_url
@@ -229,7 +229,7 @@ class Obj:
             raise ExecutionError(f"Class {self._cls._tag!r} was looked up by name; it has no local code.")
         if self._local is None:
             instance = bind_parameters(user_cls, self._params)
-            for name in lifecycle_methods(user_cls, ENTER):
+            for name in [*enter_methods(user_cls, snap=True), *enter_methods(user_cls, snap=False)]:
                 getattr(instance, name)()
             self._local = instance
         return self._local

@@ -71,13 +71,16 @@ def method(_warn_parentheses: Any = None, *, is_generator: bool | None = None) -
 
 
 def enter(_warn_parentheses: Any = None, *, snap: bool = False) -> Callable[[F], Any]:
-    """Run this method once when a container of the class starts (load models here)."""
+    """Run this method once when a container of the class starts (load models here). With
+    `snap=True` and `enable_memory_snapshot=True` on the class, it runs once into a memory
+    snapshot that later containers start from (docs/snapshots.md); `snap=True` hooks run
+    before the others."""
     _no_bare_use(_warn_parentheses, "enter")
-    if snap:
-        raise NotImplementedError("@enter(snap=True) (memory snapshots) is not supported by Ferry.")
+    if not isinstance(snap, bool):
+        raise InvalidError(f"@enter(snap=...) takes True or False, got {snap!r}.")
 
     def wrapper(f: Any) -> PartialFunction:
-        return _mark(f, ENTER, decorator="enter")
+        return _mark(f, ENTER, {"snap": snap}, decorator="enter")
 
     return wrapper
 
@@ -145,6 +148,12 @@ def check_batching(owner: str, max_inputs: int | None, methods: dict[str, "Parti
             raise InvalidError(f"{owner}: a class with a @ferry.batched method ({batched_names[0]}) "
                                f"cannot have other methods ({others}): every input of its containers "
                                "goes into a batch. Put the other methods on another class.")
+
+
+def enter_methods(cls: type, *, snap: bool) -> list[str]:
+    """The `@enter` methods of `cls` with `snap=True` (or not), in definition order."""
+    return [name for name in lifecycle_methods(cls, ENTER)
+            if bool(getattr(cls, name).params.get("snap")) is snap]
 
 
 def lifecycle_methods(cls: type, flag: str) -> list[str]:

@@ -96,6 +96,7 @@ def function_config(
     container_idle_timeout: float | None = None,
     allow_concurrent_inputs: int | None = None,
     block_network: bool = False,
+    enable_memory_snapshot: bool = False,
     stacklevel: int = 4,
 ) -> dict[str, Any]:
     """Check options and return the function's config (what the control plane stores)."""
@@ -138,6 +139,10 @@ def function_config(
         raise InvalidError(f"block_network= takes True or False, got {block_network!r}.")
     if block_network:  # no network but the control plane: needs the sandbox runtime
         config["block_network"] = True
+    if not isinstance(enable_memory_snapshot, bool):
+        raise InvalidError(f"enable_memory_snapshot= takes True or False, got {enable_memory_snapshot!r}.")
+    if enable_memory_snapshot:  # containers start from a snapshot of the imports and snap hooks
+        config["enable_memory_snapshot"] = True
 
     _check_image(image)
     if gpu is not None:

@@ -24,6 +24,8 @@ from .. import _config
 from .._protocol import FrameSocket, hello
 from .._running import current as current_ids, input_ids, register_container, serving, set_current
 from .._serialization import deserialize_args, serialize, serialize_exception
+from .._partial import enter_methods
+from . import snapshot
 from .uplink import LogStream, Uplink
 from .user_code import apps_in, load_target, materialise_mount
 
@@ -53,9 +55,12 @@ class ContainerRunner:
 
     # -- start-up -------------------------------------------------------------------------
     def initialise(self) -> float:
-        """Import the code and run @enter; returns seconds spent in @enter."""
-        mount = self.definition.get("mount")
-        code_root = materialise_mount(mount, self.fetch_blob) if mount else None
+        """Import the code and run @enter (only the `snap=False` hooks in a container restored
+        from a memory snapshot, which has done the rest); returns seconds spent in @enter."""
+        restored = snapshot.restored(self.definition)
+        if restored is None:
+            mount = self.definition.get("mount")
+            code_root = materialise_mount(mount, self.fetch_blob) if mount else None
         if os.environ.get("FERRY_VOLUME_MOUNTS"):  # volumes hold their files before user code runs
             from . import volumes
 
@@ -64,13 +69,18 @@ class ContainerRunner:
 
         install_modal_alias(force=True)  # user code runs on Ferry, even with the real `modal` in the image
         os.environ.setdefault("FERRY_IS_CONTAINER", "1")
-        self.target = load_target(self.definition, code_root)
+        self.target = restored.target if restored is not None else load_target(self.definition, code_root)
         self._hydrate_apps()
         started = time.perf_counter()
         if self.definition.get("kind") == "class":
-            self.instance = self._instantiate()
-            for hook in self._lifecycle_methods("enter"):
-                self._call_sync(hook)
+            if restored is not None:
+                self.instance = restored.instance
+            else:
+                self.instance = self._instantiate()
+                for name in enter_methods(type(self.instance), snap=True):
+                    self._call_sync(getattr(self.instance, name))
+            for name in enter_methods(type(self.instance), snap=False):
+                self._call_sync(getattr(self.instance, name))
         self._start_web_hosts()
         return time.perf_counter() - started
 

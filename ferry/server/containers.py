@@ -11,6 +11,8 @@ its pool fail with the reason, and further starts back off so a broken import ca
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 import secrets
 from pathlib import Path
@@ -20,7 +22,7 @@ from .auth import Authenticator
 from .gpu_inventory import GPUAllocator, unplaceable_message
 from .logs import LogHub
 from .model import Container, ContainerState, OutputStatus, Pool, now
-from .runtimes import ContainerSpec, ExitStatus, Runtime
+from .runtimes import ContainerSpec, ExitStatus, Runtime, snapshots
 from .scheduler import Scheduler
 from .secrets import SecretStore
 from .store import Store
@@ -29,6 +31,14 @@ log = logging.getLogger("ferry.server")
 
 DRAIN_GRACE_SECONDS = 30.0
 MAX_START_BACKOFF = 60.0
+
+
+def snapshot_request(pool: Pool) -> dict[str, Any]:
+    """What a memory snapshot of `pool`'s containers is made of (runtimes/snapshots.py)."""
+    definition = pool.definition
+    return {"definition": {key: definition.get(key) for key in ("module", "qualname", "kind")},
+            "pickled": bool(definition.get("pickled")),
+            "params": base64.b64encode(pool.params).decode() if pool.params else None}
 
 
 class ContainerManager:
@@ -49,6 +59,7 @@ class ContainerManager:
         self.containers: dict[str, Container] = {}
         self._wake_autoscaler = wake_autoscaler
         self._tasks: set[asyncio.Task] = set()
+        self._snapshot_noted: set[str] = set()  # functions told their runtime makes no snapshots
 
     # -- starting -------------------------------------------------------------------------
     def spec_for(self, container: Container) -> ContainerSpec:
@@ -72,6 +83,7 @@ class ContainerManager:
             volumes=tuple(config.get("volumes") or ()),
             control_socket=self.control_socket,
             block_network=bool(config.get("block_network")),
+            snapshot=snapshot_request(container.pool) if config.get("enable_memory_snapshot") else None,
         )
 
     def start(self, pool: Pool) -> Container | None:
@@ -108,6 +120,12 @@ class ContainerManager:
             spec = self.spec_for(container)
             if self.images is not None:
                 spec = await self.images.complete_spec(spec, pool.definition)
+            unavailable = self.runtime.snapshots_unavailable() if spec.snapshot is not None else None
+            if unavailable:  # the containers start the ordinary way; said once per function
+                if (pool.base_id or pool.function_id) not in self._snapshot_noted:  # variants: once for all
+                    self._snapshot_noted.add(pool.base_id or pool.function_id)
+                    on_output("stderr", snapshots.notice(unavailable))
+                spec = dataclasses.replace(spec, snapshot=None)
             container.handle = await self.runtime.start(spec, on_output)
         except Exception as exc:
             log.warning("could not start a container for %s: %s", pool.tag, exc)

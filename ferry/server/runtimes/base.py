@@ -62,6 +62,9 @@ class ContainerSpec:
     # the module the container runs (`python -m`): a function's entrypoint, or a Sandbox's
     # supervisor (ferry/_container/sandbox.py)
     entry_module: str = "ferry._container"
+    # enable_memory_snapshot=True: what the snapshot's template imports and prepares
+    # ({definition: {module, qualname, kind}, params: base64 | None}; runtimes/snapshots.py)
+    snapshot: dict[str, Any] | None = None
 
     def gpu_env(self) -> dict[str, str]:
         """What tells CUDA which devices this container owns. The indices are NVML's, in PCI bus
@@ -129,6 +132,11 @@ class Runtime(abc.ABC):
     def check_function(self, tag: str, definition: dict[str, Any]) -> None:
         """Raise (NotImplementedError, InvalidError) when this runtime cannot run a function of
         this definition at all; called at app start."""
+
+    def snapshots_unavailable(self) -> str | None:
+        """Why containers of `enable_memory_snapshot=True` functions start the ordinary way on
+        this runtime; None when it makes and uses memory snapshots."""
+        return f"the {self.name} runtime does not make memory snapshots yet"
 
     @abc.abstractmethod
     def check(self, spec: ContainerSpec) -> None:

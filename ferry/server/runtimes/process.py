@@ -15,7 +15,9 @@ from ...exception import InvalidError
 from .base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime, inherited_environment
 from ..volume_mounts import prepare_process
 from .cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
-from .zygote import ZygoteError, ZygotePool
+from . import snapshots
+from .snapshots import SnapshotTemplates
+from .zygote import Zygote, ZygoteError, ZygotePool
 
 log = logging.getLogger("ferry.server")
 
@@ -103,10 +105,18 @@ class ProcessRuntime(Runtime):
 
     def __init__(self) -> None:
         self._zygotes = ZygotePool() if _config.get("zygote") else None
+        self._snapshots = SnapshotTemplates(_config.home() / "snapshots") if _config.get("zygote") else None
 
     async def close(self) -> None:
         if self._zygotes is not None:
             await self._zygotes.close()
+        if self._snapshots is not None:
+            await self._snapshots.close()
+
+    def snapshots_unavailable(self) -> str | None:
+        if self._snapshots is None:
+            return "FERRY_ZYGOTE=0 turns off the template processes memory snapshots are forked from"
+        return None
 
     def check(self, spec: ContainerSpec) -> None:
         if spec.memory_mb is not None or spec.cpu is not None:
@@ -150,7 +160,13 @@ class ProcessRuntime(Runtime):
         if spec.memory_mb is not None or spec.cpu is not None:
             cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
         forked = None  # (volumes are bound in a mount namespace of the container's own: no zygote)
-        if volumes is None:
+        if spec.snapshot is not None and self._snapshots is not None:  # enable_memory_snapshot=True
+            template, reason = await self._snapshots.template_for(spec, python, env, cwd, volumes is not None)
+            if reason:
+                on_output("stderr", snapshots.notice(reason))
+            if template is not None:
+                forked = await self._spawn(template, env, cwd, cgroup, spec.memory_mb, on_output, spec.entry_module)
+        elif volumes is None:
             forked = await self._fork(python, env, cwd, cgroup, spec.memory_mb, on_output, spec.entry_module)
         if forked is not None:
             return forked
@@ -191,6 +207,11 @@ class ProcessRuntime(Runtime):
         zygote = self._zygotes.ready_for(python, env) if self._zygotes is not None else None
         if zygote is None:
             return None
+        return await self._spawn(zygote, env, cwd, cgroup, memory_mb, on_output, module)
+
+    async def _spawn(self, zygote: Zygote, env: dict[str, str], cwd: str | None, cgroup: Cgroup | None,
+                     memory_mb: int | None, on_output: OutputSink, module: str) -> ProcessHandle | None:
+        """Fork the container from `zygote` (or a snapshot's template); None if it cannot."""
         try:
             pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [],
                                                              module)

@@ -90,9 +90,14 @@ class ZygotePool:
 class Zygote:
     """The server's side of one zygote process."""
 
-    def __init__(self, python: str, env: dict[str, str]) -> None:
+    def __init__(self, python: str, env: dict[str, str], *, snapshot: Path | None = None,
+                 log_path: Path | None = None, cwd: str | None = None) -> None:
         self.python = python
         self.env = env
+        self.snapshot = snapshot           # a memory snapshot's template: its spec (snapshots.py)
+        self.log_path = log_path           # where the template's own output goes (else nowhere)
+        self.cwd = cwd
+        self.failure = ""                  # why it could not start, once dead
         self.state = "starting"            # starting | ready | dead
         self.retry_at = 0.0
         self.pid: int | None = None
@@ -106,17 +111,25 @@ class Zygote:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [self.python, "-m", "ferry.server.runtimes.zygote_process", str(theirs.fileno())]
+        output: Any = asyncio.subprocess.DEVNULL
+        if self.snapshot is not None:
+            argv.append(str(self.snapshot))
+        if self.log_path is not None:
+            output = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it; closed below
         try:
             self._process = await asyncio.create_subprocess_exec(
-                self.python, "-m", "ferry.server.runtimes.zygote_process", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, env=self.env, start_new_session=True)
+                *argv, pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, stdout=output,
+                stderr=None if self.log_path is None else output, env=self.env, cwd=self.cwd,
+                start_new_session=True)
         except OSError as exc:
             ours.close()
             self._give_up(f"could not start: {exc}")
             return
         finally:
             theirs.close()
+            if self.log_path is not None:
+                output.close()
         ours.setblocking(False)
         self._sock = ours
         self._ready = loop.create_future()
@@ -156,6 +169,11 @@ class Zygote:
             os.close(out_w)
             os.close(err_w)
         return pid, self._exit_future(pid), out_r, err_r
+
+    @property
+    def has_children(self) -> bool:
+        """Whether containers it forked are still running (it reaps them and reports exits)."""
+        return bool(self._exits)
 
     def close(self) -> None:
         if self._process is not None and self._process.returncode is None:
@@ -251,6 +269,7 @@ class Zygote:
         self._exits.clear()
 
     def _give_up(self, reason: str) -> None:
+        self.failure = reason
         log.warning("container zygote for %s unavailable (%s); containers start without it", self.python, reason)
         if self._sock is not None:
             self._lost()

@@ -1,6 +1,8 @@
-"""What runs inside a zygote (`python -m ferry.server.runtimes.zygote_process FD`): import the
-container entrypoint once, then fork a container per request from the server (see zygote.py
-for the protocol). Single-threaded by design: it refuses to serve if an import started a thread.
+"""What runs inside a zygote (`python -m ferry.server.runtimes.zygote_process FD [SNAPSHOT]`):
+import the container entrypoint once, then fork a container per request from the server (see
+zygote.py for the protocol). Single-threaded by design: it refuses to serve if an import started
+a thread. With SNAPSHOT (a JSON file), it is a memory snapshot's template: it also imports the
+function's code and runs its `snap=True` hooks first (ferry/_container/snapshot.py).
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         os.environ.clear()
         os.environ.update(request["env"])
         time.tzset()
+        from ferry._container import snapshot
+
+        snapshot.after_fork()
         if request.get("cwd"):
             os.chdir(request["cwd"])
         sys.path[0] = os.getcwd()  # what `python -m` puts first
@@ -105,6 +110,17 @@ def main() -> None:
 
     control = socket.socket(fileno=int(sys.argv[1]))
     _preload()
+    if len(sys.argv) > 2:  # a memory snapshot's template
+        try:
+            from ferry._container import snapshot
+
+            snapshot.prepare(json.loads(Path(sys.argv[2]).read_text()))
+        except BaseException as exc:  # noqa: BLE001 - the server starts containers the ordinary way
+            import traceback
+
+            traceback.print_exc()  # into the snapshot's log
+            _send(control, {"op": "unsafe", "msg": f"making the snapshot failed: {exc!r}"})
+            sys.exit(1)
     if threading.active_count() > 1:  # forking with threads running is unsafe
         names = ", ".join(t.name for t in threading.enumerate())
         _send(control, {"op": "unsafe", "msg": f"threads running after imports: {names}"})

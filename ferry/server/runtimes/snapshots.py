@@ -1,0 +1,170 @@
+"""Memory snapshots for the process runtime: a template process per snapshot key.
+
+`enable_memory_snapshot=True` makes the first container of a function wait for a template: a
+zygote (zygote.py) that has also imported the function's code and, for a class, built its
+instance and run its `@enter(snap=True)` hooks (ferry/_container/snapshot.py). Every container
+of that function is then forked from it and runs only the `snap=False` hooks.
+
+    key = sha256(interpreter and its start-up settings, image, code, function or class,
+                 class parameters, Ferry's version)
+
+Anything else changes nothing the template holds: the image's environment is in the image's
+key, a changed hook is changed code. The template never sees what a container gets: secrets,
+its credential, GPUs (CUDA_VISIBLE_DEVICES is empty while the snapshot is made), volumes, the
+control plane. Templates live as long as the server (a restart makes them again, on first
+use); at most MAX_TEMPLATES are kept, the least recently used one without running containers
+going first.
+
+A snapshot that cannot be made or used (an import or hook raised, a thread was left running,
+a `serialized=True` function, a container with volumes) leaves the container to start the
+ordinary way; the reason reaches the function's logs once per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Mapping
+
+import ferry
+
+from .base import ContainerSpec, inherited_environment
+from .zygote import LOCALE_VARS, Zygote, interpreter_key
+
+log = logging.getLogger("ferry.server")
+
+MAX_TEMPLATES = 8
+MAKE_TIMEOUT = 900.0  # imports and snap hooks that load models take a while
+_LOG_TAIL_LINES = 12
+
+
+class SnapshotTemplates:
+    """The snapshot templates of one process runtime, made on first need."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._templates: OrderedDict[str, tuple[Zygote, asyncio.Task]] = OrderedDict()
+        self._failed: dict[str, str] = {}    # key -> why its snapshot cannot be made
+        self._told: set[str] = set()         # keys whose failure reached the function's logs
+
+    async def template_for(self, spec: ContainerSpec, python: str, env: Mapping[str, str],
+                           cwd: str | None, has_volumes: bool) -> tuple[Zygote | None, str]:
+        """The ready template for `spec`'s snapshot (made now, waiting for it, if it is the
+        first), or None and why not: the reason once per key, then ""."""
+        assert spec.snapshot is not None
+        key = snapshot_key(spec, python, env)
+        reason = _why_not(spec, has_volumes) or self._failed.get(key)
+        if reason:
+            return None, self._tell(key, reason)
+        entry = self._templates.get(key)
+        if entry is None or (entry[0].state == "dead" and entry[1].done()):
+            entry = self._make(key, spec, python, env, cwd)
+        self._templates.move_to_end(key)
+        zygote, task = entry
+        try:
+            await asyncio.wait_for(asyncio.shield(task), MAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            zygote.close()
+            zygote.failure = f"it was not ready after {MAKE_TIMEOUT:g} s"
+        if zygote.state != "ready":
+            self._failed[key] = self._failure(key, zygote)
+            self._templates.pop(key, None)
+            return None, self._tell(key, self._failed[key])
+        return zygote, ""
+
+    def _make(self, key: str, spec: ContainerSpec, python: str, env: Mapping[str, str],
+              cwd: str | None) -> tuple[Zygote, asyncio.Task]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        request = {"definition": spec.snapshot["definition"], "params": spec.snapshot.get("params"),
+                   "code_dir": str(spec.code_dir) if spec.code_dir else None}
+        path = self.root / f"{key}.json"
+        path.write_text(json.dumps(request))
+        image_env = spec.image.env if spec.image is not None else {}
+        zygote = Zygote(python, template_environment(env, image_env), snapshot=path,
+                        log_path=self.root / f"{key}.log", cwd=cwd)
+        task = asyncio.create_task(zygote.start())
+        self._templates[key] = (zygote, task)
+        self._evict()
+        return zygote, task
+
+    def _evict(self) -> None:
+        """Keep MAX_TEMPLATES: stop the least recently used ones that have no containers running."""
+        for key in list(self._templates):
+            if len(self._templates) <= MAX_TEMPLATES:
+                return
+            zygote, task = self._templates[key]
+            if task.done() and not zygote.has_children:
+                del self._templates[key]
+                asyncio.create_task(zygote.stop())
+
+    def _failure(self, key: str, zygote: Zygote) -> str:
+        tail = ""
+        try:
+            lines = (self.root / f"{key}.log").read_text(errors="replace").splitlines()
+            tail = "\n".join(lines[-_LOG_TAIL_LINES:])
+        except OSError:
+            pass
+        return (zygote.failure or "the template ended") + (f"\n{tail}" if tail else "")
+
+    def _tell(self, key: str, reason: str) -> str:
+        if key in self._told:
+            return ""
+        self._told.add(key)
+        return reason
+
+    async def close(self) -> None:
+        for zygote, task in self._templates.values():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await zygote.stop()
+        self._templates.clear()
+
+
+def snapshot_key(spec: ContainerSpec, python: str, env: Mapping[str, str]) -> str:
+    """What a snapshot depends on: the interpreter, the image, the code, the function or class
+    and its parameters, and Ferry's version."""
+    assert spec.snapshot is not None
+    image = spec.image
+    parts = {
+        "interpreter": interpreter_key(python, env),
+        "pythonpath": env.get("PYTHONPATH", ""),
+        "image": image.key if image is not None else "",
+        "code": str(spec.code_dir or ""),  # named by the digest of its files
+        "snapshot": spec.snapshot,
+        "ferry": ferry.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def template_environment(env: Mapping[str, str], image_env: Mapping[str, str]) -> dict[str, str]:
+    """The template's environment: the server's inherited one, the image's, and the
+    interpreter's start-up settings (PYTHONPATH with the image's sources); never the
+    container's secrets or credential, and no GPU (CUDA_VISIBLE_DEVICES is empty while the
+    snapshot is made)."""
+    base = {k: v for k, v in inherited_environment().items()
+            if not (k.startswith("PYTHON") or k in LOCALE_VARS)}
+    startup = {k: v for k, v in env.items() if k.startswith("PYTHON") or k in LOCALE_VARS}
+    return {**base, **image_env, **startup, "CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void",
+            "FERRY_IS_CONTAINER": "1"}
+
+
+def _why_not(spec: ContainerSpec, has_volumes: bool) -> str:
+    assert spec.snapshot is not None
+    if spec.snapshot.get("pickled"):
+        return ("a serialized=True function (or one defined inside another) has no module for a "
+                "snapshot to import")
+    if has_volumes:
+        return ("containers with volumes are not forked on the process runtime (their volumes are bound "
+                "in a mount namespace of their own)")
+    return ""
+
+
+def notice(reason: str) -> str:
+    """The log line of a snapshot that could not be made or used."""
+    return f"ferry: memory snapshot not used, the container starts the ordinary way: {reason}\n"
+
+
