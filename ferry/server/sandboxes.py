@@ -36,8 +36,13 @@ from .runtimes import ContainerSpec, ExitStatus
 from .shapes import Shape, optional, required
 
 if TYPE_CHECKING:
-    from .runtimes import ContainerHandle
-    from .server import Server
+    from .auth import Authenticator
+    from .containers import ContainerManager
+    from .gpu_inventory import GPUAllocator
+    from .images.builder import ImageService
+    from .logs import LogHub
+    from .runtimes import ContainerHandle, Runtime
+    from .secrets import SecretStore
 
 log = logging.getLogger("ferry.server")
 
@@ -132,11 +137,28 @@ def _tags(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+@dataclass
+class SandboxParts:
+    """What of the server sandboxes use (server.py wires them)."""
+
+    apps: dict[str, App]
+    runtime: "Runtime"
+    images: "ImageService"
+    auth: "Authenticator"
+    gpus: "GPUAllocator"
+    logs: "LogHub"
+    secrets: "SecretStore"
+    containers: Callable[[], "ContainerManager"]  # (made when the server starts listening)
+    # a function-like definition ready to start: secrets and volumes resolved, placement
+    # checked, image built (as app.create does for a function): (tag, definition, conn)
+    prepare: Callable[[str, dict, Connection], Awaitable[dict]]
+
+
 class SandboxService:
     """Sandboxes of this server: their containers, their processes and who reads them."""
 
-    def __init__(self, server: "Server") -> None:
-        self._server = server  # its apps, runtime, images, credentials, GPUs and logs (at request time)
+    def __init__(self, parts: SandboxParts) -> None:
+        self._parts = parts
         self.sandboxes: dict[str, Sandbox] = {}
         self._by_container: dict[str, Sandbox] = {}
         self._container_execs: dict[str, Exec] = {}  # `ferry container exec` commands, by exec id
@@ -189,7 +211,7 @@ class SandboxService:
         sandbox = self._by_container.get(principal.credential_id)
         if sandbox is not None:
             return sandbox.app
-        container = self._server.containers.containers.get(principal.credential_id)
+        container = self._parts.containers().containers.get(principal.credential_id)
         return container.pool.app if container is not None else None
 
     def _own_app(self, conn: Connection) -> App | None:
@@ -219,7 +241,7 @@ class SandboxService:
                 raise InvalidError("Sandbox.create() outside a container needs app=: pass a running app "
                                    "(inside `with app.run():`) or ferry.App.lookup('name', create_if_missing=True).")
             return own
-        app = self._server.apps.get(app_id)
+        app = self._parts.apps.get(app_id)
         if app is None:
             raise NotFoundError(f"No app {app_id!r}: is it still running? See `ferry app list`.")
         if own is not None and app is not own:
@@ -232,8 +254,8 @@ class SandboxService:
     async def create(self, conn: Connection, args: dict) -> dict:
         """Start a sandbox: build its image, start its container; answers once it is starting
         (the first `exec` waits until its supervisor is connected)."""
-        server = self._server
-        if server.runtime.name == "ray":
+        parts = self._parts
+        if parts.runtime.name == "ray":
             raise NotImplementedError("Sandboxes on the ray runtime are not built yet: run the server with the "
                                       "sandbox or process runtime to use ferry.Sandbox.")
         app = self._resolve_app(conn, args.get("app_id"))
@@ -244,13 +266,13 @@ class SandboxService:
         tags = _tags(args.get("tags") or {})
         workdir = _path(args.get("workdir"), "workdir")
         sandbox_id = "sb-" + secrets.token_hex(8)
-        definition = await self._prepare(sandbox_id, args["definition"], conn)
+        definition = await parts.prepare(sandbox_id, args["definition"], conn)
         config = definition.get("config") or {}
         gpu = None
         if config.get("gpu"):
             from .._gpu import GPURequest
 
-            gpu = server.gpus.allocate(GPURequest.from_dict(config["gpu"]))
+            gpu = parts.gpus.allocate(GPURequest.from_dict(config["gpu"]))
             if gpu is None:
                 raise ExecutionError("The GPUs this sandbox asks for are all in use by other containers; "
                                      "try again when one ends.")
@@ -263,8 +285,8 @@ class SandboxService:
         self._by_container[sandbox.container_id] = sandbox
         try:
             spec = await self._spec(sandbox, definition)
-            server.runtime.check(spec)
-            sandbox.handle = await server.runtime.start(spec, self._log_sink(sandbox))
+            parts.runtime.check(spec)
+            sandbox.handle = await parts.runtime.start(spec, self._log_sink(sandbox))
         except BaseException as exc:
             self._ended(sandbox, ExitStatus(code=None), SandboxState.FAILED, f"{type(exc).__name__}: {exc}")
             raise
@@ -272,25 +294,13 @@ class SandboxService:
         asyncio.create_task(self._watch(sandbox))
         return {"sandbox_id": sandbox.id}
 
-    async def _prepare(self, sandbox_id: str, definition: dict, conn: Connection) -> dict:
-        """The definition with secrets and volumes resolved and its image built, as for a
-        function of `app.create` (a missing secret or volume, or a GPU no machine has, fails)."""
-        from .images import rpc as image_rpc
-
-        server = self._server
-        specs = server.api._resolve_secrets([{"tag": sandbox_id, "definition": definition}])
-        specs = server.volumes.resolve_functions(specs)
-        server.check_placeable(sandbox_id, specs[0]["definition"])
-        specs = await image_rpc.build_functions(server, specs, conn, None)
-        return specs[0]["definition"]
-
     async def _spec(self, sandbox: Sandbox, definition: dict) -> ContainerSpec:
-        server, containers = self._server, self._server.containers
+        parts, containers = self._parts, self._parts.containers()
         config = definition.get("config") or {}
         env = {key: value for key, value in (definition.get("env") or {}).items() if value is not None}
         if config.get("secrets"):
-            env.update(server.secrets.environment(config["secrets"], f"sandbox {sandbox.id}"))
-        env["FERRY_CONTAINER_SECRET"] = server.auth.container_secret(sandbox.container_id)
+            env.update(parts.secrets.environment(config["secrets"], f"sandbox {sandbox.id}"))
+        env["FERRY_CONTAINER_SECRET"] = parts.auth.container_secret(sandbox.container_id)
         env["FERRY_SANDBOX_ID"] = sandbox.id
         gpu_type, gpu_indices = sandbox.gpu or (None, [])
         spec = ContainerSpec(
@@ -299,11 +309,11 @@ class SandboxService:
             gpu_indices=tuple(gpu_indices), volumes=tuple(config.get("volumes") or ()),
             control_socket=containers.control_socket, block_network=bool(config.get("block_network")),
             entry_module=SUPERVISOR_MODULE)
-        return await server.images.complete_spec(spec, definition)
+        return await parts.images.complete_spec(spec, definition)
 
     def _log_sink(self, sandbox: Sandbox) -> Callable[[str, str], None]:
         """The supervisor's own output (not its processes'), kept with the app's logs."""
-        logs = self._server.logs
+        logs = self._parts.logs
         return lambda stream, text: logs.add(sandbox.app.id, sandbox.id, sandbox.container_id, stream, text)
 
     async def _watch(self, sandbox: Sandbox) -> None:
@@ -374,9 +384,9 @@ class SandboxService:
                 f"Sandbox {sandbox.id} ended before it was ready ({sandbox.reason or sandbox.state.value})."))
             sandbox.attached.exception()  # (read: nobody may be waiting)
         if sandbox.gpu is not None:
-            self._server.gpus.release(sandbox.gpu[1])
+            self._parts.gpus.release(sandbox.gpu[1])
             sandbox.gpu = None
-        self._server.auth.forget_container(sandbox.container_id)
+        self._parts.auth.forget_container(sandbox.container_id)
         self._by_container.pop(sandbox.container_id, None)
         sandbox.ended.set()
         ended = [s for s in self.sandboxes.values() if s.ended.is_set()]
@@ -562,7 +572,7 @@ class SandboxService:
         """Start `argv` in a running function container (named by its id or a unique start of
         it); its output is pushed to this connection as for `sandbox.exec`. The command is
         killed if this connection closes."""
-        containers = self._server.containers.containers
+        containers = self._parts.containers().containers
         wanted = args["container_id"]
         if not wanted:
             raise InvalidError("`ferry container exec ID -- CMD`: give a container id (`ferry container list`).")

@@ -36,7 +36,7 @@ from .metrics import Metrics, render
 from . import named_objects
 from .model import App, AppState, Call, ContainerState, Input, OutputStatus, Pool
 from .runtimes import runtime_named
-from .sandboxes import SandboxService
+from .sandboxes import SandboxParts, SandboxService
 from .gateway import Gateway
 from .scheduler import Scheduler
 from .schedules import ScheduleRunner
@@ -91,7 +91,9 @@ class Server:
         self.rpc_services: list[Any] = [self.volumes]
         self.rpc_services += named_objects.services(home / "state.db")  # dict.*, queue.*
         self.rpc_services.append(ContainerService(lambda: self.containers, self.store, self.logs))  # container.*
-        self.sandboxes = SandboxService(self)  # sandbox.*: ferry.Sandbox (server/sandboxes.py)
+        self.sandboxes = SandboxService(SandboxParts(  # sandbox.*: ferry.Sandbox (server/sandboxes.py)
+            apps=self.apps, runtime=self.runtime, images=self.images, auth=self.auth, gpus=self.gpus, logs=self.logs,
+            secrets=self.secrets, containers=lambda: self.containers, prepare=self.prepare_definition))
         self.rpc_services.append(self.sandboxes)
         self.schedules = ScheduleRunner(self)
         self.gateway = Gateway(self)
@@ -323,6 +325,18 @@ class Server:
             raise InvalidError(message)
         return None
 
+    async def prepare_definition(self, tag: str, definition: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        """A function-like definition (a sandbox's) ready to start, as `app.create` makes each
+        function's: secrets and volumes resolved (a missing one fails, naming it), placement
+        checked, image built (progress pushed to `conn`)."""
+        from .images import rpc as image_rpc
+
+        specs = self.api._resolve_secrets([{"tag": tag, "definition": definition}])
+        specs = self.volumes.resolve_functions(specs)
+        self.check_placeable(tag, specs[0]["definition"])
+        specs = await image_rpc.build_functions(self, specs, conn, None)
+        return specs[0]["definition"]
+
     def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,
                     config_overrides: dict[str, Any], persist: bool = True) -> Pool:
         """A pool running `base`'s code for one class instance (`params`) or with some
@@ -361,13 +375,13 @@ class Server:
     async def stop_app(self, app: App, reason: str) -> None:
         if not app.live or self._shutting_down:  # (clients disconnecting as the server stops)
             return
+        ephemeral = app.state is AppState.RUNNING
         app.state = AppState.STOPPED
         self.store.set_app_state(app.id, "stopped")
-        ephemeral = app.state is AppState.RUNNING
-        self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
-        for function_id in app.objects.values():
         if ephemeral:  # its definitions were kept for a restart of the server only
             self.store.delete_app_definitions(app.id)
+        self.gateway.refresh()  # its endpoints stop answering now (or fall back to an older app)
+        for function_id in app.objects.values():
             self.schedules.forget(function_id)
         self.sandboxes.stop_app(app, reason)
         pools = [p for p in self.scheduler.pools.values() if p.app is app]
