@@ -4,7 +4,6 @@ request; `docs/architecture.md` lists them with their arguments and results."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import os
 import secrets
@@ -39,18 +38,10 @@ def rpc(name: str, *, allow: frozenset[Role] = ADMIN_ONLY, shape: Shape | None =
     return register
 
 
-def _holding_secrets(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Anonymous secrets the request stores are kept until it has answered (server/secrets.py):
-    its functions are installed only at its end."""
-    @functools.wraps(method)
-    async def holding(self: "API", conn: Connection, args: dict) -> Any:
-        with self.server.secrets.holding():
-            return await method(self, conn, args)
-
-    return holding
-
-
 S, I, B, N = str, int, bool, (int, float)
+# requests that store anonymous secrets before what uses them exists (functions installed at the
+# end of app.create, a sandbox's container started): they hold them until they answer
+HOLD_ANONYMOUS_SECRETS = frozenset({"app.create", "function.variant", "image.build", "sandbox.create"})
 FUNCTION_SPEC: Shape = {"tag": required(S), "definition": required(dict)}
 
 
@@ -92,6 +83,8 @@ class API:
                 audiences.update(service.audiences())
                 shapes.update(service.shapes() if hasattr(service, "shapes") else {})
             handlers = {name: checked(name, shapes.get(name), handler) for name, handler in handlers.items()}
+            for name in HOLD_ANONYMOUS_SECRETS & handlers.keys():  # (server/secrets.py)
+                handlers[name] = self.server.secrets.held_during(handlers[name])
             table = self._tables[role] = table_for(role, handlers, audiences)
         return table
 
@@ -225,7 +218,6 @@ class API:
     # -- apps -----------------------------------------------------------------------------
     @rpc("app.create", shape={"name": required(S), "kind": optional(S), "functions": optional(list, items=dict),
                               "progress_id": optional(S), "app_id": optional(S), "detach": optional(B)})
-    @_holding_secrets
     async def app_create(self, conn: Connection, args: dict) -> dict:
         """Create (or, for `deployed`, update) an app with its functions."""
         name: str = args["name"]
@@ -435,7 +427,6 @@ class API:
         return {"function_id": bound_id}
 
     @rpc("function.variant", allow=EVERYONE, shape={"function_id": required(S), "config": required(dict)})
-    @_holding_secrets
     async def function_variant(self, conn: Connection, args: dict) -> dict:
         """A pool running the same code with some options changed (`with_options`)."""
         base = self._pool(args["function_id"])
@@ -633,7 +624,6 @@ class API:
 
     # -- images (ferry/server/images/rpc.py) -----------------------------------------------
     @rpc("image.build", shape={"image": required(dict), "force": optional(B), "progress_id": optional(S)})
-    @_holding_secrets
     async def image_build(self, conn: Connection, args: dict) -> dict:
         return await image_rpc.image_build(self.server, conn, args)
 

@@ -14,7 +14,7 @@ Image layers, base root filesystems and venvs live outside the blob store and ar
 touched here (`ferry image rm` removes them). Mounts materialised for containers
 (`$FERRY_HOME/mounts/<digest>`, written from blobs, marked fresh at each container start) whose
 digest no root names go once they were last marked before the grace period and before the
-oldest live container started (a container draining after a redeploy keeps its old code).
+oldest live container or sandbox started (one draining after a redeploy keeps its old code).
 
 Sweep rule: a blob referenced by no root is deleted only when its modification time (last
 written, uploaded again, or reported present to an uploader: server/blobs.py) is older than
@@ -70,7 +70,7 @@ class Roots:
 
     values: list[Any] = field(default_factory=list)
     manifests: set[str] = field(default_factory=set)
-    oldest_container: float | None = None  # when the oldest live container started (epoch)
+    oldest_container: float | None = None  # when the oldest live container or sandbox started (epoch)
 
 
 def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
@@ -89,6 +89,7 @@ def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
             values.extend(entry.args for entry in list(container.inflight.values()))
     manifests = set(server.store.volume_manifests()) | {server.volumes.store.empty}
     starts = [c.started for c in list(server.containers.containers.values()) if c.state is not ContainerState.STOPPED]
+    starts += [box.created for box in list(server.sandboxes.sandboxes.values()) if not box.ended.is_set()]
     return Roots(values=values, manifests=manifests, oldest_container=min(starts, default=None))
 
 

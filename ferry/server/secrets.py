@@ -13,7 +13,7 @@ environment and are never logged, shown or put in a function definition:
 Anonymous secrets live as long as something refers to them: `drop_unused_anonymous` (called
 when an app stops, at server start and by the maintenance pass) deletes those that no live
 app's definition names, except those held by a request in progress (`holding()`: app.create,
-function.variant, image.build store them before the functions that use them are installed).
+function.variant, image.build and sandbox.create store them before what uses them exists).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -162,6 +162,14 @@ class SecretStore:
             _HELD.reset(token)
             self._held.subtract(names)
             self._held += Counter()  # (drops the names no request holds any more)
+
+    def held_during(self, handler: Callable[[Any, dict], Awaitable[Any]]) -> Callable[[Any, dict], Awaitable[Any]]:
+        """`handler` (of a request) run in `holding()`."""
+        async def holding(conn: Any, args: dict) -> Any:
+            with self.holding():
+                return await handler(conn, args)
+
+        return holding
 
     def drop_unused_anonymous(self, in_use: set[str]) -> int:
         """Delete the anonymous secrets not in `in_use` (names referred to by live apps) and
