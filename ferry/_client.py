@@ -157,7 +157,7 @@ class Client:
             if welcome.get("v") != PROTOCOL_VERSION:
                 raise ConnectionError(f"Protocol mismatch with server at {self.url}.")
             self._reader, self._writer = reader, writer
-            self._was_connected = True
+            self._was_connected, self._closing = True, False
             self._gave_up = None
             self.generation += 1
             asyncio.create_task(self._read_loop(reader))

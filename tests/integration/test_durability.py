@@ -126,6 +126,38 @@ def test_map_survives_a_server_kill_with_every_output_once_in_order(tmp_path: Pa
             server.stop(signal.SIGKILL)
 
 
+def test_a_run_whose_program_died_while_the_server_was_down_is_stopped_after_the_window(tmp_path: Path):
+    """The `ferry run` process is killed too: its app and the map's inputs come back with the
+    server, then the app is stopped and the journal emptied FERRY_RECONNECT_TIMEOUT later."""
+    first = ServerProcess.start(tmp_path / "home")
+    servers = [first]
+    script = tmp_path / "durable_map.py"
+    script.write_text(textwrap.dedent(MAP_SCRIPT))
+    child = subprocess.Popen([sys.executable, "-m", "ferry", "run", str(script)], env=first.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "halfway"
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)
+        assert _journal_rows(first) > 0  # (read with the server down: what the new one reloads)
+        second = ServerProcess.start(first.home, port=first.port, extra_env={"FERRY_RECONNECT_TIMEOUT": "3"})
+        servers.append(second)
+        assert "resumed 1 call(s)" in second.log.read_text()
+        wait_for(lambda: _rows(second, "SELECT COUNT(*) FROM apps WHERE name='test-durable-map' "
+                                       "AND state='stopped'") == 1, "the app to be stopped")
+        wait_for(lambda: not _journal_rows(second), "the journal to be emptied")
+        assert _rows(second, "SELECT COUNT(*) FROM functions") == 0
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        for server in servers:
+            server.stop(signal.SIGKILL)
+
+
 def _rows(server: ServerProcess, query: str) -> int:
     import sqlite3
 
