@@ -138,3 +138,5 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only report what w
               f"{verb} {blobs['removed']} unreferenced ({size(blobs['removed_bytes'])}); kept "
               f"{blobs['recent_unreferenced']} unreferenced ones younger than the grace period "
               f"({blobs['grace_seconds']:.0f} s, FERRY_GC_GRACE_SECONDS).")
+    if blobs.get("mounts_removed"):
+        out.print(f"Source mounts materialised for containers {verb}: {blobs['mounts_removed']}.")

@@ -96,8 +96,9 @@ def log_bytes(db_path: Path) -> int:
     """Bytes of the database's pages that hold logs (the table and its index)."""
     db = sqlite3.connect(str(db_path), isolation_level=None, timeout=30)
     try:
-        row = db.execute("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('logs', 'logs_by_app')").fetchone()
-        return int(row[0] or 0)
+        # (one b-tree per query: SQLite then reads only that b-tree's pages)
+        return sum(int(db.execute("SELECT SUM(pgsize) FROM dbstat WHERE name=?", (name,)).fetchone()[0] or 0)
+                   for name in ("logs", "logs_by_app"))
     except sqlite3.OperationalError:  # a SQLite built without the dbstat table: the text's size
         return int(db.execute("SELECT SUM(length(CAST(text AS BLOB))) FROM logs").fetchone()[0] or 0)
     finally:
