@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+from ferry.exception import InvalidError
 from ferry.server.retention import LogRetention, log_bytes, prune_logs
 from ferry.server.store import Store
 
@@ -54,3 +57,9 @@ def test_zero_means_no_limit(monkeypatch) -> None:
     monkeypatch.setenv("FERRY_LOG_RETENTION_DAYS", "1.5")
     monkeypatch.setenv("FERRY_LOG_RETENTION_MB_PER_APP", "2")
     assert LogRetention.from_settings() == LogRetention(max_age=1.5 * 86400, max_bytes=2 * 1024 * 1024)
+
+
+def test_a_negative_setting_is_refused_with_its_name(monkeypatch) -> None:
+    monkeypatch.setenv("FERRY_LOG_RETENTION_MB_PER_APP", "-1")
+    with pytest.raises(InvalidError, match="FERRY_LOG_RETENTION_MB_PER_APP=-1.0 is negative"):
+        LogRetention.from_settings()
