@@ -216,7 +216,7 @@ class Invocable:
                 break
             except ConnectionLost:
                 await client.reconnect()
-        client.ack(call_id)
+        client.ack(call_id, [0])
         return await decode_output(client, item)
 
     async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:

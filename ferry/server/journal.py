@@ -6,8 +6,8 @@ here; the records are buffered and written once per event-loop turn, in one tran
 (`Store.write_journal`), never one write per input. A row lives from its input's arrival until
 its caller has acknowledged the output (`call.ack`), or until the call is cancelled.
 
-Records that a later one makes moot in the same batch (the input and output of a `.remote()`
-acknowledged before the batch is written) are left out of it.
+Records that a later one makes moot in the same batch (the input, output and acknowledgement
+of a `.remote()` answered before the batch is written) are left out of it.
 
 A caller keeps each input until its output arrives and sends again, under the same call id and
 index, whatever the server does not hold after a restart (`call.resume`), so an input lost in a
@@ -65,22 +65,35 @@ class Journal:
         self._scheduled = False
         runs, self._runs = self._runs, []
         if runs:
-            self._store.write_journal(_compact(runs))
+            runs = _compact(runs)
+            if runs:
+                self._store.write_journal(runs)
 
 
 def _compact(runs: list[tuple[str, list[tuple]]]) -> list[tuple[str, list[tuple]]]:
     """`runs` without the rows that a later `drop` (of their call) or `ack` (of their input)
-    undoes; the drop or ack itself stays (earlier batches may have written the rows)."""
+    undoes. The drop or ack itself stays (earlier batches may have written the rows), except an
+    ack of an input written in this very batch: each input is written once, so no earlier
+    batch holds it (a warm `.remote()` acknowledged within the batch writes nothing at all)."""
     out: list[tuple[str, list[tuple]]] = []
     for kind, rows in runs:
         if kind in ("drop", "ack") and out:
             gone = {row[0] for row in rows} if kind == "drop" else {(row[0], row[1]) for row in rows}
-            kept = []
+            kept, unwritten = [], set()
             for earlier, earlier_rows in out:
-                left = [row for row in earlier_rows if _key(earlier, row, kind) not in gone]
+                left = []
+                for row in earlier_rows:
+                    if _key(earlier, row, kind) not in gone:
+                        left.append(row)
+                    elif earlier == "input" and kind == "ack":
+                        unwritten.add((row[0], row[1]))
                 if left:
                     kept.append((earlier, left))
             out = kept
+            if unwritten:
+                rows = [row for row in rows if (row[0], row[1]) not in unwritten]
+                if not rows:
+                    continue
         if out and out[-1][0] == kind:
             out[-1][1].extend(rows)
         else:

@@ -51,5 +51,9 @@ def test_a_batch_leaves_out_what_a_later_drop_or_ack_undoes() -> None:
     assert _compact(runs) == [
         ("input", [("fc-b", 1, "fu", "map", None, b"")]),
         ("drop", [("fc-a",)]),
-        ("ack", [("fc-b", 0)]),
-    ]
+    ]  # (fc-b's input 0 was never written: its ack has nothing to delete)
+    written_before = [("output", [(b"out", "fc-c", 0)]), ("ack", [("fc-c", 0)])]
+    assert _compact(written_before) == [("ack", [("fc-c", 0)])]
+    remote = [("input", [("fc-d", 0, "fu", "remote", None, b"")]), ("output", [(b"out", "fc-d", 0)]),
+              ("ack", [("fc-d", 0)])]
+    assert _compact(remote) == []
