@@ -301,3 +301,25 @@ def test_the_example_runs(server: ServerProcess) -> None:
     done = run_cli(["run", "examples/sandboxes.py"], server)
     assert done.returncode == 0, done.stderr
     assert "sandbox says: step 0\nsandbox says: step 1\nsandbox says: step 2\nexit code: 0\n" in done.stdout
+
+
+def test_gpus_are_placed_on_sandboxes_and_given_back(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A server whose inventory is declared (FERRY_GPUS, no GPU needed): a sandbox holds its
+    device exclusively while it runs, and gives it back when it ends."""
+    gpu_server = ServerProcess.start(tmp_path_factory.mktemp("sandbox-gpu-home"), extra_env={"FERRY_GPUS": "H100:1"})
+    try:
+        with gpu_server.used():
+            target = ferry.App.lookup("test-sandboxes-gpu", create_if_missing=True)
+            first = ferry.Sandbox.create(app=target, gpu="H100")
+            shown = first.exec("sh", "-c", "echo $CUDA_VISIBLE_DEVICES $FERRY_GPU_TYPE").stdout.read()
+            assert shown == "0 H100\n"
+            with pytest.raises(ExecutionError, match="all in use"):
+                ferry.Sandbox.create(app=target, gpu="H100")
+            with pytest.raises(InvalidError, match="B200"):
+                ferry.Sandbox.create(app=target, gpu="B200")  # no machine has one
+            first.terminate(wait=True)
+            second = ferry.Sandbox.create(app=target, gpu="H100")
+            assert second.exec("sh", "-c", "echo $CUDA_VISIBLE_DEVICES").stdout.read() == "0\n"
+            second.terminate()
+    finally:
+        gpu_server.stop()
