@@ -51,6 +51,14 @@ def chatter(lines: int) -> int:
     return lines
 
 
+@logs_app.function()
+def leave_ephemeral_objects_open() -> dict[str, str]:
+    """Ephemeral objects whose `with` blocks never end (the container's connection owns them)."""
+    return {kind: make().__enter__().object_id
+            for kind, make in (("dict", ferry.Dict.ephemeral), ("queue", ferry.Queue.ephemeral),
+                               ("volume", ferry.Volume.ephemeral))}
+
+
 secret_app = ferry.App("test-storage-secret")
 
 
@@ -155,6 +163,28 @@ def test_anonymous_secrets_no_app_refers_to_go_at_start(tmp_path: Path, monkeypa
         assert _anonymous_secrets(own.home) == 0
     finally:
         own.stop()
+
+
+def test_ephemeral_objects_of_a_stopped_app_are_gone(storage_server: ServerProcess, on_storage: Client) -> None:
+    with logs_app.run(show_logs=False):
+        ids = leave_ephemeral_objects_open.remote()
+        assert ferry.Dict.from_id(ids["dict"]).len() == 0  # alive while the app runs
+    # (deleted when the server sees the stopped container's connection close)
+    _wait_until_gone(lambda: ferry.Dict.from_id(ids["dict"]).len())
+    _wait_until_gone(lambda: ferry.Queue.from_id(ids["queue"]).len())
+    _wait_until_gone(lambda: ferry.Volume.from_id(ids["volume"]).listdir("/"))
+
+
+def _wait_until_gone(use, timeout: float = 30.0) -> None:
+    """Wait until `use()` raises NotFoundError (the object was deleted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            use()
+        except NotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"still there after {timeout} s")
 
 
 def test_log_retention_keeps_the_newest_lines_of_an_app(storage_server: ServerProcess, on_storage: Client) -> None:
