@@ -46,7 +46,6 @@ class Maintenance:
         self.retention = LogRetention.from_settings()
         self._lock = asyncio.Lock()  # one pass at a time
         self._task: asyncio.Task | None = None
-        self.last: dict[str, Any] | None = None  # the last pass's report
 
     def start(self) -> None:
         self.drop_unused_secrets()  # apps that stopped while the server was down
@@ -61,7 +60,8 @@ class Maintenance:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.run(dry_run=False)
+                report = await self.run(dry_run=False)
+                log.info("maintenance pass: %s", report)
             except Exception:  # noqa: BLE001 - the next pass tries again; the cause goes to the log
                 log.exception("the maintenance pass failed")
 
@@ -90,8 +90,6 @@ class Maintenance:
                 blob_gc.collect, self.server.blobs, roots, self.server.home / "images", grace=self.grace,
                 dry_run=dry_run, mounts_root=self.server.images.mounts_root)
             report["seconds"] = time.time() - started
-            if not dry_run:
-                self.last = report
             return report
 
     # -- space used, by kind (`ferry server status`) ----------------------------------------
