@@ -323,3 +323,14 @@ def test_gpus_are_placed_on_sandboxes_and_given_back(tmp_path_factory: pytest.Te
             second.terminate()
     finally:
         gpu_server.stop()
+
+
+def test_volumes_on_the_sandbox_runtime(sandbox_app: ferry.App) -> None:
+    volume = ferry.Volume.from_name(_unique("sandbox-runtime-vol"), create_if_missing=True)
+    with volume.batch_upload() as batch:
+        batch.put_file(__file__, "/given.py")
+    sb = ferry.Sandbox.create(app=sandbox_app, image=SANDBOX_IMAGE, volumes={"/data": volume})
+    p = sb.exec("sh", "-c", "test -f /data/given.py && echo given; echo made > /data/made.txt")
+    assert p.stdout.read() == "given\n" and p.wait() == 0
+    assert sb.terminate(wait=True) == 137
+    assert b"".join(volume.read_file("/made.txt")) == b"made\n"  # committed when it ended
