@@ -1,9 +1,13 @@
 """The ray runtime's parts that need no cluster: addresses, what it refuses at app start, the
-cluster GPU inventory read from `ray.nodes()`, and the resources each container asks Ray for.
+cluster GPU inventory read from `ray.nodes()`, the resources each container asks Ray for, and
+a node's image files.
 (tests/integration/test_cluster.py runs it on a real three-node cluster.)"""
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ from ferry._gpu import GPUOption, GPURequest
 from ferry.exception import InvalidError
 from ferry.server.runtimes import ContainerSpec, ExitStatus
 from ferry.server.runtimes.ray.gpus import ClusterGPUs, read_nodes
+from ferry.server.runtimes.ray.node_images import NodeImages, recipe_files
 from ferry.server.runtimes.ray.runtime import DEFAULT_CPU, RayRuntime, parse_address
 
 
@@ -70,22 +75,55 @@ def test_a_node_that_joins_makes_a_request_placeable():
     assert gpus.satisfiable(h100)
 
 
-def test_images_with_build_steps_or_local_files_are_refused_at_app_start():
+def test_images_are_refused_at_app_start_only_where_the_process_runtime_refuses_them(tmp_path):
     runtime = RayRuntime("127.0.0.1:6379")
-    plain = {"image": ferry.Image.debian_slim()._wire().definition}
-    runtime.check_function("f", plain)
+    (tmp_path / "data.txt").write_text("data")
+    for image in (ferry.Image.debian_slim(), ferry.Image.debian_slim().pip_install("six").env({"A": "1"}),
+                  ferry.Image.debian_slim(python_version="3.12"),
+                  ferry.Image.debian_slim().add_local_file(tmp_path / "data.txt", "/srv/data.txt")):
+        runtime.check_function("f", {"image": image._wire().definition})  # built on the nodes
     runtime.check_function("f", {})
-    with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):
-        runtime.check_function("f", {"image": ferry.Image.debian_slim().pip_install("six")._wire().definition})
-    with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):
-        runtime.check_function("f", {"image": ferry.Image.debian_slim(python_version="3.12")._wire().definition})
-    with pytest.raises(NotImplementedError, match="does not build images on cluster nodes"):  # with_options(image=)
-        runtime.check_function("f", {"config": {"image": ferry.Image.debian_slim().pip_install("six")._wire().definition}})
-    # a FastAPI endpoint of the bare image: the client adds FastAPI, nodes run Ferry's own Python
-    runtime.check_function("f", {"image": ferry.Image.debian_slim().pip_install("fastapi")._wire().definition,
-                                 "image_for_process_runtime": plain["image"]})
-    with pytest.raises(NotImplementedError, match="add_local"):
-        runtime.check_function("f", {"image": {**plain["image"], "mounts": [{"kind": "python"}]}})
+    commands = ferry.Image.debian_slim().run_commands("touch /x")._wire().definition
+    with pytest.raises(InvalidError, match=r"f: Image.run_commands\(\) would change the host itself"):
+        runtime.check_function("f", {"image": commands})
+    with pytest.raises(InvalidError, match="run_commands"):  # with_options(image=)
+        runtime.check_function("f", {"config": {"image": commands}})
+    copied = ferry.Image.debian_slim().add_local_file(tmp_path / "data.txt", "/srv/data.txt", copy=True)
+    with pytest.raises(InvalidError, match="cannot place files at a path of an image"):
+        runtime.check_function("f", {"image": copied._wire().definition})
+
+
+def _local_files(*roots: Path) -> dict[str, bytes]:
+    files = [p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.read_bytes() for p in files}
+
+
+def test_a_node_writes_an_images_files_from_blobs_it_was_sent(tmp_path, monkeypatch):
+    """The node side of image files: what it lacks, what it keeps (checked), what a container
+    of the image gets (python sources on PYTHONPATH, a file bound read-only at its path)."""
+    files = Path(__file__).resolve().parents[2] / "integration" / "apps" / "image_files"
+    monkeypatch.syspath_prepend(str(files))  # add_local_python_source("pkgdemo")
+    target = tmp_path / "mounted" / "data.txt"
+    image = ferry.Image.debian_slim().add_local_python_source("pkgdemo").add_local_file(files / "data.txt", str(target))
+    wire = image._wire().definition
+    node = NodeImages(tmp_path / "cache")
+    missing = node.missing(wire)
+    assert set(missing) == recipe_files(wire) and missing
+    with pytest.raises(InvalidError, match="not sent to node"):
+        node.prepare(wire, 60, "node test")
+    with pytest.raises(InvalidError, match="does not match its digest"):
+        node.put({missing[0]: b"something else"})
+    sent = _local_files(files / "pkgdemo", files / "data.txt")
+    node.put({digest: sent[digest] for digest in missing})
+    assert node.missing(wire) == []
+    prepared = node.prepare(wire, 60, "node test")
+    assert prepared.python == sys.executable and not prepared.built  # a plain image: no venv
+    (source,) = prepared.pythonpath
+    assert (Path(source) / "pkgdemo" / "__init__.py").read_text() == (files / "pkgdemo" / "__init__.py").read_text()
+    assert Path(source).parent == tmp_path / "cache" / "mounts"
+    ((host, inside, read_only),) = prepared.binds
+    assert host.read_text() == (files / "data.txt").read_text() and inside == str(target) and read_only
+    assert target.is_file() and target.read_text() == ""  # the mount point, created empty on the node
 
 
 def test_each_container_asks_ray_for_its_resources():
