@@ -30,6 +30,7 @@ from .store import Store
 log = logging.getLogger("ferry.server")
 
 DRAIN_GRACE_SECONDS = 30.0
+READ_TO_THE_END_SECONDS = 5.0  # an ended container's connection: how long its last frames may take
 MAX_START_BACKOFF = 60.0
 
 
@@ -134,7 +135,25 @@ class ContainerManager:
         if container.state is ContainerState.DRAINING:  # stopped while it was being launched
             container.handle.terminate()
         status = await container.handle.wait()
+        if not status.node_lost:
+            await self._read_to_the_end(container)
         self._ended(container, status)
+
+    @staticmethod
+    async def _read_to_the_end(container: Container) -> None:
+        """Its process has ended: let the server read what it sent before it exited (its last
+        outputs, a `timeout` or `init_failed` push, stderr lines) before its end is judged, or
+        a busy server would blame the input on a bare "exited with code 1". Its connection
+        reaches end of file at once (bounded, in case a process it forked still holds it)."""
+        conn = container.conn
+        if conn is None or conn.closed:
+            return
+        read = asyncio.get_running_loop().create_future()
+        conn.on_close.append(lambda: read.done() or read.set_result(None))
+        try:
+            await asyncio.wait_for(read, READ_TO_THE_END_SECONDS)
+        except asyncio.TimeoutError:
+            pass
 
     # -- messages from the container ------------------------------------------------------
     def welcome(self, container: Container) -> dict[str, Any]:
