@@ -104,8 +104,9 @@ SETTINGS: dict[str, Setting] = {
                 "Address of the control plane that containers on other machines connect to "
                 "(`ray` runtime), e.g. `ferry+tls://10.0.0.5:7788`. Empty: the server's own URL."),
         Setting("node_cache", lambda v: Path(v).expanduser(), _default_node_cache,
-                "On a Ray node (`ray` runtime): the directory where containers cache code and volume "
-                "chunks fetched from the control plane. Set it in the environment of `ray start`."),
+                "On a Ray node (`ray` runtime): the directory where the node keeps the images it built "
+                "(venvs, their files and build logs) and containers cache code and volume chunks "
+                "fetched from the control plane. Set it in the environment of `ray start`."),
         Setting("zygote", _parse_bool, lambda: True,
                 "Process runtime: fork new containers from a template process that has already "
                 "imported Ferry (one per interpreter), for faster cold starts. 0: start every "
