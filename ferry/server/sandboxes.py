@@ -25,6 +25,7 @@ import enum
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -107,6 +108,7 @@ class Sandbox:
     gpu: tuple[str, list[int]] | None = None
     timer: asyncio.TimerHandle | None = None
     detached: asyncio.Event = field(default_factory=asyncio.Event)  # the supervisor's connection closed
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))  # the supervisor's own
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "app_id": self.app.id, "app_name": self.app.name, "name": self.name,
@@ -312,9 +314,16 @@ class SandboxService:
         return await parts.images.complete_spec(spec, definition)
 
     def _log_sink(self, sandbox: Sandbox) -> Callable[[str, str], None]:
-        """The supervisor's own output (not its processes'), kept with the app's logs."""
+        """The supervisor's own output (not its processes'), kept with the app's logs; the last
+        lines of its stderr say why a sandbox that failed did."""
         logs = self._parts.logs
-        return lambda stream, text: logs.add(sandbox.app.id, sandbox.id, sandbox.container_id, stream, text)
+
+        def sink(stream: str, text: str) -> None:
+            if stream == "stderr":
+                sandbox.stderr_tail.extend(text.splitlines()[-20:])
+            logs.add(sandbox.app.id, sandbox.id, sandbox.container_id, stream, text)
+
+        return sink
 
     async def _watch(self, sandbox: Sandbox) -> None:
         assert sandbox.handle is not None
@@ -367,7 +376,10 @@ class SandboxService:
             if main is not None and main.returncode is not None:
                 sandbox.state = SandboxState.FINISHED
             else:
-                sandbox.state, sandbox.reason = SandboxState.FAILED, f"its container {status.describe()}"
+                tail = "\n".join(sandbox.stderr_tail)
+                sandbox.state = SandboxState.FAILED
+                sandbox.reason = f"its container {status.describe()}" + (f"; last lines of its stderr:\n{tail}"
+                                                                         if tail else "")
         main = sandbox.execs.get(sandbox.id)
         sandbox.returncode = {SandboxState.TIMEOUT: 124, SandboxState.TERMINATED: 137}.get(
             sandbox.state, main.returncode if main is not None and main.returncode is not None else status.code)
@@ -378,7 +390,9 @@ class SandboxService:
                 process.returncode = -9  # (as Python reports a SIGKILL)
                 self._exit_push(sandbox, process, -9)
             if not process.started.done():  # (its exec request is answered with this)
-                process.started.set_exception(ExecutionError(f"Sandbox {sandbox.id} ended ({sandbox.state.value})."))
+                process.started.set_exception(ExecutionError(
+                    f"Sandbox {sandbox.id} ended before the command started ({sandbox.state.value}"
+                    + (f": {sandbox.reason}" if sandbox.reason else "") + ")."))
         if not sandbox.attached.done():
             sandbox.attached.set_exception(ExecutionError(
                 f"Sandbox {sandbox.id} ended before it was ready ({sandbox.reason or sandbox.state.value})."))

@@ -334,3 +334,11 @@ def test_volumes_on_the_sandbox_runtime(sandbox_app: ferry.App) -> None:
     assert p.stdout.read() == "given\n" and p.wait() == 0
     assert sb.terminate(wait=True) == 137
     assert b"".join(volume.read_file("/made.txt")) == b"made\n"  # committed when it ended
+
+
+def test_a_sandbox_that_cannot_start_says_why(app: ferry.App) -> None:
+    sb = ferry.Sandbox.create(app=app, workdir="/proc/no-such-dir/work")  # the supervisor cannot make it
+    with pytest.raises(ExecutionError, match="(?s)ended before.*last lines of its stderr.*no-such-dir"):
+        sb.exec("true")
+    sb.wait()
+    assert sb.returncode == 1
