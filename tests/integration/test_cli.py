@@ -174,7 +174,7 @@ def test_run_missing_file_errors_clearly(server):
 # -- --help --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", [
     [], ["run"], ["deploy"], ["app"], ["app", "list"], ["app", "show"], ["app", "stop"], ["app", "logs"],
-    ["server"], ["server", "start"], ["server", "stop"], ["server", "status"],
+    ["server"], ["server", "start"], ["server", "stop"], ["server", "status"], ["server", "gc"],
 ], ids=lambda c: "ferry " + " ".join(c))
 def test_help(server, command):
     result = run_cli([*command, "--help"], server, env=WIDE)
