@@ -3,7 +3,9 @@
 loop, never more than `max_inputs` at once; `target_inputs` is what the autoscaler aims at per
 container (bounded by `max_containers`); the old `allow_concurrent_inputs=` still works.
 
-Overlap is measured from timestamps the containers record, not from the caller's wall clock."""
+Overlap is measured from timestamps the containers record, not from the caller's wall clock.
+Inputs are held at a gate (`_hold`) until as many as the test expects have started, so how many
+ran at once, and where, does not depend on how fast containers start on a loaded machine."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import ferry
 from ferry._client import Client
@@ -21,19 +24,44 @@ app = ferry.App("test-concurrency")
 NAP = 0.5
 
 
+HOLD_LIMIT = 120  # seconds an input waits at a gate: a guard against a hang only
+
+
+def _hold(marks: str, x: int) -> float:
+    """Say that input `x` has started (a file in `marks`), then wait until the test opens the
+    gate (`marks/gate`); return when it started."""
+    start = time.time()
+    Path(marks, str(x)).touch()
+    while not Path(marks, "gate").exists():
+        if time.time() - start > HOLD_LIMIT:
+            raise TimeoutError("the test never opened the gate")
+        time.sleep(0.02)
+    return start
+
+
+async def _hold_async(marks: str, x: int) -> float:
+    start = time.time()
+    Path(marks, str(x)).touch()
+    while not Path(marks, "gate").exists():
+        if time.time() - start > HOLD_LIMIT:
+            raise TimeoutError("the test never opened the gate")
+        await asyncio.sleep(0.02)
+    return start
+
+
 @app.function(max_containers=1)
 @ferry.concurrent(max_inputs=4)
-def sync_nap(x: int) -> dict:
-    start = time.time()
+def sync_nap(x: int, marks: str) -> dict:
+    start = _hold(marks, x)
     time.sleep(NAP)
     return {"x": x, "pid": os.getpid(), "thread": threading.get_ident(), "start": start, "end": time.time()}
 
 
 @app.function(max_containers=1)
 @ferry.concurrent(max_inputs=5)
-async def async_nap(x: int) -> dict:
+async def async_nap(x: int, marks: str) -> dict:
     loop = asyncio.get_running_loop()
-    start = time.time()
+    start = await _hold_async(marks, x)
     await asyncio.sleep(NAP)
     return {"x": x, "pid": os.getpid(), "thread": threading.get_ident(), "loop": id(loop),
             "start": start, "end": time.time()}
@@ -41,18 +69,43 @@ async def async_nap(x: int) -> dict:
 
 @app.function(max_containers=5)
 @ferry.concurrent(max_inputs=10, target_inputs=2)
-def aims_at_two(x: int) -> dict:
-    start = time.time()
-    time.sleep(1.5)
+def aims_at_two(x: int, marks: str) -> dict:
+    start = _hold(marks, x)
     return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
 
 
 @app.function(max_containers=2)
 @ferry.concurrent(max_inputs=10, target_inputs=2)
-def aims_at_two_capped(x: int) -> dict:
-    start = time.time()
-    time.sleep(1.5)
+def aims_at_two_capped(x: int, marks: str) -> dict:
+    start = _hold(marks, x)
     return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
+
+
+class Gate:
+    """A directory of start marks; a thread opens the gate once `count` inputs have started."""
+
+    def __init__(self, directory: Path, count: int) -> None:
+        self.path = str(directory)
+        self._count = count
+        self._thread = threading.Thread(target=self._open_when_started, daemon=True)
+        self.failed = ""
+
+    def _open_when_started(self) -> None:
+        deadline = time.monotonic() + HOLD_LIMIT
+        while len([p for p in Path(self.path).iterdir() if p.name != "gate"]) < self._count:
+            if time.monotonic() > deadline:
+                self.failed = f"fewer than {self._count} inputs started at once"
+                break
+            time.sleep(0.02)
+        Path(self.path, "gate").touch()
+
+    def __enter__(self) -> "Gate":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(10)
+        assert not self.failed, self.failed
 
 
 def max_overlap(records: list[dict]) -> int:
@@ -79,18 +132,18 @@ def _function_info(server, tag: str) -> dict:
     return entry
 
 
-def test_sync_function_runs_max_inputs_at_once_on_threads(server):
-    with app.run(show_logs=False):
-        records = list(sync_nap.map(range(10)))
+def test_sync_function_runs_max_inputs_at_once_on_threads(server, tmp_path):
+    with app.run(show_logs=False), Gate(tmp_path, 4) as gate:
+        records = list(sync_nap.map(range(10), kwargs={"marks": gate.path}))
     assert [r["x"] for r in records] == list(range(10))
     assert len({r["pid"] for r in records}) == 1, records  # one container
     assert max_overlap(records) == 4, records               # max_inputs at once, never more
     assert len({r["thread"] for r in records}) > 1          # on several threads
 
 
-def test_async_function_runs_as_tasks_on_one_event_loop(server):
-    with app.run(show_logs=False):
-        records = list(async_nap.map(range(12)))
+def test_async_function_runs_as_tasks_on_one_event_loop(server, tmp_path):
+    with app.run(show_logs=False), Gate(tmp_path, 5) as gate:
+        records = list(async_nap.map(range(12), kwargs={"marks": gate.path}))
     assert [r["x"] for r in records] == list(range(12))
     assert len({r["pid"] for r in records}) == 1, records
     assert len({r["thread"] for r in records}) == 1, records  # one thread...
@@ -98,10 +151,12 @@ def test_async_function_runs_as_tasks_on_one_event_loop(server):
     assert max_overlap(records) == 5, records
 
 
-def test_target_inputs_sets_containers_the_autoscaler_aims_at(server):
-    """max_inputs=10, target_inputs=2: six slow inputs get three containers, two each."""
+def test_target_inputs_sets_containers_the_autoscaler_aims_at(server, tmp_path):
+    """max_inputs=10, target_inputs=2: six inputs held until all have started get three
+    containers, two each."""
     with app.run(show_logs=False):
-        records = list(aims_at_two.map(range(6)))
+        with Gate(tmp_path, 6) as gate:
+            records = list(aims_at_two.map(range(6), kwargs={"marks": gate.path}))
         stats = _function_info(server, "aims_at_two")["stats"]
     grouped = _per_pid(records)
     assert stats["containers_started"] == 3, stats
@@ -110,11 +165,12 @@ def test_target_inputs_sets_containers_the_autoscaler_aims_at(server):
         assert max_overlap(members) == 2, members
 
 
-def test_target_inputs_bursts_towards_max_inputs_at_max_containers(server):
+def test_target_inputs_bursts_towards_max_inputs_at_max_containers(server, tmp_path):
     """With max_containers=2 the six inputs cannot be spread two per container: the two
     containers take three each (up to max_inputs), and no third container starts."""
     with app.run(show_logs=False):
-        records = list(aims_at_two_capped.map(range(6)))
+        with Gate(tmp_path, 6) as gate:
+            records = list(aims_at_two_capped.map(range(6), kwargs={"marks": gate.path}))
         stats = _function_info(server, "aims_at_two_capped")["stats"]
     grouped = _per_pid(records)
     assert stats["containers_started"] == 2, stats
@@ -122,7 +178,7 @@ def test_target_inputs_bursts_towards_max_inputs_at_max_containers(server):
     assert max_overlap(records) == 6, records  # all six ran at once
 
 
-def test_allow_concurrent_inputs_still_works_and_warns(server):
+def test_allow_concurrent_inputs_still_works_and_warns(server, tmp_path):
     legacy_app = ferry.App("test-concurrency-legacy")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -132,13 +188,13 @@ def test_allow_concurrent_inputs_still_works_and_warns(server):
     assert deprecations[0].filename == __file__  # points at the user's line
     assert "ferry.concurrent" in str(deprecations[0].message)
 
-    def legacy_nap(x: int) -> dict:
-        start = time.time()
+    def legacy_nap(x: int, marks: str) -> dict:
+        start = _hold(marks, x)
         time.sleep(NAP)
         return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
 
     fn = decorator(legacy_nap)
-    with legacy_app.run(show_logs=False):
-        records = list(fn.map(range(6)))
+    with legacy_app.run(show_logs=False), Gate(tmp_path, 3) as gate:
+        records = list(fn.map(range(6), kwargs={"marks": gate.path}))
     assert len({r["pid"] for r in records}) == 1, records
     assert max_overlap(records) == 3, records
