@@ -5,6 +5,7 @@ and the old spellings `keep_warm` / `concurrency_limit` (DeprecationWarning at t
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import warnings
 
@@ -12,6 +13,8 @@ import pytest
 
 import ferry
 from ferry._client import Client
+
+from ._gates import Gate, hold
 
 app = ferry.App("test-autoscaling")
 
@@ -22,8 +25,8 @@ def pid() -> int:
 
 
 @app.function(max_containers=3)
-def sleepy_pid_three(x: int) -> int:
-    time.sleep(1)
+def held_pid_three(x: int, marks: str) -> int:
+    hold(marks, x)  # the first three are held until all three run (one per container)
     return os.getpid()
 
 
@@ -34,8 +37,9 @@ def sleepy_pid_one(x: int) -> int:
 
 
 @app.function(scaledown_window=2)
-def short_lived_pid() -> int:
-    return os.getpid()
+def short_lived_pid() -> dict:
+    # when it ended, on the host's clock (the process runtime), and in which container
+    return {"pid": os.getpid(), "container": os.environ["FERRY_CONTAINER_ID"], "end": time.time()}
 
 
 warm_app = ferry.App("test-autoscaling-min")
@@ -74,10 +78,11 @@ def test_warm_container_is_reused_for_sequential_calls(server):
     assert len(set(pids)) == 1, pids
 
 
-def test_map_scales_out_to_max_containers(server):
+def test_map_scales_out_to_max_containers(server, tmp_path):
     with app.run(show_logs=False):
-        pids = list(sleepy_pid_three.map(range(6)))
-        info = _function_info(server, app, "sleepy_pid_three")
+        with Gate(tmp_path, 3) as gate:
+            pids = list(held_pid_three.map(range(6), kwargs={"marks": gate.path}))
+        info = _function_info(server, app, "held_pid_three")
     assert len(pids) == 6
     assert len(set(pids)) == 3, pids
     assert info["stats"]["containers_started"] == 3, info  # never more than max_containers
@@ -108,14 +113,23 @@ def test_min_containers_starts_a_container_without_calls(server):
 def test_scaledown_window_stops_idle_container(server):
     with app.run(show_logs=False):
         first = short_lived_pid.remote()
-        returned = time.monotonic()
-        assert _function_info(server, app, "short_lived_pid")["containers"], "container gone at once"
         _wait_for(lambda: not _function_info(server, app, "short_lived_pid")["containers"],
-                  "the idle container to stop", timeout=15)
-        idle = time.monotonic() - returned
+                  "the idle container to stop", timeout=60)
         second = short_lived_pid.remote()
-    assert idle >= 1.5  # kept for (about) the 2 s window, not stopped right away
-    assert second != first
+    assert second["pid"] != first["pid"]
+    # kept for the 2 s window, not stopped right away: the server recorded its stop no sooner
+    # than 2 s after its input ended
+    (stopped, reason), = _stops(server, first["container"])
+    assert reason == "scaled down" and stopped - first["end"] >= 2, (stopped, reason, first)
+
+
+def _stops(server, container_id: str) -> list[tuple[float, str]]:
+    """When and why the server recorded the container's end (state.db)."""
+    db = sqlite3.connect(f"file:{server.home / 'state.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return db.execute("SELECT stopped, reason FROM containers WHERE id=?", (container_id,)).fetchall()
+    finally:
+        db.close()
 
 
 @pytest.mark.parametrize("old, new, value, setting", [

@@ -4,7 +4,7 @@ loop, never more than `max_inputs` at once; `target_inputs` is what the autoscal
 container (bounded by `max_containers`); the old `allow_concurrent_inputs=` still works.
 
 Overlap is measured from timestamps the containers record, not from the caller's wall clock.
-Inputs are held at a gate (`_hold`) until as many as the test expects have started, so how many
+Inputs are held at a gate (_gates.py) until as many as the test expects have started, so how many
 ran at once, and where, does not depend on how fast containers start on a loaded machine."""
 
 from __future__ import annotations
@@ -14,45 +14,21 @@ import os
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import ferry
 from ferry._client import Client
+
+from ._gates import Gate, hold, hold_async
 
 app = ferry.App("test-concurrency")
 
 NAP = 0.5
 
 
-HOLD_LIMIT = 120  # seconds an input waits at a gate: a guard against a hang only
-
-
-def _hold(marks: str, x: int) -> float:
-    """Say that input `x` has started (a file in `marks`), then wait until the test opens the
-    gate (`marks/gate`); return when it started."""
-    start = time.time()
-    Path(marks, str(x)).touch()
-    while not Path(marks, "gate").exists():
-        if time.time() - start > HOLD_LIMIT:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.02)
-    return start
-
-
-async def _hold_async(marks: str, x: int) -> float:
-    start = time.time()
-    Path(marks, str(x)).touch()
-    while not Path(marks, "gate").exists():
-        if time.time() - start > HOLD_LIMIT:
-            raise TimeoutError("the test never opened the gate")
-        await asyncio.sleep(0.02)
-    return start
-
-
 @app.function(max_containers=1)
 @ferry.concurrent(max_inputs=4)
 def sync_nap(x: int, marks: str) -> dict:
-    start = _hold(marks, x)
+    start = hold(marks, x)
     time.sleep(NAP)
     return {"x": x, "pid": os.getpid(), "thread": threading.get_ident(), "start": start, "end": time.time()}
 
@@ -61,7 +37,7 @@ def sync_nap(x: int, marks: str) -> dict:
 @ferry.concurrent(max_inputs=5)
 async def async_nap(x: int, marks: str) -> dict:
     loop = asyncio.get_running_loop()
-    start = await _hold_async(marks, x)
+    start = await hold_async(marks, x)
     await asyncio.sleep(NAP)
     return {"x": x, "pid": os.getpid(), "thread": threading.get_ident(), "loop": id(loop),
             "start": start, "end": time.time()}
@@ -70,42 +46,15 @@ async def async_nap(x: int, marks: str) -> dict:
 @app.function(max_containers=5)
 @ferry.concurrent(max_inputs=10, target_inputs=2)
 def aims_at_two(x: int, marks: str) -> dict:
-    start = _hold(marks, x)
+    start = hold(marks, x)
     return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
 
 
 @app.function(max_containers=2)
 @ferry.concurrent(max_inputs=10, target_inputs=2)
 def aims_at_two_capped(x: int, marks: str) -> dict:
-    start = _hold(marks, x)
+    start = hold(marks, x)
     return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
-
-
-class Gate:
-    """A directory of start marks; a thread opens the gate once `count` inputs have started."""
-
-    def __init__(self, directory: Path, count: int) -> None:
-        self.path = str(directory)
-        self._count = count
-        self._thread = threading.Thread(target=self._open_when_started, daemon=True)
-        self.failed = ""
-
-    def _open_when_started(self) -> None:
-        deadline = time.monotonic() + HOLD_LIMIT
-        while len([p for p in Path(self.path).iterdir() if p.name != "gate"]) < self._count:
-            if time.monotonic() > deadline:
-                self.failed = f"fewer than {self._count} inputs started at once"
-                break
-            time.sleep(0.02)
-        Path(self.path, "gate").touch()
-
-    def __enter__(self) -> "Gate":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._thread.join(10)
-        assert not self.failed, self.failed
 
 
 def max_overlap(records: list[dict]) -> int:
@@ -189,7 +138,7 @@ def test_allow_concurrent_inputs_still_works_and_warns(server, tmp_path):
     assert "ferry.concurrent" in str(deprecations[0].message)
 
     def legacy_nap(x: int, marks: str) -> dict:
-        start = _hold(marks, x)
+        start = hold(marks, x)
         time.sleep(NAP)
         return {"x": x, "pid": os.getpid(), "start": start, "end": time.time()}
 
