@@ -17,24 +17,14 @@ import ferry
 from ferry._client import Client
 
 from ..conftest import ServerProcess
+from ._gates import hold
 
 app = ferry.App("test-bursts")
 
 
-def _wait_for_gate(gate: str) -> None:
-    """Hold the input until the test opens the gate (creates the file): the test does so once
-    the containers it expects are all ready, so which container runs what does not depend on
-    how fast containers start on a loaded machine."""
-    deadline = time.monotonic() + 120  # (a guard against a hang only)
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test never opened {gate}")
-        time.sleep(0.02)
-
-
 @app.function(max_containers=10)
 def burst_ten(x: int, gate: str) -> int:
-    _wait_for_gate(gate)
+    hold(gate, x)  # until the test sees every container it expects ready (_opened_when_ready)
     time.sleep(0.2)
     return os.getpid()
 
@@ -48,13 +38,13 @@ def serial(x: int) -> dict:
 
 @app.function(max_containers=10, buffer_containers=2)
 def buffered(x: int, gate: str) -> int:
-    _wait_for_gate(gate)
+    hold(gate, x)
     return os.getpid()
 
 
 @app.function(max_containers=5, buffer_containers=2)
 def buffered_capped(x: int, gate: str) -> int:
-    _wait_for_gate(gate)
+    hold(gate, x)
     return os.getpid()
 
 
@@ -116,7 +106,7 @@ def _container_records(server, ids: set[str]) -> list[dict]:
 
 @contextlib.contextmanager
 def _opened_when_ready(sampler: Sampler, count: int, tmp_path: Path) -> Iterator[str]:
-    """A gate file (see `_wait_for_gate`) that a thread creates once `count` containers of the
+    """A gate (a directory, see _gates.py) that a thread opens once `count` containers of the
     sampled function are ready at the same time."""
     gate = tmp_path / "gate"
     failed: list[BaseException] = []
@@ -131,7 +121,7 @@ def _opened_when_ready(sampler: Sampler, count: int, tmp_path: Path) -> Iterator
 
     opener = threading.Thread(target=open_when_ready, daemon=True)
     opener.start()
-    yield str(gate)
+    yield str(tmp_path)
     opener.join(10)
     if failed:
         raise failed[0]
