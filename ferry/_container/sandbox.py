@@ -112,7 +112,17 @@ def main() -> None:
         from . import volumes
 
         volumes.install(uplink.request)
+    if info.get("mount"):  # a function's source code (`ferry shell`), importable by its commands
+        from .user_code import materialise_mount
+
+        root = materialise_mount(info["mount"], lambda digest: uplink.request("blob.get", hash=digest))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
     os.environ.setdefault("FERRY_IS_CONTAINER", "1")
+    # the image's Python first on PATH: `python`/`pip` in commands are the image's (on the
+    # process runtime, its venv), as the function containers of that image run them
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                                       if p and p != bin_dir]])
     supervisor.set_ready()
     if info.get("entrypoint"):
         error = supervisor.host.start(supervisor.sandbox_id, list(info["entrypoint"]))

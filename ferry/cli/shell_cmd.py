@@ -1,6 +1,7 @@
 """`ferry shell FILE::fn`: an interactive shell in a function's environment (the hosted
 platform's `shell`): a Sandbox with the function's image, secrets, volumes, env and limits,
-in an ephemeral app that ends with this command, running a shell in a TTY."""
+and its source code importable, in an ephemeral app that ends with this command, running a
+shell in a TTY."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def shell(ref: str = typer.Argument(..., metavar="FILE::FUNCTION", help="The fun
         app = await client.request("app.create", name=f"{target.app.name or 'ferry'}-shell", kind="ephemeral",
                                    functions=[])
         sandbox = {"image": definition.get("image"), "config": definition.get("config") or {},
-                   "env": definition.get("env") or {}}
+                   "env": definition.get("env") or {}, "mount": definition.get("mount")}
         created = await client.request("sandbox.create", app_id=app["app_id"], definition=sandbox,
                                        timeout=24 * 3600)
         return created["sandbox_id"]

@@ -93,6 +93,7 @@ class Sandbox:
     timeout: float
     tags: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    mount: dict[str, Any] | None = None  # source code on its commands' PYTHONPATH (`ferry shell`)
     created: float = field(default_factory=time.time)
     state: SandboxState = SandboxState.STARTING
     returncode: int | None = None
@@ -280,7 +281,8 @@ class SandboxService:
                                      "try again when one ends.")
         sandbox = Sandbox(id=sandbox_id, container_id="ct-" + secrets.token_hex(6), app=app,
                           entrypoint=list(args.get("entrypoint") or []), workdir=workdir,
-                          timeout=float(timeout), tags=tags, name=args.get("name"), gpu=gpu)
+                          timeout=float(timeout), tags=tags, name=args.get("name"), gpu=gpu,
+                          mount=definition.get("mount"))
         sandbox.readers.add(conn)
         conn.on_close.append(lambda: sandbox.readers.discard(conn))
         self.sandboxes[sandbox.id] = sandbox
@@ -543,7 +545,8 @@ class SandboxService:
             started.set_result(None)  # (the supervisor starts it now; a failure is its exit code 127)
             sandbox.execs[sandbox.id] = Exec(id=sandbox.id, owner=None, started=started)
         sandbox.attached.set_result(None)
-        return {"sandbox_id": sandbox.id, "entrypoint": sandbox.entrypoint, "workdir": sandbox.workdir}
+        return {"sandbox_id": sandbox.id, "entrypoint": sandbox.entrypoint, "workdir": sandbox.workdir,
+                "mount": sandbox.mount}
 
     async def started(self, conn: Connection, args: dict) -> dict:
         sandbox, process = self._hosted(conn, args["exec_id"])

@@ -93,7 +93,8 @@ def test_container_credentials_may_not_exec(server: ServerProcess, container: st
         assert "container.exec is not permitted from inside a container" in try_container_exec.remote(container)
 
 
-def test_shell_in_a_functions_environment(server: ServerProcess) -> None:
+def test_shell_in_a_functions_environment(server: ServerProcess, container: str) -> None:
+    """(`container`: `where` ran, so the volume holds its marker.)"""
     done = subprocess.run([sys.executable, "-m", "ferry", "shell", f"{SHELL_APPS}::where"],
                           input='echo "token=$SHELL_TOKEN"; cat /mnt/shell/marker.txt; exit 5\n', cwd=REPO,
                           env=server.env(), capture_output=True, text=True, timeout=120)
@@ -101,6 +102,10 @@ def test_shell_in_a_functions_environment(server: ServerProcess) -> None:
     assert "token=from-the-secret\n" in done.stdout and "in the volume\n" in done.stdout
     command = run_cli(["shell", f"{SHELL_APPS}::where", "--cmd", "echo $SHELL_TOKEN"], server)
     assert command.returncode == 0 and command.stdout == "from-the-secret\n", command.stderr
+    code = run_cli(["shell", f"{SHELL_APPS}::where", "--cmd",  # (from /: only through the source mount)
+                    "cd / && python -c 'import shell_apps; print(shell_apps.app.name)'"],
+                   server)
+    assert code.returncode == 0 and code.stdout == "test-container-exec\n", code.stderr  # its source code
 
 
 def test_shell_in_a_terminal(server: ServerProcess) -> None:

@@ -75,6 +75,15 @@ def test_exec_output_streams_before_the_command_ends(app: ferry.App, tmp_path: P
         sb.terminate()
 
 
+def test_python_in_commands_is_the_images(app: ferry.App) -> None:
+    sb = ferry.Sandbox.create(app=app, image=ferry.Image.debian_slim().pip_install("six"))
+    try:
+        p = sb.exec("python", "-c", "import six, sys; print(sys.prefix != sys.base_prefix or 'image')")
+        assert p.stdout.read() == "True\n" and p.wait() == 0, p.stderr.read()
+    finally:
+        sb.terminate()
+
+
 def test_stdin_round_trip(app: ferry.App) -> None:
     sb = ferry.Sandbox.create(app=app)
     try:
