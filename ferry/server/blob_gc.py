@@ -1,8 +1,9 @@
 """Garbage collection of the blob store (uploaded source files, large payloads, files of image
 steps, volume file chunks and manifests): mark from every root, sweep what nothing refers to.
 
-Roots (`gather_roots`, on the server's loop; every string that is a SHA-256 digest counts):
-    stored records        function definitions of deployed apps (code mounts, image recipes:
+Roots (`gather_roots` on the server's loop, stored payloads in the worker thread; every
+string that is a SHA-256 digest counts):
+    stored records        function definitions of apps not stopped (code mounts, image recipes:
                           copied files, requirements, pickled functions), derived pools'
                           overrides, spawned calls' arguments and outputs, journaled inputs
     memory                definitions of every installed function (running ephemeral apps
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from .._volume_files import FILE, unpack_manifest
 from ..exception import NotFoundError
 from .blobs import BlobStore
 from .model import ContainerState
+from .store import unpack
 
 if TYPE_CHECKING:
     from .server import Server
@@ -71,6 +74,24 @@ class Roots:
     values: list[Any] = field(default_factory=list)
     manifests: set[str] = field(default_factory=set)
     oldest_container: float | None = None  # when the oldest live container or sandbox started (epoch)
+    database: Path | None = None  # state.db, whose stored calls' payloads are read in the worker thread
+
+
+def stored_payloads(database: Path) -> Iterator[Any]:
+    """The arguments and outputs of stored calls: spawned calls, and the journaled inputs of
+    calls in progress where the server keeps them (payloads over 2 MiB are blob digests).
+    Read through a connection of its own (blocking: not on the server's loop)."""
+    db = sqlite3.connect(str(database), isolation_level=None, timeout=30)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("spawned_calls", "call_inputs"):
+            if table in tables:
+                for args, output in db.execute(f"SELECT args, output FROM {table}"):
+                    yield unpack(args)
+                    if output is not None:
+                        yield unpack(output)
+    finally:
+        db.close()
 
 
 def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
@@ -82,7 +103,6 @@ def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
         values.append(pool.config_overrides)
     if not payloads:
         return Roots(values=values)
-    values += server.store.stored_payloads()
     for pool in list(server.scheduler.pools.values()):
         values.extend(entry.args for entry in list(pool.queue))
         for container in list(pool.containers.values()):
@@ -90,7 +110,8 @@ def gather_roots(server: "Server", *, payloads: bool = True) -> Roots:
     manifests = set(server.store.volume_manifests()) | {server.volumes.store.empty}
     starts = [c.started for c in list(server.containers.containers.values()) if c.state is not ContainerState.STOPPED]
     starts += [box.created for box in list(server.sandboxes.sandboxes.values()) if not box.ended.is_set()]
-    return Roots(values=values, manifests=manifests, oldest_container=min(starts, default=None))
+    return Roots(values=values, manifests=manifests, oldest_container=min(starts, default=None),
+                 database=server.store.path)
 
 
 def image_cache_values(images_root: Path) -> list[Any]:
@@ -131,6 +152,8 @@ def collect(blobs: BlobStore, roots: Roots, images_root: Path, *, grace: float, 
     cutoff = now - grace
     volume = volume_blobs(blobs, roots.manifests)
     live = volume | digests(roots.values) | digests(image_cache_values(images_root))
+    if roots.database is not None:
+        live |= digests(stored_payloads(roots.database))
     removed = removed_bytes = kept_recent = kept_live = live_bytes = 0
     for prefix, name, st in list(blobs.files()):
         if name in live:

@@ -471,18 +471,6 @@ class Store:
         return found + [unpack(o) for pool_id, o in self._db.execute("SELECT id, overrides FROM derived_pools")
                         if pool_id.split("/")[0].split("~")[0] in live]
 
-    def stored_payloads(self) -> list[Any]:
-        """The arguments and outputs of stored calls (payloads may be blob digests)."""
-        found: list[Any] = []
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in ("spawned_calls", "call_inputs"):  # (the latter: inputs of calls in progress, if kept)
-            if table in tables:
-                for args, output in self._db.execute(f"SELECT args, output FROM {table}"):
-                    found.append(unpack(args))
-                    if output is not None:
-                        found.append(unpack(output))
-        return found
-
     def volume_manifests(self) -> list[str]:
         """The manifest digest of every kept commit of every volume."""
         return [row[0] for row in self._db.execute("SELECT DISTINCT manifest FROM volume_commits").fetchall()]

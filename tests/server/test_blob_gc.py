@@ -100,3 +100,18 @@ def test_materialised_mounts_no_root_names_go_unless_a_live_container_may_use_th
     report = collect(blobs, roots, tmp_path / "images", grace=HOUR, mounts_root=mounts)
     assert report["mounts_removed"] == 1
     assert sorted(p.name for p in mounts.iterdir()) == sorted([live, fresh, "not-a-digest"])
+
+
+def test_payloads_of_stored_calls_are_roots(tmp_path: Path) -> None:
+    from ferry.server.store import Store
+
+    blobs = BlobStore(tmp_path / "blobs")
+    argument = _put_old(blobs, b"a large argument of a spawned call")
+    output = _put_old(blobs, b"its large output, not yet fetched")
+    orphan = _put_old(blobs, b"the output of a call whose record is gone")
+    store = Store(tmp_path / "state.db")
+    store.insert_spawned("fc-1", "fu-1", None, {"blob": argument})
+    store.finish_spawned("fc-1", {"status": "success", "idx": 0, "blob": output})
+    report = collect(blobs, Roots(database=store.path), tmp_path / "images", grace=HOUR)
+    assert report["removed"] == 1
+    assert blobs.has(argument) and blobs.has(output) and not blobs.has(orphan)
