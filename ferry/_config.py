@@ -107,6 +107,10 @@ SETTINGS: dict[str, Setting] = {
                 "On a Ray node (`ray` runtime): the directory where the node keeps the images it built "
                 "(venvs, their files and build logs) and containers cache code and volume chunks "
                 "fetched from the control plane. Set it in the environment of `ray start`."),
+        Setting("sandbox_spares", int, lambda: 4,
+                "Spare sandboxes the sandbox runtime keeps started ahead of containers (one per kind "
+                "of container: image, code, limits), so that the next one starts without waiting for "
+                "namespaces, the network and Python. 0: none (every container starts from scratch)."),
         Setting("zygote", _parse_bool, lambda: True,
                 "Process runtime: fork new containers from a template process that has already "
                 "imported Ferry (one per interpreter), for faster cold starts. 0: start every "

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import inspect
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +75,3 @@ def restored(definition: dict[str, Any]) -> Restored | None:
     if state is None or (state.module, state.qualname) != (definition.get("module"), definition.get("qualname")):
         return None
     return state
-
-
-def after_fork() -> None:
-    """In a container just forked from a template: forget what the template cached about its
-    own environment (the temporary directory is chosen from TMPDIR on first use)."""
-    tempfile.tempdir = None

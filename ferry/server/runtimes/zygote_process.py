@@ -12,26 +12,16 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from ferry._container.become import preload, run_as
 
 MAX_MESSAGE = 1 << 20
 
 
 def _send(control: socket.socket, message: dict[str, Any]) -> None:
     control.send(json.dumps(message).encode())
-
-
-def _preload() -> None:
-    """Import what every container imports, so that forked children start with it."""
-    import ferry  # noqa: F401
-    import ferry._compat  # noqa: F401
-    import ferry._container.runner  # noqa: F401
-    import ferry._container.uplink  # noqa: F401
-    import ferry._container.user_code  # noqa: F401
-    import ferry._container.processes  # noqa: F401
-    import ferry._container.sandbox  # noqa: F401
 
 
 def _reap(control: socket.socket) -> None:
@@ -47,9 +37,8 @@ def _reap(control: socket.socket) -> None:
 
 def _become_container(request: dict[str, Any], fds: list[int], control: socket.socket,
                       inherited: tuple[int, ...]) -> None:
-    """In the forked child: turn into what `python -m ferry._container` (or the requested
-    module, e.g. a sandbox's supervisor) would be, and run it."""
-    code = 1
+    """In the forked child: its own session, stdio and cgroup, then what `python -m
+    ferry._container` (or the requested module, e.g. a sandbox's supervisor) would be."""
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -67,41 +56,12 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         for procs in request["cgroup_procs"]:  # join the cgroup before anything of the container runs
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
-        os.environ.clear()
-        os.environ.update(request["env"])
-        time.tzset()
-        from ferry._container import snapshot
-
-        snapshot.after_fork()
-        if request.get("cwd"):
-            os.chdir(request["cwd"])
-        sys.path[0] = os.getcwd()  # what `python -m` puts first
-        import importlib
-        import types
-
-        module = request.get("module") or "ferry._container"
-        entry = importlib.import_module("ferry._container.runner" if module == "ferry._container" else module)
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        sys.argv = [str(Path(entry.__file__).with_name("__main__.py")) if module == "ferry._container"
-                    else str(entry.__file__)]
-        entry.main()
-        code = 0
-    except SystemExit as stop:
-        if isinstance(stop.code, int) or stop.code is None:
-            code = stop.code or 0
-        else:
-            print(stop.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - reported on the container's stderr
+    except BaseException:  # noqa: BLE001 - reported on the container's stderr, if it has one
         import traceback
 
         traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001, S110 - a closed pipe: nothing left to tell
-                pass
-        os._exit(code)
+        os._exit(1)
+    run_as(request["env"], request.get("cwd"), request.get("module"))
 
 
 def main() -> None:
@@ -109,7 +69,7 @@ def main() -> None:
     import threading
 
     control = socket.socket(fileno=int(sys.argv[1]))
-    _preload()
+    preload()
     if len(sys.argv) > 2:  # a memory snapshot's template
         try:
             from ferry._container import snapshot

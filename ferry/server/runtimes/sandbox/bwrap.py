@@ -127,6 +127,9 @@ class SandboxSpec:
     capabilities: Sequence[str] = DEFAULT_CAPABILITIES
     mount_dir: Path = DEFAULT_MOUNT_DIR
     network_ready_env: str | None = None
+    # descriptors the command inherits (e.g. a spare sandbox's claim pipe, spares.py); the
+    # launch closes the caller's copies
+    inherit_fds: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str):
@@ -137,6 +140,7 @@ class SandboxSpec:
         set_(self, "binds", tuple(BindMount(Path(h).absolute(), c, r) for h, c, r in self.binds))
         set_(self, "env", MappingProxyType(dict(self.env)))
         set_(self, "devices", tuple(self.devices))
+        set_(self, "inherit_fds", tuple(self.inherit_fds))
         set_(self, "capabilities", tuple(c.upper() for c in self.capabilities))
         set_(self, "mount_dir", Path(self.mount_dir).absolute())
         for name in ("upper_dir", "work_dir"):
@@ -479,6 +483,8 @@ class _Prepared:
             network_r, self._network_w = os.pipe()
             self._keep(network_r)
             env += b"".join(w.encode() + b"\0" for w in ("--setenv", spec.network_ready_env, str(network_r)))
+        for fd in spec.inherit_fds:
+            self._keep(fd)
         env_fd = self._memfd("ferry-sandbox-env", env)
         staged = staged_binds(spec)
         for stage in staged:  # mount points of staged binds, shared by every launcher

@@ -28,11 +28,13 @@ from pathlib import Path
 
 import ferry
 
+from .... import _config
 from ....exception import ExecutionError, InvalidError
 from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime, inherited_environment
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ...volume_mounts import prepare_sandbox
 from ..process import ProcessHandle, _pump
+from .spares import Spares, spares_can_serve
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
 from .gpu import BIN_DIR as GPU_BIN_DIR
 from .gpu import gpu_access
@@ -42,6 +44,7 @@ from .network import end_leftover_pastas, pasta_unavailable_reason
 CONTAINER_HOME = "/var/lib/ferry"
 FERRY_PACKAGE_DIR = "/opt/ferry"
 CONTROL_SOCKET = "/run/ferry/control.sock"
+SPARE_MODULE = "ferry._container.spare"
 _NOT_PASSED = {"FERRY_HOME", "FERRY_SERVER_URL", "FERRY_CONTAINER_ID", "FERRY_FUNCTION_ID"}
 
 
@@ -64,6 +67,8 @@ class SandboxRuntime(Runtime):
 
     def __init__(self, scratch_root: Path) -> None:
         self.scratch_root = scratch_root
+        count = int(_config.get("sandbox_spares"))
+        self.spares = Spares(self, count) if count > 0 else None
         self._owned: set[Path] = set()  # trees known to be owned by the sandbox ids (ids.py)
         if scratch_root.is_dir():  # writable layers of containers of a server that crashed
             for leftover in scratch_root.iterdir():
@@ -87,7 +92,10 @@ class SandboxRuntime(Runtime):
                 raise InvalidError(f"This server cannot give sandbox containers a network: {reason}. "
                                    "(block_network=True containers need no network.)")
 
-    def sandbox_spec(self, spec: ContainerSpec, scratch: Path) -> SandboxSpec:
+    def sandbox_spec(self, spec: ContainerSpec, scratch: Path, *, spare_fd: int | None = None) -> SandboxSpec:
+        """The sandbox of `spec`'s container; with `spare_fd`, of a spare for such containers
+        (spares.py): everything but what only the container gets (its ids, secrets and
+        credential, which its claim brings), waiting on `spare_fd` for that claim."""
         image = spec.image
         if image is None or not image.layers:
             raise InvalidError("The sandbox runtime needs a built image for every container.")
@@ -107,7 +115,8 @@ class SandboxRuntime(Runtime):
         env.update({k: v for k, v in inherited_environment().items()
                     if k.startswith("FERRY_") and k not in _NOT_PASSED})
         env.update(image.env)
-        env.update(spec.env)
+        if spare_fd is None:
+            env.update(spec.env)
         if spec.volumes:  # views in the scratch directory, bound at their paths (server/volume_mounts.py)
             volumes = prepare_sandbox(spec.volumes, scratch / "volumes")
             binds += [BindMount(*bind) for bind in volumes.binds]
@@ -131,16 +140,20 @@ class SandboxRuntime(Runtime):
             "PYTHONUNBUFFERED": "1",
             "FERRY_HOME": CONTAINER_HOME,
             "FERRY_SERVER_URL": f"ferry+unix://{CONTROL_SOCKET}",
-            "FERRY_CONTAINER_ID": spec.container_id,
-            "FERRY_FUNCTION_ID": spec.function_id,
         })
+        if spare_fd is None:
+            env.update({"FERRY_CONTAINER_ID": spec.container_id, "FERRY_FUNCTION_ID": spec.function_id})
+        else:
+            env["FERRY_SPARE_FD"] = str(spare_fd)
+        module = spec.entry_module if spare_fd is None else SPARE_MODULE
         return SandboxSpec(
-            layers=image.layers, argv=[image.python, "-m", spec.entry_module],
+            layers=image.layers, argv=[image.python, "-m", module],
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
             cwd=image.workdir or "/root", devices=devices,
             network="none" if spec.block_network else "pasta",
             # Python starts while pasta connects; ferry._container waits for it before user code
             network_ready_env=None if spec.block_network else "FERRY_NETWORK_READY_FD",
+            inherit_fds=() if spare_fd is None else (spare_fd,),
         )
 
     def _unowned_trees(self, spec: ContainerSpec) -> list[Path]:
@@ -170,11 +183,16 @@ class SandboxRuntime(Runtime):
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        unowned = self._unowned_trees(spec)
+        if unowned:
+            await asyncio.to_thread(self._own, unowned)
+        if self.spares is not None and spares_can_serve(spec):  # a sandbox started ahead, if one waits
+            claimed = self.spares.claim(spec, sandbox, on_output)
+            self.spares.replenish(spec)
+            if claimed is not None:
+                return claimed
         cgroup = None
         try:
-            unowned = self._unowned_trees(spec)
-            if unowned:
-                await asyncio.to_thread(self._own, unowned)
             if spec.memory_mb is not None or spec.cpu is not None:
                 cgroup = Cgroup.create(spec.container_id, CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu))
             process = await launch_async(sandbox, stdout=asyncio.subprocess.PIPE,
@@ -191,3 +209,7 @@ class SandboxRuntime(Runtime):
         ]
         return SandboxHandle(process, readers, cgroup, spec.memory_mb,
                              cleanup=lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+    async def close(self) -> None:
+        if self.spares is not None:
+            await self.spares.close()
