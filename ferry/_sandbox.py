@@ -340,8 +340,19 @@ class Sandbox:
                 await client.request("blob.put", data=wire.blobs[digest], hash=digest)
         definition = {"image": wire.definition, "config": {k: v for k, v in config.items() if v is not None},
                       "env": _env(env)}
-        result = await client.request("sandbox.create", app_id=app_id, entrypoint=argv, definition=definition,
-                                      workdir=workdir, timeout=timeout, tags=tags or {}, name=name)
+        progress_id, display = _tokens.token_hex(8), None
+        if not _in_container():  # a build shows its progress here (nothing when the image is cached)
+            from ._image_progress import BuildDisplay  # rich: client side only, not in containers
+
+            display = client.image_handlers[progress_id] = BuildDisplay()
+        try:
+            result = await client.request("sandbox.create", app_id=app_id, entrypoint=argv, definition=definition,
+                                          workdir=workdir, timeout=timeout, tags=tags or {}, name=name,
+                                          progress_id=progress_id)
+        finally:
+            client.image_handlers.pop(progress_id, None)
+            if display is not None:
+                display.close()
         sandbox = Sandbox(result["sandbox_id"], client)
         sandbox._main = _Output(client, sandbox._id, StreamReader(), StreamReader())
         return sandbox

@@ -153,8 +153,9 @@ class SandboxParts:
     secrets: "SecretStore"
     containers: Callable[[], "ContainerManager"]  # (made when the server starts listening)
     # a function-like definition ready to start: secrets and volumes resolved, placement
-    # checked, image built (as app.create does for a function): (tag, definition, conn)
-    prepare: Callable[[str, dict, Connection], Awaitable[dict]]
+    # checked, image built (as app.create does for a function): (tag, definition, conn,
+    # progress_id: where the build's progress goes)
+    prepare: Callable[[str, dict, Connection, str | None], Awaitable[dict]]
 
 
 class SandboxService:
@@ -179,7 +180,7 @@ class SandboxService:
         return {
             "sandbox.create": {"app_id": optional(str), "entrypoint": optional(list, items=str),
                                "definition": required(dict), "workdir": optional(str), "timeout": optional(int, float),
-                               "tags": optional(dict), "name": optional(str)},
+                               "tags": optional(dict), "name": optional(str), "progress_id": optional(str)},
             "sandbox.exec": {**ref, "exec_id": required(str), "argv": required(list, items=str), "workdir": optional(str),
                              "env": optional(dict), "pty": optional(bool), "timeout": optional(int, float),
                              "stdout": optional(str), "stderr": optional(str), "size": optional(list, items=int)},
@@ -269,7 +270,7 @@ class SandboxService:
         tags = _tags(args.get("tags") or {})
         workdir = _path(args.get("workdir"), "workdir")
         sandbox_id = "sb-" + secrets.token_hex(8)
-        definition = await parts.prepare(sandbox_id, args["definition"], conn)
+        definition = await parts.prepare(sandbox_id, args["definition"], conn, args.get("progress_id"))
         config = definition.get("config") or {}
         gpu = None
         if config.get("gpu"):

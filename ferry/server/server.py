@@ -325,16 +325,17 @@ class Server:
             raise InvalidError(message)
         return None
 
-    async def prepare_definition(self, tag: str, definition: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    async def prepare_definition(self, tag: str, definition: dict[str, Any], conn: Connection,
+                                 progress_id: str | None = None) -> dict[str, Any]:
         """A function-like definition (a sandbox's) ready to start, as `app.create` makes each
         function's: secrets and volumes resolved (a missing one fails, naming it), placement
-        checked, image built (progress pushed to `conn`)."""
+        checked, image built (progress pushed to `conn` as `image` pushes of `progress_id`)."""
         from .images import rpc as image_rpc
 
         specs = self.api._resolve_secrets([{"tag": tag, "definition": definition}])
         specs = self.volumes.resolve_functions(specs)
         self.check_placeable(tag, specs[0]["definition"])
-        specs = await image_rpc.build_functions(self, specs, conn, None)
+        specs = await image_rpc.build_functions(self, specs, conn, progress_id)
         return specs[0]["definition"]
 
     def derive_pool(self, pool_id: str, base: Pool, *, params: bytes | None,

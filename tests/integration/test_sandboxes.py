@@ -351,3 +351,21 @@ def test_a_sandbox_that_cannot_start_says_why(app: ferry.App) -> None:
         sb.exec("true")
     sb.wait()
     assert sb.returncode == 1
+
+
+def test_an_image_build_shows_its_progress(sandbox_server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    unique = _unique("u")
+    script = ("import ferry\n"
+              "app = ferry.App.lookup('test-sandboxes', create_if_missing=True)\n"
+              "image = ferry.Image.debian_slim(python_version='3.11').run_commands("
+              f"'echo {unique} > /unique')\n"
+              "sb = ferry.Sandbox.create(app=app, image=image)\n"
+              "print(sb.exec('cat', '/unique').stdout.read(), end='')\n"
+              "sb.terminate()\n")
+    done = subprocess.run([sys.executable, "-c", script], env=sandbox_server.env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout == f"{unique}\n", done.stderr
+    assert "Building image" in done.stderr and f"echo {unique}" in done.stderr
