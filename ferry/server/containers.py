@@ -90,6 +90,12 @@ class ContainerManager:
     def start(self, pool: Pool) -> Container | None:
         """Start a container for `pool`; None when the GPUs it needs are all taken (its inputs
         wait in the queue until a container holding them ends)."""
+        config = pool.definition.get("config", {})
+        unmeetable = self.runtime.unmeetable(config.get("cpu"), config.get("memory"))
+        if unmeetable is not None:  # a Ray cluster without a node that large: fail fast
+            self.scheduler.fail_queued(pool, {"status": OutputStatus.INIT_ERROR.value,
+                                              "msg": f"{pool.tag}: {unmeetable}"})
+            return None
         gpu = None
         request = pool.gpu_request()
         if request is not None:

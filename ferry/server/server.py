@@ -310,7 +310,13 @@ class Server:
         such a request only warns (the warning is returned, for the client to show): its calls
         fail fast until a node with that GPU joins."""
         self.runtime.check_function(tag, definition)
-        data = definition.get("config", {}).get("gpu")
+        config = definition.get("config", {})
+        unmeetable = self.runtime.unmeetable(config.get("cpu"), config.get("memory"))
+        if unmeetable is not None:  # (only a Ray cluster can tell, and its nodes come and go)
+            warning = f"{tag}: {unmeetable}"
+            log.warning("%s", warning)
+            return warning
+        data = config.get("gpu")
         if not data:
             return None
         from .._gpu import GPURequest

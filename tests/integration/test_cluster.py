@@ -57,6 +57,11 @@ def on_t4() -> dict[str, Any]:
     return _where()
 
 
+
+@app.function(cpu=8)
+def too_big() -> None:
+    return None
+
 @app.function(gpu="B200")
 def on_b200() -> None:
     return None
@@ -188,6 +193,15 @@ def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus
         assert time.monotonic() - started < 30
     assert "B200" in str(info.value) and "T4" in str(info.value) and "Ray cluster" in str(info.value)
     assert "its calls fail until a node with such a GPU joins" in ray_server.log.read_text()
+
+
+def test_more_cpus_than_any_node_has_warns_and_its_calls_fail_fast_naming_the_nodes(ray_server, capsys):
+    with app.run(show_logs=False):
+        assert "Warning: too_big: no node of the Ray cluster has 8 CPUs" in capsys.readouterr().err
+        with pytest.raises(ferry.exception.Error) as info:
+            too_big.remote()
+    assert "no node of the Ray cluster has 8 CPUs" in str(info.value)
+    assert "2 CPUs and" in str(info.value)  # the largest nodes' sizes
 
 
 def test_a_node_with_that_gpu_joining_makes_it_placeable(ray_server, cluster):

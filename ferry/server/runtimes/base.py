@@ -133,6 +133,11 @@ class Runtime(abc.ABC):
         """Raise (NotImplementedError, InvalidError) when this runtime cannot run a function of
         this definition at all; called at app start."""
 
+    def unmeetable(self, cpu: float | None, memory_mb: int | None) -> str | None:
+        """Why no machine of this runtime could ever hold a container asking for `cpu` and
+        `memory_mb` (None when one could, or when the runtime cannot tell)."""
+        return None
+
     def snapshots_unavailable(self) -> str | None:
         """Why containers of `enable_memory_snapshot=True` functions start the ordinary way on
         this runtime; None when it makes and uses memory snapshots."""

@@ -22,17 +22,19 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any, Callable
 
 from .... import exception as ferry_errors
 from ....exception import InvalidError
 from ...images.venv_recipe import check_recipe
 from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
-from .gpus import ClusterGPUs
+from .gpus import REFRESH_SECONDS, ClusterGPUs
 from .node_images import BLOB_BATCH_BYTES
 
 log = logging.getLogger("ferry.server")
 
+MIB = 1024 * 1024
 DEFAULT_CPU = 0.25        # num_cpus of a container that does not ask for cpu=
 CONNECT_TIMEOUT = 5.0     # seconds to reach the cluster's address before ray.init
 KILL_GRACE = 5.0          # after SIGKILL through the agent, the actor itself is killed
@@ -86,6 +88,8 @@ class RayRuntime(Runtime):
         self.build_timeout = 3600.0  # set by the server: FERRY_IMAGE_BUILD_TIMEOUT, per step
         self.gpus = ClusterGPUs(self._nodes)
         self._agent: Any = None
+        self._node_capacities: list[tuple[float, int]] = []
+        self._capacities_at = float("-inf")
 
     # -- the cluster ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -129,6 +133,31 @@ class RayRuntime(Runtime):
 
             await asyncio.to_thread(ray.shutdown)
             self._agent = None
+
+    def unmeetable(self, cpu: float | None, memory_mb: int | None) -> str | None:
+        """Why no alive node has the CPUs and memory a container asks for, naming the nodes'
+        sizes (None when one has, or before the cluster has answered)."""
+        need_cpu = cpu if cpu is not None else DEFAULT_CPU
+        need_memory = (memory_mb or 0) * MIB
+        nodes = self._capacities()
+        if not nodes or any(c >= need_cpu and m >= need_memory for c, m in nodes):
+            return None
+        sizes = ", ".join(f"{c:g} CPUs and {m // MIB:,} MiB" for c, m in sorted(nodes, reverse=True)[:5])
+        asked = f"{need_cpu:g} CPUs" + (f" and {memory_mb:,} MiB of memory" if memory_mb else "")
+        return (f"no node of the Ray cluster has {asked} (its nodes: {sizes}). Lower cpu=/memory=, or "
+                "add a node that large: calls fail until one joins.")
+
+    def _capacities(self) -> list[tuple[float, int]]:
+        """(CPUs, memory bytes) of each alive node, read at most every REFRESH_SECONDS."""
+        if time.monotonic() - self._capacities_at > REFRESH_SECONDS:
+            try:
+                self._node_capacities = [
+                    (float((n.get("Resources") or {}).get("CPU", 0)), int((n.get("Resources") or {}).get("memory", 0)))
+                    for n in self._nodes() if n.get("Alive")]
+            except Exception:  # noqa: BLE001 - the last answer stands while the GCS is unreachable
+                pass
+            self._capacities_at = time.monotonic()
+        return self._node_capacities
 
     # -- what it can run ------------------------------------------------------------------
     def check(self, spec: ContainerSpec) -> None:
