@@ -62,6 +62,14 @@ def on_t4() -> dict[str, Any]:
 def too_big() -> None:
     return None
 
+
+@app.function(memory=64)
+def allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touch every page so it is really resident
+        block[i] = 1
+    return len(block)
+
 @app.function(gpu="B200")
 def on_b200() -> None:
     return None
@@ -202,6 +210,13 @@ def test_more_cpus_than_any_node_has_warns_and_its_calls_fail_fast_naming_the_no
             too_big.remote()
     assert "no node of the Ray cluster has 8 CPUs" in str(info.value)
     assert "2 CPUs and" in str(info.value)  # the largest nodes' sizes
+
+
+def test_memory_limits_are_enforced_on_the_nodes(ray_server):
+    with app.run(show_logs=False):
+        assert allocate.remote(8) == 8 * 1024 * 1024
+        with pytest.raises(ferry.exception.OutOfMemoryError, match="64 MiB"):
+            allocate.remote(256)
 
 
 def test_a_node_with_that_gpu_joining_makes_it_placeable(ray_server, cluster):

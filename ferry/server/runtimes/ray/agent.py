@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ class ContainerAgent:
         self._has_output = asyncio.Event()
         self._readers: list[asyncio.Task] = []
         self._cleanup: Any = None
+        self._cgroup: Any = None  # the container's cgroup, when cpu=/memory= are enforced here
+        self._memory_mb: int | None = None
         self._exited: asyncio.Event = asyncio.Event()
 
     def _node_id(self) -> str:
@@ -138,6 +141,7 @@ class ContainerAgent:
             volumes.binds += image.binds
         if volumes is not None:
             argv = volumes.process_argv(argv)
+        argv = self._limited(argv, launch, node_id)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -148,12 +152,33 @@ class ContainerAgent:
         except OSError as exc:
             if volumes is not None:
                 volumes.remove()
+            if self._cgroup is not None:
+                self._cgroup.destroy()
             raise RuntimeError(f"could not start a container process on node {node_id}: {exc}") from None
         assert self._process.stdout is not None and self._process.stderr is not None
         self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
                          asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
         shown = {"key": image.key, "built": image.built, "python": image.python} if image is not None else None
         return {"node_id": node_id, "pid": self._process.pid, "image": shown}
+
+    def _limited(self, argv: list[str], launch: dict[str, Any], node_id: str) -> list[str]:
+        """`argv` joining a cgroup with the container's cpu=/memory= limits, as the process
+        runtime does, where this node can make one; else `argv`, and the container's log says
+        that its limits only placed it."""
+        from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
+
+        cpu, memory_mb = launch.get("cpu"), launch.get("memory_mb")
+        if cpu is None and memory_mb is None:
+            return argv
+        reason = cgroups_unavailable_reason()
+        if reason is not None:
+            self._output.append(("stderr", f"ferry: cpu=/memory= placed this container on node {node_id} "
+                                           f"but are not enforced there: {reason}\n"))
+            return argv
+        self._cgroup = Cgroup.create(launch["container_id"], CgroupLimits(memory_mb=memory_mb, cpu=cpu))
+        self._memory_mb = memory_mb
+        joins = " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in self._cgroup.procs_files)
+        return ["/bin/sh", "-c", f'{joins} && exec "$0" "$@"', *argv]
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         while True:
@@ -181,9 +206,13 @@ class ContainerAgent:
         await asyncio.gather(*self._readers, return_exceptions=True)
         if self._cleanup is not None:
             await asyncio.to_thread(self._cleanup)
+        oom = False
+        if self._cgroup is not None:
+            oom = self._cgroup.oom_killed()
+            self._cgroup.destroy()
         self._exited.set()
         self._has_output.set()
-        return {"code": code}
+        return {"code": code, "oom_killed": oom, "memory_mb": self._memory_mb}
 
     async def signal(self, sig: int) -> None:
         """Signal the container's process group (SIGTERM: it runs @exit; SIGKILL)."""

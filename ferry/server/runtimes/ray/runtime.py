@@ -214,6 +214,7 @@ class RayRuntime(Runtime):
             "build_timeout": self.build_timeout,
             "gpu_type": spec.gpu_type,
             "volumes": [dict(v) for v in spec.volumes],
+            "cpu": spec.cpu, "memory_mb": spec.memory_mb,  # enforced with a cgroup where the node can
         }
         actor = self._agent.options(**self._options(spec)).remote()
         return RayHandle(actor, launch, on_output, self.read_blob)
@@ -256,7 +257,8 @@ class RayHandle(ContainerHandle):
             finally:
                 self._done = True
                 await asyncio.gather(pump, return_exceptions=True)
-            return ExitStatus(code=result["code"])
+            return ExitStatus(code=result["code"], oom_killed=bool(result.get("oom_killed")),
+                              memory_mb=result.get("memory_mb"))
         except ray.exceptions.RayActorError as exc:
             if self._stopping is not None:  # we killed it ourselves
                 return ExitStatus(code=-self._stopping)
