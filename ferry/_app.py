@@ -19,6 +19,7 @@ from ._partial import BATCHED, CONCURRENT, WEB, PartialFunction, check_batching
 from ._resources import _check_image, check_schedulable, function_config, reject_schedule
 from ._secret import check_secrets
 from ._volume import check_volumes
+from ._web import one_container_for_web_server
 from ._serialization import serialize
 from ._sync import run_sync, synced
 from ._unsupported import dashboard_url, unsupported
@@ -192,12 +193,7 @@ when there is none (not from inside a container). Raises NotFoundError otherwise
                                        "served one input each.")
                 extra["web"] = marks["web"]
                 if marks["web"]["type"] == "server":  # containers share the host's network: one per port
-                    if (function_conf.get("max_containers") or 1) > 1 or (function_conf.get("min_containers") or 0) > 1:
-                        raise InvalidError(
-                            f"{tag}: a @web_server function runs one container (its port is a port of this "
-                            "machine, which containers share); remove max_containers/min_containers above 1 "
-                            "and use @ferry.concurrent(max_inputs=...) to serve requests in parallel.")
-                    function_conf["max_containers"] = 1
+                    one_container_for_web_server(f"{tag}: a @web_server function", function_conf)
             function = Function(raw, app=self, tag=tag, config=function_conf, definition_extra=extra)
             if is_generator is not None:
                 function._is_generator = is_generator

@@ -134,12 +134,9 @@ def check_class_web_methods(user_cls: type, web_methods: dict[str, dict[str, Any
         raise InvalidError(f"{user_cls.__name__}.{batched[0]}: a web endpoint cannot be @batched; "
                            "HTTP requests are served one input each.")
     if any(web["type"] == "server" for web in web_methods.values()):
-        if (config.get("max_containers") or 1) > 1 or (config.get("min_containers") or 0) > 1:
-            raise InvalidError(
-                f"Class {user_cls.__name__} has a @web_server method, so it runs one container (its port "
-                "is a port of this machine, which containers share); remove max_containers/min_containers "
-                "above 1 and use @ferry.concurrent(max_inputs=...) to serve requests in parallel.")
-        config["max_containers"] = 1
+        from ._web import one_container_for_web_server
+
+        one_container_for_web_server(f"Class {user_cls.__name__}, with a @web_server method,", config)
 
 
 def _is_method(partial: PartialFunction) -> bool:

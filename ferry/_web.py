@@ -38,6 +38,17 @@ def check_label(label: str | None) -> str | None:
     return label
 
 
+def one_container_for_web_server(what: str, config: dict[str, Any]) -> None:
+    """A `@web_server` listens on a port of this machine, which containers share: it runs in
+    one container (`config`'s max_containers becomes 1; more is refused, naming `what`)."""
+    if (config.get("max_containers") or 1) > 1 or (config.get("min_containers") or 0) > 1:
+        raise InvalidError(
+            f"{what} runs one container (its port is a port of this machine, which containers share); "
+            "remove max_containers/min_containers above 1 and use @ferry.concurrent(max_inputs=...) to "
+            "serve requests in parallel.")
+    config["max_containers"] = 1
+
+
 def _common(name: str, label: str | None, custom_domains: Any, requires_proxy_auth: bool) -> dict[str, Any]:
     if custom_domains:
         raise NotImplementedError(f"@{name}(custom_domains=...) is not supported by Ferry: endpoints "
