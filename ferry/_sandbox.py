@@ -353,9 +353,8 @@ class Sandbox:
             client.image_handlers.pop(progress_id, None)
             if display is not None:
                 display.close()
-        sandbox = Sandbox(result["sandbox_id"], client)
-        sandbox._main = _Output(client, sandbox._id, StreamReader(), StreamReader())
-        return sandbox
+        # (read from the start: output written before this connection asked for it is kept)
+        return await Sandbox._reading(client, result["sandbox_id"])
 
     create = synced(_create)
     create.__doc__ = """Start a sandbox in `app` running `*entrypoint` (or nothing: it then stays up
@@ -367,7 +366,12 @@ Inside a container, `app` defaults to the container's own app."""
     async def _from_id(sandbox_id: str, client: Any = None) -> "Sandbox":
         if client is not None:
             raise NotImplementedError("Sandbox.from_id(client=...) is not supported by Ferry yet.")
-        connection = await Client.from_env()
+        return await Sandbox._reading(await Client.from_env(), sandbox_id)
+
+    @staticmethod
+    async def _reading(connection: Client, sandbox_id: str) -> "Sandbox":
+        """A handle that reads the entrypoint's output: what it wrote so far, then what follows
+        (pushed to this connection from the same moment on, so nothing is lost or doubled)."""
         main = _Output(connection, sandbox_id, StreamReader(), StreamReader())
         main.hold()  # output pushed after the answer goes after the output it holds
         try:
@@ -380,8 +384,8 @@ Inside a container, `app` defaults to the container's own app."""
         main.release(row.get("output") or [])
         if row["state"] not in ("starting", "running") and main.returncode is None:
             sandbox._returncode = row["returncode"]
-            sandbox._main.finish(row.get("entrypoint_returncode") if row.get("entrypoint_returncode") is not None
-                                 else row["returncode"])
+            main.finish(row.get("entrypoint_returncode") if row.get("entrypoint_returncode") is not None
+                        else row["returncode"])
         return sandbox
 
     from_id = synced(_from_id)

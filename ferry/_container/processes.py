@@ -182,13 +182,19 @@ class ProcessHost:
         return None
 
     def on_push(self, frame: dict[str, Any]) -> bool:
-        """Handle `exec.start`, `exec.stdin`, `exec.kill`; False for any other push."""
+        """Handle `exec.start`, `exec.stdin`, `exec.resize`, `exec.kill`; False for any other push."""
         kind = frame.get("k")
         if kind == "exec.start":
             self.start(frame["exec_id"], list(frame["argv"]), workdir=frame.get("workdir"),
                        env=dict(frame.get("env") or {}), use_pty=bool(frame.get("pty")),
                        stdout=frame.get("stdout") or "pipe", stderr=frame.get("stderr") or "pipe",
                        timeout=frame.get("timeout"), size=frame.get("size"), announce=True)
+            return True
+        if kind == "exec.resize":  # the terminal it runs in changed size (its programs get SIGWINCH)
+            with self.lock:
+                process = self.processes.get(frame["exec_id"])
+            if process is not None and process.master is not None:
+                _set_size(process.master, frame.get("size"))
             return True
         if kind == "exec.kill":  # whoever started it went away
             with self.lock:

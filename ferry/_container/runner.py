@@ -170,7 +170,7 @@ class ContainerRunner:
                     self.uplink.push("requeue", ids=take_back(self.inputs, frame["ids"]))
                 elif frame["k"] == "shutdown":
                     self.begin_drain()
-                elif frame["k"] in ("exec.start", "exec.stdin", "exec.kill"):  # `ferry container exec` (processes.py)
+                elif frame["k"] in ("exec.start", "exec.stdin", "exec.resize", "exec.kill"):  # `ferry container exec` (processes.py)
                     self._process_host().on_push(frame)
 
     def _process_host(self) -> Any:

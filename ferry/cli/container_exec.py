@@ -29,5 +29,8 @@ def exec_command(container_id: str = typer.Argument(..., metavar="CONTAINER_ID",
     async def send_stdin(data: bytes, eof: bool) -> None:
         await client.request("container.stdin", exec_id=exec_id, data=data, eof=eof)
 
-    code = attach(client, exec_id, start, send_stdin, tty=tty, interactive=interactive)
+    async def resize(size: list[int]) -> None:
+        await client.request("container.resize", exec_id=exec_id, size=size)
+
+    code = attach(client, exec_id, start, send_stdin, tty=tty, interactive=interactive, resize=resize)
     raise typer.Exit(exit_status(code))

@@ -60,8 +60,11 @@ def shell(ref: str = typer.Argument(..., metavar="FILE::FUNCTION", help="The fun
     async def send_stdin(data: bytes, eof: bool) -> None:
         await client.request("sandbox.stdin", sandbox_id=sandbox_id, exec_id=exec_id, data=data, eof=eof)
 
+    async def resize(size: list[int]) -> None:
+        await client.request("sandbox.resize", sandbox_id=sandbox_id, exec_id=exec_id, size=size)
+
     try:
-        code = attach(client, exec_id, start, send_stdin, tty=tty, interactive=True)
+        code = attach(client, exec_id, start, send_stdin, tty=tty, interactive=True, resize=resize)
     finally:
         run_sync(client.request("sandbox.terminate", sandbox_id=sandbox_id))
     raise typer.Exit(exit_status(code))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import sys
 import threading
 from typing import Any, Callable
@@ -34,10 +35,11 @@ def exit_status(code: int) -> int:
 
 
 def attach(client: Client, exec_id: str, start: Callable[[], Any], send_stdin: Callable[[bytes, bool], Any],
-           *, tty: bool, interactive: bool) -> int:
+           *, tty: bool, interactive: bool, resize: Callable[[list[int]], Any] | None = None) -> int:
     """Run `start()` (the request that starts command `exec_id`) with its output routed here;
     forward stdin (when `interactive`, or `tty`) with `send_stdin(data, eof)`; return its exit
-    code once it ends. With `tty`, this terminal is in raw mode meanwhile."""
+    code once it ends. With `tty`, this terminal is in raw mode meanwhile, and a change of its
+    size (SIGWINCH) is sent with `resize([rows, columns])`."""
     loop = client_loop()
     exited: "asyncio.Future[int] | None" = None
 
@@ -61,6 +63,14 @@ def attach(client: Client, exec_id: str, start: Callable[[], Any], send_stdin: C
 
     run_sync(route())
     saved = None
+    previous_winch = None
+    if tty and resize is not None:
+        def on_winch(signum: int, frame: Any) -> None:  # (the main thread: never block here)
+            size = terminal_size()
+            if size is not None:
+                asyncio.run_coroutine_threadsafe(_quietly(resize(size)), loop)
+
+        previous_winch = signal.signal(signal.SIGWINCH, on_winch)
     try:
         run_sync(start())
         if tty and sys.stdin.isatty():
@@ -80,11 +90,20 @@ def attach(client: Client, exec_id: str, start: Callable[[], Any], send_stdin: C
 
         return run_sync(wait())
     finally:
+        if previous_winch is not None:
+            signal.signal(signal.SIGWINCH, previous_winch)
         if saved is not None:
             import termios
 
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         client.sandbox_handlers.pop(exec_id, None)
+
+
+async def _quietly(request: Any) -> None:
+    try:
+        await request
+    except Exception:  # noqa: BLE001 - a resize racing the command's end: nothing to resize
+        pass
 
 
 def _forward_stdin(send_stdin: Callable[[bytes, bool], Any]) -> None:

@@ -170,9 +170,10 @@ class SandboxService:
     # -- registration (server/api.py builds the tables) -------------------------------------
     def handlers(self) -> dict[str, Handler]:
         handlers = {f"sandbox.{name}": getattr(self, name) for name in (
-            "create", "exec", "stdin", "wait", "terminate", "get", "list", "set_tags",
+            "create", "exec", "stdin", "resize", "wait", "terminate", "get", "list", "set_tags",
             "attach", "started", "io", "exited")}
-        return {**handlers, "container.exec": self.container_exec, "container.stdin": self.container_stdin}
+        return {**handlers, "container.exec": self.container_exec, "container.stdin": self.container_stdin,
+                "container.resize": self.container_resize}
 
     @staticmethod
     def shapes() -> dict[str, Shape]:
@@ -185,6 +186,7 @@ class SandboxService:
                              "env": optional(dict), "pty": optional(bool), "timeout": optional(int, float),
                              "stdout": optional(str), "stderr": optional(str), "size": optional(list, items=int)},
             "sandbox.stdin": {**ref, "exec_id": required(str), "data": optional(bytes), "eof": optional(bool)},
+            "sandbox.resize": {**ref, "exec_id": required(str), "size": required(list, items=int)},
             "sandbox.wait": {**ref, "timeout": optional(int, float)},
             "sandbox.terminate": ref,
             "sandbox.get": {**ref, "read_output": optional(bool)},
@@ -198,6 +200,7 @@ class SandboxService:
                                "argv": required(list, items=str), "pty": optional(bool), "size": optional(list, items=int),
                                "workdir": optional(str), "env": optional(dict)},
             "container.stdin": {"exec_id": required(str), "data": optional(bytes), "eof": optional(bool)},
+            "container.resize": {"exec_id": required(str), "size": required(list, items=int)},
         }
 
     @staticmethod
@@ -205,9 +208,9 @@ class SandboxService:
         """Administrators and containers use sandboxes (a container those of its own app,
         checked per request); the supervisor's own requests are for its container only."""
         audiences = {f"sandbox.{name}": EVERYONE for name in (
-            "create", "exec", "stdin", "wait", "terminate", "get", "list", "set_tags")}
+            "create", "exec", "stdin", "resize", "wait", "terminate", "get", "list", "set_tags")}
         return {**audiences, **{f"sandbox.{name}": SUPERVISOR_ONLY for name in ("attach", "started", "io", "exited")},
-                "container.exec": ADMIN_ONLY, "container.stdin": ADMIN_ONLY}
+                "container.exec": ADMIN_ONLY, "container.stdin": ADMIN_ONLY, "container.resize": ADMIN_ONLY}
 
     # -- who may touch what ------------------------------------------------------------------
     def _app_of(self, principal: Principal) -> App | None:
@@ -284,8 +287,6 @@ class SandboxService:
                           entrypoint=list(args.get("entrypoint") or []), workdir=workdir,
                           timeout=float(timeout), tags=tags, name=args.get("name"), gpu=gpu,
                           mount=definition.get("mount"))
-        sandbox.readers.add(conn)
-        conn.on_close.append(lambda: sandbox.readers.discard(conn))
         self.sandboxes[sandbox.id] = sandbox
         self._by_container[sandbox.container_id] = sandbox
         try:
@@ -457,6 +458,15 @@ class SandboxService:
         if process.returncode is None and sandbox.supervisor is not None:
             sandbox.supervisor.push("exec.stdin", exec_id=process.id, data=bytes(args.get("data") or b""),
                                     eof=bool(args.get("eof")))
+        return {}
+
+    async def resize(self, conn: Connection, args: dict) -> dict:
+        """The terminal of a command started with `pty` changed size ([rows, columns])."""
+        sandbox = self._sandbox(conn, args["sandbox_id"])
+        size = _size(args["size"])
+        process = sandbox.execs.get(args["exec_id"])
+        if process is not None and process.returncode is None and sandbox.supervisor is not None:
+            sandbox.supervisor.push("exec.resize", exec_id=process.id, size=size)
         return {}
 
     async def wait(self, conn: Connection, args: dict) -> dict:
@@ -635,6 +645,13 @@ class SandboxService:
         assert process.host is not None
         process.host.push("exec.stdin", exec_id=process.id, data=bytes(args.get("data") or b""),
                           eof=bool(args.get("eof")))
+        return {}
+
+    async def container_resize(self, conn: Connection, args: dict) -> dict:
+        size = _size(args["size"])
+        process = self._container_execs.get(args["exec_id"])
+        if process is not None and process.owner is conn and process.host is not None:
+            process.host.push("exec.resize", exec_id=process.id, size=size)
         return {}
 
     def _container_exec_ended(self, process: Exec, code: int) -> None:

@@ -5,12 +5,16 @@ volumes), against a real server."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
 import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from typing import Iterator
 
@@ -62,10 +66,16 @@ def _read_until(fd: int, wanted: bytes, seen: bytearray, timeout: float = 60) ->
             break
 
 
+def _set_size(terminal: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
 @contextlib.contextmanager
-def _in_a_terminal(args: list[str], server: ServerProcess) -> Iterator[tuple[subprocess.Popen, int]]:
-    """`ferry ARGS` with a terminal of its own: the process and the terminal's other end."""
+def _in_a_terminal(args: list[str], server: ServerProcess,
+                   size: tuple[int, int] = (24, 80)) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`ferry ARGS` with a terminal of its own (of `size`): the process and the terminal's other end."""
     leader, follower = pty.openpty()
+    _set_size(leader, *size)
     process = subprocess.Popen([sys.executable, "-m", "ferry", *args], cwd=REPO, env=server.env(),
                                stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
     os.close(follower)
@@ -86,6 +96,26 @@ def test_interactive_shell_with_a_tty(server: ServerProcess, container: str) -> 
         assert b"/dev/pts/" in seen  # the shell has a terminal of its own
         os.write(terminal, b"exit 3\n")
         assert process.wait(60) == 3
+
+
+def test_the_terminal_size_follows_this_one(server: ServerProcess, container: str) -> None:
+    seen = bytearray()
+    with _in_a_terminal(["container", "exec", "-t", container, "--", "sh"], server, size=(30, 100)) as (
+            process, terminal):
+        os.write(terminal, b"stty size\n")
+        _read_until(terminal, b"30 100", seen)  # the size it started with
+        _set_size(terminal, 40, 120)
+        process.send_signal(signal.SIGWINCH)  # (what the kernel sends the terminal's foreground)
+        for _ in range(50):  # the resize travels beside the typed input: ask until it has landed
+            seen.clear()
+            os.write(terminal, b"stty size\n")
+            _read_until(terminal, b"\n", seen)
+            _read_until(terminal, b"# ", seen)
+            if b"40 120" in seen:
+                break
+        assert b"40 120" in seen
+        os.write(terminal, b"exit\n")
+        assert process.wait(60) == 0
 
 
 def test_container_credentials_may_not_exec(server: ServerProcess, container: str) -> None:
