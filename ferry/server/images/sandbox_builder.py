@@ -128,7 +128,6 @@ class SandboxBackend:
                 "size": tree_size(Path(args["path"])),
             })
         staging = self.store.new_staging(plan.key)
-        cleanups: list[Callable[[], None]] = []
         try:
             root = staging / "root"
             root.mkdir()
