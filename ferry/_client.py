@@ -300,7 +300,7 @@ class Client:
         """Tell the server this client has the outputs `idxs` of a call (None: all of them), so
         that it forgets them; a lost connection is no error (a resumed call says it again).
         The acknowledgement waits up to ACK_HOLD for the next frame, to leave in one write
-        with it (a warm `.remote()` loop then writes once per call)."""
+        with it (a map's acknowledgements leave with its next inputs)."""
         self._held_acks.append(encode({"t": "push", "k": "call.ack", "call": call_id,
                                        **({} if idxs is None else {"idxs": idxs})}))
         if len(self._held_acks) == 1:

@@ -209,14 +209,13 @@ class Invocable:
         client, function_id, method = await self._target()
         payload = await encode_args(client, args, kwargs)
         call_id = _new_call_id()
-        while True:  # after a lost connection, the same call again: the server resumes it if it kept it
+        while True:  # after a lost connection, the same input again, under the same call id
             try:
                 item = await client.request("function.call", function_id=function_id, args=payload,
                                             method=method, call_id=call_id)
                 break
             except ConnectionLost:
                 await client.reconnect()
-        client.ack(call_id, [0])
         return await decode_output(client, item)
 
     async def _remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:

@@ -469,8 +469,7 @@ class API:
     @rpc("function.call", allow=EVERYONE, shape={"function_id": required(S), "args": required(dict),
                                                  "method": optional(S), "call_id": optional(S)})
     async def function_call(self, conn: Connection, args: dict) -> dict:
-        """Run one input and answer with its output (`.remote()`). The same call id sent again
-        after the server restarted resumes the call the journal kept, if it did."""
+        """Run one input and answer with its output (`.remote()`)."""
         pool = self._pool(args["function_id"])
         reply = new_future()
 
@@ -480,20 +479,11 @@ class API:
             elif not reply.done():
                 reply.set_result(item)
 
-        call_id = _call_id(args)
-        restored = self.server.restored_calls.pop(call_id, None)
-        if restored is not None and restored[0].pool is pool:
-            call = restored[0]
-            call.owner, call.deliver = conn, deliver
-            for idx in list(call.held):
-                deliver(Input(0, call, idx, {}), call.held.pop(idx))
-            if call.finished:
-                self.server.scheduler.calls.pop(call.id, None)
-        else:
-            call = Call(id=call_id, pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True,
-                        durable=not pool.definition.get("is_generator"))
-            self.server.scheduler.open_call(call)
-            self.server.scheduler.submit(call, [(0, args["args"], args.get("method"))])
+        # not journaled: its caller waits for it, keeps its input, and sends it again under the
+        # same call id after a restart (docs/reliability.md)
+        call = Call(id=_call_id(args), pool=pool, kind="remote", deliver=deliver, owner=conn, closed=True)
+        self.server.scheduler.open_call(call)
+        self.server.scheduler.submit(call, [(0, args["args"], args.get("method"))])
         closer = lambda: self.server.cancel_call(call)  # noqa: E731
         conn.on_close.append(closer)
         try:

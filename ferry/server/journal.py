@@ -1,107 +1,158 @@
-"""Group commits of call inputs and outputs: what `.remote()` and `.map()` calls survive a
-SIGKILL of the server with (docs/reliability.md, "Durable inputs").
+"""Group commits of the inputs and outputs of `.map()` calls: what they survive a SIGKILL of
+the server with (docs/reliability.md, "Durable inputs").
 
-The scheduler records each accepted input, each finished output and each acknowledgement
-here; the records are buffered and written once per event-loop turn, in one transaction
-(`Store.write_journal`), never one write per input. A row lives from its input's arrival until
-its caller has acknowledged the output (`call.ack`), or until the call is cancelled.
+The scheduler records each input of a durable call, each output and each acknowledgement of
+the caller (`call.ack`) here. Nothing is written per input:
 
-Records that a later one makes moot in the same batch (the input, output and acknowledgement
-of a `.remote()` answered before the batch is written) are left out of it.
+  1. grace   an input is held in memory for GRACE first; one that is answered and
+             acknowledged by then (most inputs of a busy map) is never written at all
+  2. batch   what is left (inputs older than GRACE, with their output if they have one; outputs
+             and acknowledgements of inputs written already; dropped calls) is written every
+             FLUSH_DELAY while there is some, in one transaction (`Store.write_journal`)
 
-A caller keeps each input until its output arrives and sends again, under the same call id and
-index, whatever the server does not hold after a restart (`call.resume`), so an input lost in a
-batch that was not yet written is sent again, never lost.
+A row lives from its input's write until its caller has acknowledged the output, or until the
+call is cancelled. The writes happen on the event loop (a writer thread of their own was
+slower: it and the loop contend for the interpreter lock).
+
+Nothing is lost by holding inputs back: a caller keeps each input until its output arrives,
+and after a restart of the server it sends again, under the same call id and index, whatever
+the server does not hold (`call.resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
+from .model import now
 from .store import Store, pack
 
 log = logging.getLogger("ferry.server")
 
-# how long records wait for others before they are written together
-FLUSH_DELAY = 0.005
+GRACE = 1.0          # seconds an input waits in memory before it is written
+FLUSH_DELAY = 0.005  # how long records wait for others before they are written together
 
 
 class Journal:
-    """Buffered writes of the `call_inputs` table, flushed once per loop turn."""
+    """Buffered writes of the `call_inputs` table (see the module docstring)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._runs: list[tuple[str, list[tuple]]] = []
-        self._scheduled = False
+        # inputs not written yet: call -> idx -> [function id, kind, method, args, output]
+        self._held: dict[str, dict[int, list[Any]]] = {}
+        self._arrivals: deque[tuple[float, str, int]] = deque()  # (when, call, idx), oldest first
+        self._runs: list[tuple[str, list[tuple]]] = []  # records about written inputs, in order
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- records ---------------------------------------------------------------------------
+    def inputs(self, call_id: str, function_id: str, kind: str,
+               items: list[tuple[int, dict[str, Any], str | None]]) -> None:
+        """Inputs `(idx, args, method)` of a call."""
+        stamp = now()
+        held = self._held.setdefault(call_id, {})
+        for idx, args, method in items:
+            held[idx] = [function_id, kind, method, args, None]
+            self._arrivals.append((stamp, call_id, idx))
+        self._schedule(stamp + GRACE)
+
+    def output(self, call_id: str, idx: int, item: dict[str, Any]) -> None:
+        held = self._held.get(call_id, {}).get(idx)
+        if held is not None:
+            held[4] = item  # written with its input, if it is written at all
+        else:
+            self._add("output", (item, call_id, idx))
+
+    def ack(self, call_id: str, idxs: list[int]) -> None:
+        """The caller has the outputs of `idxs`: forget them."""
+        held = self._held.get(call_id, {})
+        for idx in idxs:
+            if held.pop(idx, None) is None:
+                self._add("ack", (call_id, idx))
+
+    def drop(self, call_id: str) -> None:
+        """Forget every input of a call (acknowledged in full, or cancelled)."""
+        self._held.pop(call_id, None)
+        self._add("drop", (call_id,))
 
     def _add(self, kind: str, row: tuple) -> None:
         if self._runs and self._runs[-1][0] == kind:
             self._runs[-1][1].append(row)
         else:
             self._runs.append((kind, [row]))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+        self._schedule(now() + FLUSH_DELAY)
 
-    def input(self, call_id: str, idx: int, function_id: str, kind: str, method: str | None,
-              args: dict[str, Any]) -> None:
-        self._add("input", (call_id, idx, function_id, kind, method, pack(args)))
+    # -- writing ---------------------------------------------------------------------------
+    def _schedule(self, at: float) -> None:
+        if self._timer is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(
+            asyncio.get_running_loop().time() + max(0.0, at - now()), self._due)
 
-    def output(self, call_id: str, idx: int, item: dict[str, Any]) -> None:
-        self._add("output", (pack(item), call_id, idx))
+    def _due(self) -> None:
+        self._timer = None
+        self.flush(everything=False)
 
-    def ack(self, call_id: str, idxs: list[int]) -> None:
-        """The caller has the outputs of `idxs`: forget them."""
-        for idx in idxs:
-            self._add("ack", (call_id, idx))
-
-    def drop(self, call_id: str) -> None:
-        """Forget every input of a call (acknowledged in full, or cancelled)."""
-        self._add("drop", (call_id,))
-
-    def flush(self) -> None:
-        self._scheduled = False
-        runs, self._runs = self._runs, []
+    def flush(self, *, everything: bool = True) -> None:
+        """Write, in one transaction, the records gathered and the held inputs older than
+        GRACE (all held inputs if `everything`, as when the server stops)."""
+        cutoff = now() - GRACE
+        rows = []
+        while self._arrivals and (everything or self._arrivals[0][0] <= cutoff):
+            _, call_id, idx = self._arrivals.popleft()
+            held = self._held.get(call_id)
+            entry = held.pop(idx, None) if held is not None else None
+            if entry is None:  # answered and acknowledged, or dropped, in time
+                continue
+            if not held:
+                del self._held[call_id]
+            function_id, kind, method, args, output = entry
+            rows.append((call_id, idx, function_id, kind, method, pack(args),
+                         None if output is None else pack(output)))
+        runs, self._runs = _compact(self._runs), []
+        runs = [(kind, [_packed(kind, row) for row in rows_]) for kind, rows_ in runs]
+        if rows:
+            runs.append(("input", rows))
         if runs:
-            runs = _compact(runs)
-            if runs:
+            try:
                 self._store.write_journal(runs)
+            except Exception:  # noqa: BLE001 - e.g. a full disk: callers keep their inputs (see above)
+                log.exception("writing %d journal record(s) failed", sum(len(r) for _, r in runs))
+        if self._arrivals:
+            self._schedule(self._arrivals[0][0] + GRACE)
+
+
+def _packed(kind: str, row: tuple) -> tuple:
+    """A record about a written input as the store takes it (an output packed)."""
+    return (pack(row[0]), row[1], row[2]) if kind == "output" else row
 
 
 def _compact(runs: list[tuple[str, list[tuple]]]) -> list[tuple[str, list[tuple]]]:
-    """`runs` without the rows that a later `drop` (of their call) or `ack` (of their input)
-    undoes. The drop or ack itself stays (earlier batches may have written the rows), except an
-    ack of an input written in this very batch: each input is written once, so no earlier
-    batch holds it (a warm `.remote()` acknowledged within the batch writes nothing at all)."""
+    """`runs` without the outputs that a later `ack` (of their input) or `drop` (of their call)
+    makes moot, and without acknowledgements of calls dropped later; in order otherwise."""
+    dropped: set[str] = set()            # calls dropped by a later run
+    acked: set[tuple[str, int]] = set()  # inputs acknowledged by a later run
+    kept: list[tuple[str, list[tuple]]] = []
+    for kind, rows in reversed(runs):
+        if kind == "drop":
+            dropped.update(row[0] for row in rows)
+            kept.append((kind, rows))
+        elif kind == "ack":
+            kept.append((kind, [row for row in rows if row[0] not in dropped]))
+            acked.update((row[0], row[1]) for row in rows)
+        else:  # output: (item, call, idx)
+            kept.append((kind, [row for row in rows if row[1] not in dropped and (row[1], row[2]) not in acked]))
     out: list[tuple[str, list[tuple]]] = []
-    for kind, rows in runs:
-        if kind in ("drop", "ack") and out:
-            gone = {row[0] for row in rows} if kind == "drop" else {(row[0], row[1]) for row in rows}
-            kept, unwritten = [], set()
-            for earlier, earlier_rows in out:
-                left = []
-                for row in earlier_rows:
-                    if _key(earlier, row, kind) not in gone:
-                        left.append(row)
-                    elif earlier == "input" and kind == "ack":
-                        unwritten.add((row[0], row[1]))
-                if left:
-                    kept.append((earlier, left))
-            out = kept
-            if unwritten:
-                rows = [row for row in rows if (row[0], row[1]) not in unwritten]
-                if not rows:
-                    continue
+    for kind, rows in reversed(kept):
+        if not rows:
+            continue
         if out and out[-1][0] == kind:
             out[-1][1].extend(rows)
         else:
             out.append((kind, rows))
     return out
-
-
-def _key(kind: str, row: tuple, by: str) -> Any:
-    """The call id (`by` drop) or (call id, index) (`by` ack) a row of `kind` is about."""
-    call_id, idx = (row[1], row[2]) if kind == "output" else (row[0], row[1] if len(row) > 1 else None)
-    return call_id if by == "drop" else (call_id, idx)

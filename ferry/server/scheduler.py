@@ -73,8 +73,7 @@ class Scheduler:
         pool = call.pool
         stamp = now()
         if call.durable and not journaled and self.journal is not None:
-            for idx, args, method in items:
-                self.journal.input(call.id, idx, pool.function_id, call.kind, method, args)
+            self.journal.inputs(call.id, pool.function_id, call.kind, items)
         for idx, args, method in items:
             pool.queue.append(Input(next(self._input_ids), call, idx, args, method, queued_at=stamp))
         call.remaining += len(items)

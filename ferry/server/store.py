@@ -2,7 +2,7 @@
 
 What survives a restart: apps and their function definitions, spawned calls with their inputs
 and outputs, schedule state (next and last run per scheduled function), secrets (ciphertext
-only), volumes and their commits, container records and logs, and the inputs of `.remote()`/`.map()` calls with
+only), volumes and their commits, container records and logs, and the inputs of `.map()` calls with
 their outputs until the caller has them (`call_inputs`, written in group commits by
 server/journal.py; see docs/reliability.md).
 """
@@ -210,10 +210,10 @@ class Store:
         ).fetchall()
         return [(cid, fid, method, unpack(args)) for cid, fid, method, args in rows]
 
-    # -- inputs and outputs of .remote()/.map() calls (server/journal.py) ------------------
+    # -- inputs and outputs of .map() calls (server/journal.py) ---------------------------
     _JOURNAL_SQL = {
-        "input": "INSERT OR REPLACE INTO call_inputs(call_id, idx, function_id, kind, method, args) "
-                 "VALUES (?, ?, ?, ?, ?, ?)",
+        "input": "INSERT OR REPLACE INTO call_inputs(call_id, idx, function_id, kind, method, args, output) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
         "output": "UPDATE call_inputs SET output=? WHERE call_id=? AND idx=?",
         "ack": "DELETE FROM call_inputs WHERE call_id=? AND idx=?",
         "drop": "DELETE FROM call_inputs WHERE call_id=?",

@@ -107,6 +107,7 @@ def test_map_survives_a_server_kill_with_every_output_once_in_order(tmp_path: Pa
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "halfway"
+        wait_for(lambda: _journal_rows(first) > 0, "inputs held past the journal's grace to be written")
         servers.append(kill_and_restart(first))
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0, err
@@ -138,11 +139,11 @@ def test_a_run_whose_program_died_while_the_server_was_down_is_stopped_after_the
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "halfway"
+        wait_for(lambda: _journal_rows(first) > 0, "inputs held past the journal's grace to be written")
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(10)
-        assert _journal_rows(first) > 0  # (read with the server down: what the new one reloads)
         second = ServerProcess.start(first.home, port=first.port, extra_env={"FERRY_RECONNECT_TIMEOUT": "3"})
         servers.append(second)
         assert "resumed 1 call(s)" in second.log.read_text()

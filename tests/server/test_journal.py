@@ -1,59 +1,78 @@
-"""The journal of call inputs and outputs (server/journal.py): group commits, what a restart
-reads back, and rows made moot within one batch left out of it."""
+"""The journal of map inputs and outputs (server/journal.py): what a restart reads back, inputs
+held back for GRACE (and never written when answered in time), and outputs made moot within
+one batch left out of it."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from ferry.server import journal as journal_module
 from ferry.server.journal import Journal, _compact
 from ferry.server.store import Store
 
 
-def _flushed(store: Store, steps) -> None:
-    """Run `steps(journal)` on a loop, then let the journal's batch be written."""
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(journal_module, "GRACE", 0.05)
+    store = Store(tmp_path / "state.db")
+    yield store
+    store.close()
+
+
+def _run(store: Store, steps, *, wait: float) -> None:
+    """Run `steps(journal)` on a loop, then give the journal `wait` seconds to write."""
     async def main() -> None:
-        journal = Journal(store)
-        steps(journal)
-        await asyncio.sleep(journal_module.FLUSH_DELAY * 4)
+        steps(Journal(store))
+        await asyncio.sleep(wait)
 
     asyncio.run(main())
 
 
-def test_inputs_outputs_and_acks_read_back_as_a_restart_sees_them(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
-
+def test_held_inputs_are_written_after_the_grace_and_read_back_as_a_restart_sees_them(store: Store) -> None:
     def steps(journal: Journal) -> None:
-        for idx in range(3):
-            journal.input("fc-a", idx, "fu-1", "map", None, {"data": b"%d" % idx})
+        journal.inputs("fc-a", "fu-1", "map", [(idx, {"data": b"%d" % idx}, None) for idx in range(3)])
         journal.output("fc-a", 1, {"status": "ok", "data": b"x", "idx": 1})
-        journal.ack("fc-a", [0])
-        journal.input("fc-b", 0, "fu-1", "remote", "run", {"data": b"y"})
+        journal.ack("fc-a", [0])  # answered within the grace: never written
+        journal.inputs("fc-b", "fu-1", "map", [(0, {"data": b"y"}, "run")])
 
-    _flushed(store, steps)
+    _run(store, steps, wait=0.01)
+    assert store.journaled_calls() == []  # (still held)
+    _run(store, steps, wait=journal_module.GRACE * 4)
     assert store.journaled_calls() == [
         ("fc-a", "fu-1", "map", 1, None, {"data": b"1"}, {"status": "ok", "data": b"x", "idx": 1}),
         ("fc-a", "fu-1", "map", 2, None, {"data": b"2"}, None),
-        ("fc-b", "fu-1", "remote", 0, "run", {"data": b"y"}, None),
+        ("fc-b", "fu-1", "map", 0, "run", {"data": b"y"}, None),
     ]
-    _flushed(store, lambda journal: journal.drop("fc-a"))
-    assert [row[0] for row in store.journaled_calls()] == ["fc-b"]
-    store.close()
+
+    def later(journal: Journal) -> None:  # records about written inputs go in the next batch
+        journal.output("fc-a", 2, {"status": "ok", "data": b"z", "idx": 2})
+        journal.ack("fc-a", [1])
+        journal.drop("fc-b")
+
+    _run(store, later, wait=journal_module.FLUSH_DELAY * 4)
+    assert store.journaled_calls() == [
+        ("fc-a", "fu-1", "map", 2, None, {"data": b"2"}, {"status": "ok", "data": b"z", "idx": 2})]
 
 
-def test_a_batch_leaves_out_what_a_later_drop_or_ack_undoes() -> None:
-    runs = [("input", [("fc-a", 0, "fu", "remote", None, b""), ("fc-b", 0, "fu", "map", None, b""),
-                       ("fc-b", 1, "fu", "map", None, b"")]),
-            ("output", [(b"out", "fc-a", 0), (b"out", "fc-b", 0)]),
+def test_a_stopping_server_writes_every_held_input(store: Store) -> None:
+    async def main() -> None:
+        journal = Journal(store)
+        journal.inputs("fc-a", "fu-1", "map", [(0, {"data": b"0"}, None)])
+        journal.flush()  # as Server.shutdown does
+
+    asyncio.run(main())
+    assert [row[:4] for row in store.journaled_calls()] == [("fc-a", "fu-1", "map", 0)]
+
+
+def test_a_batch_leaves_out_outputs_a_later_ack_or_drop_makes_moot() -> None:
+    runs = [("output", [(b"out", "fc-a", 0), (b"out", "fc-b", 0), (b"out", "fc-b", 1)]),
             ("drop", [("fc-a",)]),
             ("ack", [("fc-b", 0)])]
     assert _compact(runs) == [
-        ("input", [("fc-b", 1, "fu", "map", None, b"")]),
+        ("output", [(b"out", "fc-b", 1)]),
         ("drop", [("fc-a",)]),
-    ]  # (fc-b's input 0 was never written: its ack has nothing to delete)
-    written_before = [("output", [(b"out", "fc-c", 0)]), ("ack", [("fc-c", 0)])]
-    assert _compact(written_before) == [("ack", [("fc-c", 0)])]
-    remote = [("input", [("fc-d", 0, "fu", "remote", None, b"")]), ("output", [(b"out", "fc-d", 0)]),
-              ("ack", [("fc-d", 0)])]
-    assert _compact(remote) == []
+        ("ack", [("fc-b", 0)]),
+    ]
