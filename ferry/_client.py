@@ -293,6 +293,11 @@ class Client:
         self.send({"t": "req", "id": request_id, "m": method, "a": args})
         return await future
 
+    def notify(self, method: str, /, **args: Any) -> None:
+        """Send a request now, whose answer nobody waits for (it is dropped when it comes): its
+        frame leaves before any request this client sends afterwards."""
+        self.send({"t": "req", "id": next(self._ids), "m": method, "a": args})
+
     def request_sync(self, method: str, /, **args: Any) -> Any:
         return run_sync(self.request(method, **args))
 

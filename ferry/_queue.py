@@ -105,9 +105,8 @@ class Queue(NamedObject):
         try:
             return await client.request(f"queue.{method}", id=row["id"], waiter=waiter, **args)
         except asyncio.CancelledError:
-            if client.connected:
-                withdraw = asyncio.ensure_future(client.request("queue.withdraw", waiter=waiter))
-                withdraw.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if client.connected:  # before anything the caller does next (a put it would take)
+                client.notify("queue.withdraw", waiter=waiter)
             raise
 
     # -- putting --------------------------------------------------------------------------
