@@ -317,3 +317,57 @@ def _capture(errors: list[BaseException], action) -> None:
         action()
     except BaseException as exc:  # noqa: BLE001 - the test looks at what happened
         errors.append(exc)
+
+
+def test_a_restarted_server_runs_the_journaled_inputs_and_keeps_ready_outputs(tmp_path: Path, monkeypatch):
+    """The journal as a restart finds it (written here with the server down): input 0 has its
+    output, input 1 has none. The caller resumes: it gets the kept output and the output of the
+    input that ran after the restart, and an input it already had is not run or sent again."""
+    import asyncio
+    import sqlite3
+
+    from ferry._serialization import deserialize, serialize, serialize_args
+    from ferry._sync import run_sync
+    from ferry.server.store import pack
+
+    first = ServerProcess.start(tmp_path / "home")
+    first.use(monkeypatch)
+    servers = [first]
+    try:
+        deployed.deploy(name="test-durability-deployed")
+        function_id = triple.object_id
+        first.stop()
+        rows = [(0, {"status": "ok", "data": serialize(100), "idx": 0}), (1, None), (2, None)]
+        with sqlite3.connect(first.home / "state.db") as db:
+            db.executemany(
+                "INSERT INTO call_inputs(call_id, idx, function_id, kind, method, args, output) "
+                "VALUES ('fc-00000000000000bb', ?, ?, 'map', NULL, ?, ?)",
+                [(idx, function_id, pack({"data": serialize_args((idx,), {})}),
+                  None if output is None else pack(output)) for idx, output in rows])
+        second = ServerProcess.start(first.home, port=first.port)
+        servers.append(second)
+        client = ferry._client.Client.for_url(second.url)
+
+        async def resume() -> tuple[dict, dict[int, int]]:
+            queue: asyncio.Queue = asyncio.Queue()
+            client.output_queues["fc-00000000000000bb"] = queue
+            try:
+                found = await client.request("call.resume", call_id="fc-00000000000000bb",
+                                             function_id=function_id, have=[2])
+                outputs: dict[int, int] = {}
+                while len(outputs) < 2:
+                    for item in await asyncio.wait_for(queue.get(), 60):
+                        assert item["idx"] not in outputs
+                        outputs[item["idx"]] = deserialize(item["data"])
+                client.ack("fc-00000000000000bb")  # (all of them: the call leaves the journal)
+                return found, outputs
+            finally:
+                client.output_queues.pop("fc-00000000000000bb", None)
+
+        found, outputs = run_sync(resume())
+        assert found == {"known": [0, 1]}
+        assert outputs == {0: 100, 1: 3}  # 0: kept (never run again); 1: run after the restart
+        wait_for(lambda: not _journal_rows(second), "the acknowledged call to leave the journal")
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL)
