@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def start_server(home: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     log = open(home / "server.log", "ab")
     # the process runtime unless FERRY_RUNTIME says otherwise (`auto` may pick the sandbox)
-    env = {"FERRY_RUNTIME": "process", **os.environ, "FERRY_HOME": str(home), **(extra_env or {})}
+    env = {"FERRY_RUNTIME": "process", **os.environ, "FERRY_HOME": str(home),
+           "FERRY_WEB_PORT": str(_free_port()), **(extra_env or {})}  # never a user's server's port
     env.pop("FERRY_SERVER_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0"], env=env,
                                stdout=log, stderr=log, start_new_session=True)
