@@ -113,14 +113,14 @@ def test_install_modal_alias_with_force_replaces_a_real_modal(tmp_path: Path):
     assert ran.stdout.split() == ["True", "False", "True", "True", "True"]
 
 
-def test_experimental_unsupported_helpers_name_themselves():
+def test_experimental_unsupported_helpers_name_themselves_and_container_process_is_the_exec_process():
     import ferry.experimental as experimental
 
     for name in ("clustered", "get_cluster_info", "raw_dockerfile_image", "raw_registry_image", "image_delete",
                  "set_local_input_concurrency"):
         with pytest.raises(NotImplementedError, match=name):
             getattr(experimental, name)(1)
+    from ferry._sandbox import ContainerProcess as built
     from ferry.container_process import ContainerProcess
 
-    with pytest.raises(NotImplementedError, match="ContainerProcess"):
-        ContainerProcess()
+    assert ContainerProcess is built  # what Sandbox.exec() returns (test_sandboxes.py)
