@@ -113,7 +113,7 @@ class Client:
 
             url = await asyncio.get_running_loop().run_in_executor(None, resolve_server_url)
         client = cls.for_url(url)
-        await client.connect()
+        await client.ensure_connected()
         return client
 
     @classmethod
@@ -161,6 +161,11 @@ class Client:
             self._gave_up = None
             self.generation += 1
             asyncio.create_task(self._read_loop(reader))
+
+    async def ensure_connected(self) -> None:
+        """Connect, or, after a lost connection, wait for the server to come back (`reconnect`)."""
+        if not self.connected:
+            await (self.reconnect() if self._was_connected and not self._closing else self.connect())
 
     async def reconnect(self) -> None:
         """Connect again after a lost connection, with backoff, for up to FERRY_RECONNECT_TIMEOUT
@@ -285,8 +290,7 @@ class Client:
             await self._writer.drain()
 
     async def request(self, method: str, /, **args: Any) -> Any:
-        if not self.connected:
-            await (self.reconnect() if self._was_connected and not self._closing else self.connect())
+        await self.ensure_connected()
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
