@@ -187,8 +187,9 @@ class SandboxRuntime(Runtime):
         if unowned:
             await asyncio.to_thread(self._own, unowned)
         if self.spares is not None and spares_can_serve(spec):  # a sandbox started ahead, if one waits
-            claimed = self.spares.claim(spec, sandbox, on_output)
-            self.spares.replenish(spec)
+            kind = self.spares.kind_of(spec)
+            claimed = self.spares.claim(kind, spec, sandbox, on_output)
+            self.spares.replenish(kind, spec)
             if claimed is not None:
                 return claimed
         cgroup = None

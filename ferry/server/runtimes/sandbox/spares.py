@@ -100,11 +100,12 @@ class Spares:
         self._tasks: set[asyncio.Task] = set()
 
     # -- claiming ---------------------------------------------------------------------------
-    def claim(self, spec: ContainerSpec, sandbox: SandboxSpec, on_output: OutputSink) -> ContainerHandle | None:
-        """Make the waiting spare of `spec`'s kind this container (None when there is none)."""
+    def claim(self, kind: str, spec: ContainerSpec, sandbox: SandboxSpec,
+              on_output: OutputSink) -> ContainerHandle | None:
+        """Make the waiting spare of `kind` (`kind_of(spec)`) this container (None when there is none)."""
         from .runtime import SandboxHandle
 
-        spare = self._ready.pop(self.kind_of(spec), None)
+        spare = self._ready.pop(kind, None)
         if spare is None:
             return None
         if not spare.alive:
@@ -133,9 +134,8 @@ class Spares:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
     # -- starting ---------------------------------------------------------------------------
-    def replenish(self, spec: ContainerSpec) -> None:
-        """Start a spare of `spec`'s kind in the background unless one waits or is starting."""
-        kind = self.kind_of(spec)
+    def replenish(self, kind: str, spec: ContainerSpec) -> None:
+        """Start a spare of `kind` (`kind_of(spec)`) in the background unless one waits or is starting."""
         if kind in self._ready or kind in self._starting:
             return
         self._make_room()
