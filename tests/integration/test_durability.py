@@ -120,11 +120,7 @@ def test_map_survives_a_server_kill_with_every_output_once_in_order(tmp_path: Pa
         # the run's app stopped with it: its definitions, kept for the restart, are gone
         assert _rows(servers[1], "SELECT COUNT(*) FROM functions") == 0
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        for server in servers:
-            server.stop(signal.SIGKILL)
+        _end(child, servers)
 
 
 def test_a_run_whose_program_died_while_the_server_was_down_is_stopped_after_the_window(tmp_path: Path):
@@ -152,11 +148,16 @@ def test_a_run_whose_program_died_while_the_server_was_down_is_stopped_after_the
         wait_for(lambda: not _journal_rows(second), "the journal to be emptied")
         assert _rows(second, "SELECT COUNT(*) FROM functions") == 0
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        for server in servers:
-            server.stop(signal.SIGKILL)
+        _end(child, servers)
+
+
+def _end(child: subprocess.Popen, servers: list[ServerProcess]) -> None:
+    """End the `ferry run` child (if still running) and every server a test started."""
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    for server in servers:
+        server.stop(signal.SIGKILL)
 
 
 def _rows(server: ServerProcess, query: str) -> int:
