@@ -72,7 +72,8 @@ class ContainerService:
 
     async def stop(self, conn: Connection, args: dict) -> dict[str, Any]:
         container = self._live(args["container_id"])
-        held = len(container.inflight)
+        # (a generator that has yielded is not run again: it fails instead, scheduler.py)
+        held = sum(1 for entry in container.inflight.values() if not entry.yielded)
         self._containers().stop(container, "stopped by `ferry container stop`")
         return {"container_id": container.id, "requeued": held}
 

@@ -11,7 +11,9 @@ the caller (`call.ack`) here. Nothing is written per input:
              FLUSH_DELAY while there is some, in one transaction (`Store.write_journal`)
 
 A row lives from its input's write until its caller has acknowledged the output, or until the
-call is cancelled. The writes happen on the event loop (a writer thread of their own was
+call is cancelled. The failures of an input that will be retried (of a call of any kind) are
+written the same way, to `input_attempts`, until the input finishes: a restart does not give
+it its retries afresh. The writes happen on the event loop (a writer thread of their own was
 slower: it and the loop contend for the interpreter lock).
 
 Nothing is lost by holding inputs back: a caller keeps each input until its output arrives,
@@ -71,6 +73,15 @@ class Journal:
         for idx in idxs:
             if held.pop(idx, None) is None:
                 self._add("ack", (call_id, idx))
+
+    def attempt(self, call_id: str, idx: int, attempt: int) -> None:
+        """Input `idx` of a call (of any kind) has failed `attempt` times and will be retried:
+        a restart of the server keeps the count."""
+        self._add("attempt", (call_id, idx, attempt))
+
+    def settled(self, call_id: str, idx: int) -> None:
+        """Input `idx`, whose failures were recorded, will not run again: forget its count."""
+        self._add("settled", (call_id, idx))
 
     def drop(self, call_id: str) -> None:
         """Forget every input of a call (acknowledged in full, or cancelled)."""
@@ -145,6 +156,8 @@ def _compact(runs: list[tuple[str, list[tuple]]]) -> list[tuple[str, list[tuple]
         elif kind == "ack":
             kept.append((kind, [row for row in rows if row[0] not in dropped]))
             acked.update((row[0], row[1]) for row in rows)
+        elif kind in ("attempt", "settled"):  # (call, idx, ...): failures of inputs
+            kept.append((kind, [row for row in rows if row[0] not in dropped]))
         else:  # output: (item, call, idx)
             kept.append((kind, [row for row in rows if row[1] not in dropped and (row[1], row[2]) not in acked]))
     out: list[tuple[str, list[tuple]]] = []

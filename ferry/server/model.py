@@ -127,6 +127,7 @@ class Call:
     cancelled: bool = False
     retries: bool = True                        # False: failures are never retried (HTTP requests)
     durable: bool = False                       # inputs and outputs go to the journal (server/journal.py)
+    attempts_saved: bool = False                # some input's failures are in the journal
     held: dict[int, dict] = field(default_factory=dict)  # outputs kept for a caller not back yet (restart)
     opened: float = field(default_factory=time.time)  # epoch seconds (the dashboard's calls)
     submitted: int = 0                          # inputs submitted so far
@@ -145,7 +146,9 @@ class Input:
     idx: int
     args: dict[str, Any]                  # {"data": bytes} or {"blob": sha256}
     method: str | None = None
-    attempt: int = 0                      # failures so far
+    attempt: int = 0                      # failures so far (kept across restarts: journal.py)
+    yielded: int = 0                      # values a generator has delivered (never run again then)
+    attempt_saved: bool = False           # its failures are in the journal (until it finishes)
     container: Container | None = None
     dispatched_at: float = 0.0
     queued_at: float = 0.0                # when it reached the server (the latency metric)

@@ -38,6 +38,16 @@ from .model import Call, Container, ContainerState, Input, OutputStatus, Pool, n
 log = logging.getLogger("ferry.server")
 
 NO_MORE_RETRIES = 1 << 30
+
+
+def _lost_generator(tag: str, yielded: int) -> dict[str, Any]:
+    """The output of a generator input whose container went away after it had yielded."""
+    values = "value" if yielded == 1 else "values"
+    return {"status": OutputStatus.CRASH.value,
+            "msg": f"The container running {tag} went away (its node was lost, or it was stopped) after "
+                   f"this generator had yielded {yielded} {values}. A generator is not run again once it "
+                   f"has yielded, because its caller would get those values twice; call it again if "
+                   f"repeating them is safe."}
 # a container that holds inputs and returned no output for this long is "stalled": what waits
 # in it cannot start soon, so it gets no prefetch, and gives its waiting inputs back when
 # another container has room
@@ -61,6 +71,9 @@ class Scheduler:
         self._wake_autoscaler = wake_autoscaler
         self._scanned_at: dict[str, float] = {}  # pool (function id) -> its last stall scan
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_CALLS)  # finished calls: describe_call()
+        # failures of inputs before the server's restart, (call id, idx) -> count, until their
+        # input comes back (from the journal, or sent again by its caller)
+        self.restored_attempts: dict[tuple[str, int], int] = {}
 
     # -- calls and inputs -----------------------------------------------------------------
     def open_call(self, call: Call) -> None:
@@ -69,13 +82,19 @@ class Scheduler:
     def submit(self, call: Call, items: list[tuple[int, dict[str, Any], str | None]], *,
                journaled: bool = False) -> None:
         """Queue inputs `(idx, args, method)` of `call` and get them moving; those of a durable
-        call go to the journal first, unless they come from it (`journaled`)."""
+        call go to the journal first, unless they come from it (`journaled`). An input that
+        failed before a restart of the server keeps its count of failures (`restored_attempts`)."""
         pool = call.pool
         stamp = now()
         if call.durable and not journaled and self.journal is not None:
             self.journal.inputs(call.id, pool.function_id, call.kind, items)
+        restored = self.restored_attempts
         for idx, args, method in items:
-            pool.queue.append(Input(next(self._input_ids), call, idx, args, method, queued_at=stamp))
+            entry = Input(next(self._input_ids), call, idx, args, method, queued_at=stamp)
+            if restored and (call.id, idx) in restored:
+                entry.attempt = restored.pop((call.id, idx))
+                entry.attempt_saved = call.attempts_saved = True
+            pool.queue.append(entry)
         call.remaining += len(items)
         call.submitted += len(items)
         # the autoscaler first: containers it starts now make dispatch keep to target_inputs
@@ -172,6 +191,7 @@ class Scheduler:
             if status is OutputStatus.ITEM:
                 entry = container.inflight.get(item["id"])
                 if entry is not None:
+                    entry.yielded += 1
                     entry.call.deliver(entry, item)
                 continue
             entry = container.inflight.pop(item["id"], None)
@@ -193,8 +213,13 @@ class Scheduler:
         back = []
         for input_id in ids:
             entry = container.inflight.pop(input_id, None)
-            if entry is not None:
-                entry.container = None
+            if entry is None:
+                continue
+            entry.container = None
+            if entry.yielded:  # running it again would repeat the values its caller has
+                entry.attempt = NO_MORE_RETRIES
+                self.finish(entry, _lost_generator(container.pool.tag, entry.yielded))
+            else:
                 back.append(entry)
         if back:  # in submission order among the inputs at the front of the queue
             queue = container.pool.queue
@@ -213,9 +238,12 @@ class Scheduler:
         if call.cancelled:
             return
         policy = entry.call.pool.retry_policy
-        if call.retries and status.retryable and entry.attempt < policy.max_retries:
+        if call.retries and status.retryable and entry.attempt < policy.max_retries and not entry.yielded:
             entry.attempt += 1
             call.pool.stats.series.retries += 1
+            if self.journal is not None:  # a restart keeps the count (docs/reliability.md)
+                self.journal.attempt(call.id, entry.idx, entry.attempt)
+                entry.attempt_saved = call.attempts_saved = True
             delay = policy.delay(entry.attempt)
             log.info("retrying input %s of %s in %.1fs (%s)", entry.idx, call.pool.tag, delay, status.value)
             asyncio.get_running_loop().call_later(delay, self._retry, entry)
@@ -228,6 +256,8 @@ class Scheduler:
                 call.error = error_line(item)
         item = dict(item, idx=entry.idx)
         item.pop("id", None)
+        if entry.attempt_saved and self.journal is not None:
+            self.journal.settled(call.id, entry.idx)
         if call.durable and self.journal is not None:
             self.journal.output(call.id, entry.idx, item)
         call.deliver(entry, item)
@@ -236,6 +266,8 @@ class Scheduler:
 
     def _retry(self, entry: Input) -> None:
         if entry.call.cancelled or not entry.call.pool.app.live:
+            if self.journal is not None:
+                self.journal.settled(entry.call.id, entry.idx)
             return
         entry.call.pool.queue.appendleft(entry)
         self.dispatch(entry.call.pool)
@@ -266,7 +298,7 @@ class Scheduler:
     def cancel(self, call: Call) -> list[Container]:
         """Cancel a call: drop its queued inputs; return containers running its inputs."""
         call.cancelled = True
-        if call.durable and self.journal is not None:
+        if (call.durable or call.attempts_saved) and self.journal is not None:
             self.journal.drop(call.id)
         pool = call.pool
         pool.queue = type(pool.queue)(i for i in pool.queue if i.call is not call)

@@ -209,6 +209,7 @@ class Server:
         """Bring back deployed apps, ephemeral apps (until FERRY_RECONNECT_TIMEOUT, for their
         clients to attach again), unfinished spawned calls and the journal's calls."""
         self.store.mark_orphaned_containers()
+        self.scheduler.restored_attempts = self.store.input_attempts()
         for row in self.store.apps():
             if row["state"] not in ("deployed", "running"):
                 continue
@@ -240,7 +241,7 @@ class Server:
                 continue
             self.start_spawned(call_id, pool, args, method)
         self._restore_calls()
-        if self.unclaimed_apps or self.restored_calls:
+        if self.unclaimed_apps or self.restored_calls or self.scheduler.restored_attempts:
             asyncio.get_running_loop().call_later(_config.get("reconnect_timeout"), self._expire_restored)
 
     def _restore_calls(self) -> None:
@@ -273,6 +274,9 @@ class Server:
         for call, _ in list(self.restored_calls.values()):
             self.cancel_call(call)
         self.restored_calls.clear()
+        # failures of inputs whose caller did not send them again
+        self.store.forget_input_attempts(list(self.scheduler.restored_attempts))
+        self.scheduler.restored_attempts.clear()
         for app_id in list(self.unclaimed_apps):
             app = self.apps.get(app_id)
             if app is not None and app.owner is None:

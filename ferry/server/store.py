@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS call_inputs (
     call_id TEXT NOT NULL, idx INTEGER NOT NULL, function_id TEXT NOT NULL, kind TEXT NOT NULL,
     method TEXT, args BLOB NOT NULL, output BLOB, PRIMARY KEY (call_id, idx)
 );
+CREATE TABLE IF NOT EXISTS input_attempts (
+    call_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL, PRIMARY KEY (call_id, idx)
+);
 CREATE TABLE IF NOT EXISTS containers (
     id TEXT PRIMARY KEY, app_id TEXT NOT NULL, function_id TEXT NOT NULL, state TEXT NOT NULL,
     started REAL NOT NULL, stopped REAL, exit_code INTEGER, reason TEXT
@@ -212,20 +215,23 @@ class Store:
 
     # -- inputs and outputs of .map() calls (server/journal.py) ---------------------------
     _JOURNAL_SQL = {
-        "input": "INSERT OR REPLACE INTO call_inputs(call_id, idx, function_id, kind, method, args, output) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        "output": "UPDATE call_inputs SET output=? WHERE call_id=? AND idx=?",
-        "ack": "DELETE FROM call_inputs WHERE call_id=? AND idx=?",
-        "drop": "DELETE FROM call_inputs WHERE call_id=?",
+        "input": ("INSERT OR REPLACE INTO call_inputs(call_id, idx, function_id, kind, method, args, output) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)",),
+        "output": ("UPDATE call_inputs SET output=? WHERE call_id=? AND idx=?",),
+        "ack": ("DELETE FROM call_inputs WHERE call_id=? AND idx=?",),
+        "drop": ("DELETE FROM call_inputs WHERE call_id=?", "DELETE FROM input_attempts WHERE call_id=?"),
+        "attempt": ("INSERT OR REPLACE INTO input_attempts(call_id, idx, attempt) VALUES (?, ?, ?)",),
+        "settled": ("DELETE FROM input_attempts WHERE call_id=? AND idx=?",),
     }
 
     def write_journal(self, runs: list[tuple[str, list[tuple]]]) -> None:
-        """Apply runs of journal rows (`input`, `output`, `ack`, `drop`), in order, in one
-        transaction: a crash keeps all of them or none."""
+        """Apply runs of journal rows (`input`, `output`, `ack`, `drop`, `attempt`, `settled`),
+        in order, in one transaction: a crash keeps all of them or none."""
         with self._db:
             self._db.execute("BEGIN")
             for kind, rows in runs:
-                self._db.executemany(self._JOURNAL_SQL[kind], rows)
+                for statement in self._JOURNAL_SQL[kind]:
+                    self._db.executemany(statement, rows)
 
     def journaled_calls(self) -> list[tuple[str, str, str, int, str | None, Any, Any]]:
         """(call id, function id, kind, idx, method, args, output or None) of every stored input,
@@ -233,6 +239,14 @@ class Store:
         rows = self._db.execute("SELECT call_id, function_id, kind, idx, method, args, output FROM call_inputs "
                                 "ORDER BY call_id, idx").fetchall()
         return [(c, f, k, i, m, unpack(a), unpack(o) if o is not None else None) for c, f, k, i, m, a, o in rows]
+
+    def input_attempts(self) -> dict[tuple[str, int], int]:
+        """(call id, idx) -> failures so far, of the inputs that were to be retried."""
+        rows = self._db.execute("SELECT call_id, idx, attempt FROM input_attempts").fetchall()
+        return {(call_id, idx): attempt for call_id, idx, attempt in rows}
+
+    def forget_input_attempts(self, keys: list[tuple[str, int]]) -> None:
+        self._db.executemany("DELETE FROM input_attempts WHERE call_id=? AND idx=?", keys)
 
     # -- schedules (see server/schedules.py) ----------------------------------------------
     def upsert_schedule(self, function_id: str, app_id: str, schedule: dict, next_run: float,

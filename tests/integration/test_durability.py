@@ -22,11 +22,12 @@ import pytest
 
 import ferry
 from ferry._client import RECONNECTED
-from ferry.exception import ConnectionError, NotFoundError
+from ferry.exception import ConnectionError, ContainerCrashError, NotFoundError
 from ferry.server.access import ADMIN_ONLY, EVERYONE
 from ferry.server.api import _AUDIENCES
 
 from ..conftest import ServerProcess
+from ._web import wait_for as wait_for_result
 from .apps import auth_apps
 
 app = ferry.App("test-durability")
@@ -59,6 +60,28 @@ deployed = ferry.App("test-durability-deployed")
 def triple(x: int) -> int:
     time.sleep(0.02)
     return 3 * x
+
+
+@deployed.function(retries=ferry.Retries(max_retries=2, initial_delay=0.0, backoff_coefficient=1.0))
+def fail_counting(marker: str) -> None:
+    """Fails every attempt; the second waits (a server killed meanwhile loses it running)."""
+    with open(marker, "a") as handle:
+        handle.write("start\n")
+    if Path(marker).read_text().count("start") == 2:
+        time.sleep(600)
+    raise ValueError("fails every time")
+
+
+@app.function(retries=2)
+def yield_then_wait(marker: str, fail: bool):
+    """Yields two values, then fails (`fail`) or waits to be stopped."""
+    with open(marker, "a") as handle:
+        handle.write("start\n")
+    yield 1
+    yield 2
+    if fail:
+        raise ValueError("failed after yielding")
+    time.sleep(600)
 
 
 def wait_for(condition, what: str, timeout: float = 60.0) -> None:
@@ -247,6 +270,69 @@ def test_container_killed_mid_input_is_retried_and_delivered_once(server, tmp_pa
         os.kill(int(marker.read_text()), signal.SIGKILL)
         assert done.wait(90)
         assert outputs == [0, 10, 20]
+
+
+def test_retry_counts_survive_a_server_kill(tmp_path: Path, monkeypatch):
+    """A `.remote()` and a spawned call of a function with 2 retries that always fails: each
+    fails once, its second attempt is running when the server is killed. After the restart the
+    input runs again as that same attempt and fails, then once more, and the failure is
+    delivered: 4 starts, not the 5 a count begun afresh would give."""
+    first = ServerProcess.start(tmp_path / "home")
+    first.use(monkeypatch)
+    servers = [first]
+    remote_marker, spawn_marker = tmp_path / "remote", tmp_path / "spawn"
+    starts = lambda marker: marker.read_text().count("start") if marker.exists() else 0  # noqa: E731
+    outcome: dict[str, BaseException] = {}
+    try:
+        deployed.deploy(name="test-durability-deployed")
+        caller = threading.Thread(target=lambda: _capture_error(outcome, lambda: fail_counting.remote(str(remote_marker))))
+        caller.start()
+        spawned = fail_counting.spawn(str(spawn_marker))
+        wait_for(lambda: starts(remote_marker) == 2 and starts(spawn_marker) == 2, "both second attempts")
+        wait_for(lambda: _rows(first, "SELECT COUNT(*) FROM input_attempts WHERE attempt=1") == 2,
+                 "both failures to be recorded")
+        servers.append(kill_and_restart(first))
+        caller.join(120)
+        assert not caller.is_alive()
+        assert isinstance(outcome.get("error"), ValueError), outcome
+        with pytest.raises(ValueError, match="fails every time"):
+            ferry.FunctionCall.from_id(spawned.object_id).get(timeout=120)
+        assert starts(remote_marker) == 4 and starts(spawn_marker) == 4
+        wait_for(lambda: _rows(servers[1], "SELECT COUNT(*) FROM input_attempts") == 0,
+                 "the finished inputs' counts to be forgotten")
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL)
+
+
+def _capture_error(outcome: dict[str, BaseException], action) -> None:
+    try:
+        action()
+    except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+        outcome["error"] = exc
+
+
+def test_a_generator_that_has_yielded_is_not_run_again(server, tmp_path: Path):
+    """Its values would repeat: a generator whose container is stopped (as when its node is
+    lost) after it yielded fails with an error saying so, and one that raises after yielding is
+    not retried; either way its caller got each value once, and it ran once."""
+    with app.run(show_logs=False):
+        failed, failed_marker = [], tmp_path / "failed"
+        with pytest.raises(ValueError, match="failed after yielding"):
+            for value in yield_then_wait.remote_gen(str(failed_marker), True):
+                failed.append(value)
+        assert failed == [1, 2] and failed_marker.read_text().count("start") == 1
+
+        stopped, stopped_marker = [], tmp_path / "stopped"
+        client = ferry._client.Client.for_url(server.url)
+        with pytest.raises(ContainerCrashError, match="after this generator had yielded 2 values"):
+            for value in yield_then_wait.remote_gen(str(stopped_marker), False):
+                stopped.append(value)
+                if value == 2:
+                    busy = wait_for_result(lambda: [c for c in client.request_sync("container.list", app="test-durability")
+                                                    if c["inflight"] == 1], what="the generator's container")
+                    assert client.request_sync("container.stop", container_id=busy[0]["id"])["requeued"] == 0
+        assert stopped == [1, 2] and stopped_marker.read_text().count("start") == 1
 
 
 def test_resume_and_attach_requests_declare_who_may_send_them(server, tmp_path: Path):

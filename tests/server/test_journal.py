@@ -76,3 +76,25 @@ def test_a_batch_leaves_out_outputs_a_later_ack_or_drop_makes_moot() -> None:
         ("drop", [("fc-a",)]),
         ("ack", [("fc-b", 0)]),
     ]
+
+
+def test_failure_counts_are_kept_until_their_input_settles_or_its_call_is_dropped(store: Store) -> None:
+    def steps(journal: Journal) -> None:
+        journal.attempt("fc-a", 0, 1)
+        journal.attempt("fc-a", 0, 2)      # the latest count wins
+        journal.attempt("fc-a", 1, 1)
+        journal.attempt("fc-b", 0, 1)
+        journal.settled("fc-a", 1)         # finished: no count left
+        journal.attempt("fc-c", 3, 1)
+
+    _run(store, steps, wait=journal_module.FLUSH_DELAY * 4)
+    assert store.input_attempts() == {("fc-a", 0): 2, ("fc-b", 0): 1, ("fc-c", 3): 1}
+    _run(store, lambda journal: journal.drop("fc-b"), wait=journal_module.FLUSH_DELAY * 4)
+    assert store.input_attempts() == {("fc-a", 0): 2, ("fc-c", 3): 1}
+    store.forget_input_attempts([("fc-c", 3)])  # a restarted server: its caller never came back
+    assert store.input_attempts() == {("fc-a", 0): 2}
+
+
+def test_a_batch_leaves_out_failure_counts_of_calls_dropped_later() -> None:
+    runs = [("attempt", [("fc-a", 0, 1), ("fc-b", 0, 1)]), ("drop", [("fc-a",)])]
+    assert _compact(runs) == [("attempt", [("fc-b", 0, 1)]), ("drop", [("fc-a",)])]
