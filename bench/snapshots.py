@@ -1,15 +1,16 @@
 """Cold start of a class that imports pandas in its @enter, with and without a memory
-snapshot, in one run (process runtime: the runtime that makes snapshots today).
+snapshot, on the process and the sandbox runtimes, side by side in one run.
 
-    python bench/snapshots.py [--n 8]
+    python bench/snapshots.py [--n 8] [--runtimes process,sandbox]
 
-Starts a throwaway server and alternates two measurements of the same image and code: a cold
-start (a new app run, so no container exists: `Cls().total.remote()` until its result) of
-`Plain` (`@enter()` imports pandas and builds a DataFrame) and of `Snapped` (the same in
-`@enter(snap=True)`, `enable_memory_snapshot=True`). The first sample of each is left out:
-it builds the image and, for `Snapped`, makes the snapshot (which later runs reuse: its key is
-the image, the code and the class, not the run). Prints a Markdown table (docs/benchmarks.md,
-"Memory snapshots").
+Starts a throwaway server per runtime and alternates the measurements of the same image and
+code: a cold start (a new app run, so no container exists: `Cls().total.remote()` until its
+result) of `Plain` (`@enter()` imports pandas and builds a DataFrame) and of `Snapped` (the
+same in `@enter(snap=True)`, `enable_memory_snapshot=True`). The first sample of each is left
+out: it builds the image and, for `Snapped`, makes the snapshot (which later runs reuse: its
+key is the image, the code and the class, not the run). The sandbox runtime needs root
+(FERRY_BASE_ROOTFS_DIR may point at a prebuilt base). Prints a Markdown table
+(docs/benchmarks.md, "Memory snapshots").
 """
 
 from __future__ import annotations
@@ -68,30 +69,43 @@ def cold_start(cls: ferry.Cls) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8, help="samples of each kind")
+    parser.add_argument("--runtimes", default="process,sandbox", help="comma-separated: process, sandbox")
     args = parser.parse_args()
     from cold_start import quantiles
     from server_process import start_server
 
-    home = Path(tempfile.mkdtemp(prefix="ferry-bench-snapshots-"))
-    server = start_server(home, {"FERRY_RUNTIME": "process"})
-    os.environ["FERRY_SERVER_URL"] = server["url"]
-    os.environ["FERRY_HOME"] = str(home)  # its administrator credential
-    samples: dict[str, list[float]] = {"plain": [], "snapshot": []}
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    unknown = set(runtimes) - {"process", "sandbox"}
+    if unknown:
+        parser.error(f"unknown runtime(s) {', '.join(sorted(unknown))}: choose among process, sandbox")
+    servers: dict[str, tuple[Path, dict]] = {}
+    samples = {(runtime, kind): [] for runtime in runtimes for kind in ("plain", "snapshot")}
     try:
-        cold_start(Plain), cold_start(Snapped)  # warm-up: the image, the snapshot, the OS caches
-        for _ in range(args.n):
-            samples["plain"].append(cold_start(Plain))
-            samples["snapshot"].append(cold_start(Snapped))
+        for runtime in runtimes:
+            home = Path(tempfile.mkdtemp(prefix=f"ferry-bench-snapshots-{runtime}-"))
+            servers[runtime] = (home, start_server(home, {"FERRY_RUNTIME": runtime}))
+        for round_ in range(args.n + 1):  # round 0 warms up: the image, the snapshot, the OS caches
+            for runtime, (home, server) in servers.items():
+                os.environ["FERRY_SERVER_URL"] = server["url"]
+                os.environ["FERRY_HOME"] = str(home)  # its administrator credential
+                plain, snapped = cold_start(Plain), cold_start(Snapped)
+                if round_:
+                    samples[runtime, "plain"].append(plain)
+                    samples[runtime, "snapshot"].append(snapped)
     finally:
-        server["stop"]()
-    ratio = statistics.median(samples["snapshot"]) / statistics.median(samples["plain"])
+        for _, server in servers.values():
+            server["stop"]()
     print(f"\n{os.cpu_count()} cores · Python {sys.version.split()[0]} · {time.strftime('%Y-%m-%d')} · "
-          f"{args.n} samples each, interleaved · process runtime\n")
-    print("| class (imports pandas in @enter) | median | p90 |")
-    print("| --- | --- | --- |")
-    print(f"| without snapshot | {quantiles(samples['plain'])} |")
-    print(f"| enable_memory_snapshot, @enter(snap=True) | {quantiles(samples['snapshot'])} |")
-    print(f"\nsnapshot / plain (medians): {ratio:.2f}")
+          f"{args.n} samples each, interleaved\n")
+    print("| runtime | class (imports pandas in @enter) | median | p90 |")
+    print("| --- | --- | --- | --- |")
+    for runtime in runtimes:
+        print(f"| {runtime} | without snapshot | {quantiles(samples[runtime, 'plain'])} |")
+        print(f"| {runtime} | enable_memory_snapshot, @enter(snap=True) | {quantiles(samples[runtime, 'snapshot'])} |")
+    print()
+    for runtime in runtimes:
+        ratio = statistics.median(samples[runtime, "snapshot"]) / statistics.median(samples[runtime, "plain"])
+        print(f"{runtime}: snapshot / plain (medians): {ratio:.2f}")
 
 
 if __name__ == "__main__":

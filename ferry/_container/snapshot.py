@@ -8,7 +8,8 @@ other (their own process, session, environment with the secrets, credential, cgr
 directory; see docs/snapshots.md).
 
     template:  prepare(spec)      import, instance, snap hooks; GPUs hidden, no secrets, no
-                                  credential, no control plane
+                                  credential, no control plane; on the sandbox runtime, its
+                                  root frozen and a child's isolation tried (isolate.py)
     container: restored(defn)     what the template prepared, if this container was forked
                                   from the template of this very definition; else None
 """
@@ -63,6 +64,13 @@ def prepare(spec: dict[str, Any]) -> None:
             if inspect.isawaitable(result):
                 asyncio.run(_awaited(result))  # its loop is closed before any fork
     _RESTORED = Restored(definition["module"], definition["qualname"], target, instance)
+    isolated = spec.get("isolate")
+    if isolated:  # the sandbox runtime's template: its children get namespaces of their own
+        from . import isolate
+
+        isolate.check_alone()
+        isolate.freeze_root()
+        isolate.probe(isolated["probe_layer"], isolated["exclude"])
 
 
 async def _awaited(result: Any) -> Any:

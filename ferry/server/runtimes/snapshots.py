@@ -1,4 +1,5 @@
-"""Memory snapshots for the process runtime: a template process per snapshot key.
+"""Memory snapshots: a template process per snapshot key (the process runtime's here; the
+sandbox runtime's templates are sandboxes, sandbox/snapshots.py).
 
 `enable_memory_snapshot=True` makes the first container of a function wait for a template: a
 zygote (zygote.py) that has also imported the function's code and, for a class, built its
@@ -28,7 +29,7 @@ import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import ferry
 
@@ -53,16 +54,30 @@ class SnapshotTemplates:
 
     async def template_for(self, spec: ContainerSpec, python: str, env: Mapping[str, str],
                            cwd: str | None, has_volumes: bool) -> tuple[Zygote | None, str]:
-        """The ready template for `spec`'s snapshot (made now, waiting for it, if it is the
-        first), or None and why not: the reason once per key, then ""."""
+        """The process runtime's ready template for `spec`'s snapshot (made now, waiting for
+        it, if it is the first), or None and why not: the reason once per key, then ""."""
         assert spec.snapshot is not None
-        key = snapshot_key(spec, python, env)
-        reason = _why_not(spec, has_volumes) or self._failed.get(key)
+        image_env = spec.image.env if spec.image is not None else {}
+
+        def make(request: Path, log_path: Path) -> Zygote:
+            return Zygote(python, template_environment(env, image_env), snapshot=request,
+                          log_path=log_path, cwd=cwd)
+
+        request = {"definition": spec.snapshot["definition"], "params": spec.snapshot.get("params"),
+                   "code_dir": str(spec.code_dir) if spec.code_dir else None}
+        return await self.template(snapshot_key(spec, python, env), _why_not(spec, has_volumes), request, make)
+
+    async def template(self, key: str, reason: str, request: dict[str, Any],
+                       make: Callable[[Path, Path], Zygote]) -> tuple[Zygote | None, str]:
+        """The ready template of snapshot `key`, made by `make(request file, log file)` from
+        `request` (what ferry/_container/snapshot.py prepares) if it is the first; or None and
+        why not (`reason`, or why it could not be made): the reason once per key, then ""."""
+        reason = reason or self._failed.get(key, "")
         if reason:
             return None, self._tell(key, reason)
         entry = self._templates.get(key)
         if entry is None or (entry[0].state == "dead" and entry[1].done()):
-            entry = self._make(key, spec, python, env, cwd)
+            entry = self._make(key, request, make)
         self._templates.move_to_end(key)
         zygote, task = entry
         try:
@@ -72,20 +87,18 @@ class SnapshotTemplates:
             zygote.failure = f"it was not ready after {MAKE_TIMEOUT:g} s"
         if zygote.state != "ready":
             self._failed[key] = self._failure(key, zygote)
-            self._templates.pop(key, None)
+            if self._templates.get(key) is entry:
+                del self._templates[key]
+                await zygote.stop()
             return None, self._tell(key, self._failed[key])
         return zygote, ""
 
-    def _make(self, key: str, spec: ContainerSpec, python: str, env: Mapping[str, str],
-              cwd: str | None) -> tuple[Zygote, asyncio.Task]:
+    def _make(self, key: str, request: dict[str, Any],
+              make: Callable[[Path, Path], Zygote]) -> tuple[Zygote, asyncio.Task]:
         self.root.mkdir(parents=True, exist_ok=True)
-        request = {"definition": spec.snapshot["definition"], "params": spec.snapshot.get("params"),
-                   "code_dir": str(spec.code_dir) if spec.code_dir else None}
         path = self.root / f"{key}.json"
         path.write_text(json.dumps(request))
-        image_env = spec.image.env if spec.image is not None else {}
-        zygote = Zygote(python, template_environment(env, image_env), snapshot=path,
-                        log_path=self.root / f"{key}.log", cwd=cwd)
+        zygote = make(path, self.root / f"{key}.log")
         task = asyncio.create_task(zygote.start())
         self._templates[key] = (zygote, task)
         self._evict()

@@ -107,6 +107,9 @@ class Zygote:
         self._requests: dict[int, asyncio.Future] = {}
         self._exits: dict[int, asyncio.Future] = {}   # child pid -> its exit code
         self._ids = itertools.count(1)
+        # whether the pids it reports are this server's (a sandbox's template has its own pid
+        # namespace: its children are ended by other means, never signalled by those pids)
+        self.pids_are_ours = True
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,10 +121,7 @@ class Zygote:
         if self.log_path is not None:
             output = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it; closed below
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, stdout=output,
-                stderr=None if self.log_path is None else output, env=self.env, cwd=self.cwd,
-                start_new_session=True)
+            self._process = await self._launch(argv, theirs.fileno(), output)
         except OSError as exc:
             ours.close()
             self._give_up(f"could not start: {exc}")
@@ -141,22 +141,35 @@ class Zygote:
             return
         self.state = "ready"
 
+    async def _launch(self, argv: list[str], fd: int, output: Any) -> Any:
+        """Start the zygote process (`argv`, inheriting `fd`); a sandbox's template launches
+        it in a sandbox instead (sandbox/snapshots.py)."""
+        return await asyncio.create_subprocess_exec(
+            *argv, pass_fds=(fd,), stdin=asyncio.subprocess.DEVNULL, stdout=output,
+            stderr=None if self.log_path is None else output, env=self.env, cwd=self.cwd,
+            start_new_session=True)
+
     async def spawn(self, env: Mapping[str, str], cwd: str | None, cgroup_procs: list[Path],
-                    module: str = "ferry._container") -> tuple[int, asyncio.Future, int, int]:
+                    module: str = "ferry._container", *, isolate: dict[str, Any] | None = None,
+                    channel: int | None = None) -> tuple[int, asyncio.Future, int, int]:
         """Fork a container running `module` (a function's entrypoint, or a sandbox's
         supervisor): returns its pid, a future of its exit code (None if unknown) and the read
-        ends of its stdout and stderr pipes."""
+        ends of its stdout and stderr pipes. With `isolate`, the child isolates itself and
+        talks to the server over `channel` first (ferry/_container/isolate.py)."""
         if self.state != "ready" or self._sock is None:
             raise ZygoteError("the zygote is not running")
         request_id = next(self._ids)
-        payload = json.dumps({"op": "spawn", "id": request_id, "env": dict(env), "cwd": cwd,
-                              "cgroup_procs": [str(p) for p in cgroup_procs], "module": module}).encode()
+        request = {"op": "spawn", "id": request_id, "env": dict(env), "cwd": cwd,
+                   "cgroup_procs": [str(p) for p in cgroup_procs], "module": module}
+        if isolate is not None:
+            request["isolate"] = isolate
+        payload = json.dumps(request).encode()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         future = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
         try:
-            socket.send_fds(self._sock, [payload], [out_w, err_w])
+            socket.send_fds(self._sock, [payload], [out_w, err_w, *([] if channel is None else [channel])])
             pid = await asyncio.wait_for(future, SPAWN_TIMEOUT)
         except BaseException as exc:
             self._requests.pop(request_id, None)
@@ -222,7 +235,7 @@ class Zygote:
         elif op == "spawned":
             future = self._requests.pop(message["id"], None)
             if future is None or future.done():  # its start gave up waiting: nobody owns it
-                for kill in (os.killpg, os.kill):  # (before its setsid, only the pid exists)
+                for kill in (os.killpg, os.kill) if self.pids_are_ours else ():  # (before its setsid, only the pid exists)
                     try:
                         kill(message["pid"], signal.SIGKILL)
                     except OSError:
@@ -261,7 +274,8 @@ class Zygote:
         self._requests.clear()
         for pid, future in self._exits.items():
             try:
-                os.killpg(pid, signal.SIGKILL)
+                if self.pids_are_ours:  # (a template's children end with its pid namespace)
+                    os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
             if not future.done():

@@ -38,7 +38,9 @@ def _reap(control: socket.socket) -> None:
 def _become_container(request: dict[str, Any], fds: list[int], control: socket.socket,
                       inherited: tuple[int, ...]) -> None:
     """In the forked child: its own session, stdio and cgroup, then what `python -m
-    ferry._container` (or the requested module, e.g. a sandbox's supervisor) would be."""
+    ferry._container` (or the requested module, e.g. a sandbox's supervisor) would be. A
+    request with `isolate` (a sandbox's snapshot template) also gets namespaces, a root and
+    its environment of its own first (ferry/_container/isolate.py), over a third descriptor."""
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -46,7 +48,7 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         for fd in inherited:
             os.close(fd)
         os.setsid()  # its own process group, as the runtime's killpg expects
-        out, err = fds
+        out, err = fds[:2]
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
@@ -56,12 +58,17 @@ def _become_container(request: dict[str, Any], fds: list[int], control: socket.s
         for procs in request["cgroup_procs"]:  # join the cgroup before anything of the container runs
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
+        env, cwd = request["env"], request.get("cwd")
+        if "isolate" in request:
+            from ferry._container.isolate import become
+
+            env, cwd = become(request["isolate"], socket.socket(fileno=fds[2]))
     except BaseException:  # noqa: BLE001 - reported on the container's stderr, if it has one
         import traceback
 
         traceback.print_exc()
         os._exit(1)
-    run_as(request["env"], request.get("cwd"), request.get("module"))
+    run_as(env, cwd, request.get("module"))
 
 
 def main() -> None:
@@ -103,7 +110,7 @@ def main() -> None:
         if control.fileno() not in readable:
             continue
         try:
-            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 2)
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 3)
         except ConnectionResetError:
             data, fds = b"", []
         if not data:

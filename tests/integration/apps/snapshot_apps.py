@@ -4,6 +4,7 @@ runtime shares its filesystem), which process ran which hook."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import ferry
@@ -45,7 +46,8 @@ class FailsInSnapshot:
         if os.environ.get("CUDA_VISIBLE_DEVICES") == "":  # only while a snapshot is made
             raise RuntimeError("this hook refuses to run into a snapshot")
         self.loaded_in = os.getpid()
+        self.token = uuid.uuid4().hex  # (pids repeat in sandboxes)
 
     @ferry.method()
     def info(self) -> dict:
-        return {"pid": os.getpid(), "loaded_in": self.loaded_in}
+        return {"pid": os.getpid(), "loaded_in": self.loaded_in, "token": self.token}

@@ -34,6 +34,7 @@ from ..base import ContainerHandle, ContainerSpec, OutputSink, Runtime, inherite
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ...volume_mounts import prepare_sandbox
 from ..process import ProcessHandle, _pump
+from .snapshots import SandboxSnapshots
 from .spares import Spares, spares_can_serve
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
 from .gpu import BIN_DIR as GPU_BIN_DIR
@@ -70,6 +71,7 @@ class SandboxRuntime(Runtime):
         count = int(_config.get("sandbox_spares"))
         self.spares = Spares(self, count) if count > 0 else None
         self._owned: set[Path] = set()  # trees known to be owned by the sandbox ids (ids.py)
+        self.snapshots = SandboxSnapshots(self)
         if scratch_root.is_dir():  # writable layers of containers of a server that crashed
             for leftover in scratch_root.iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -186,6 +188,10 @@ class SandboxRuntime(Runtime):
         unowned = self._unowned_trees(spec)
         if unowned:
             await asyncio.to_thread(self._own, unowned)
+        if spec.snapshot is not None:  # enable_memory_snapshot=True: forked from its template
+            forked = await self.snapshots.start(spec, sandbox, on_output)
+            if forked is not None:
+                return forked
         if self.spares is not None and spares_can_serve(spec):  # a sandbox started ahead, if one waits
             kind = self.spares.kind_of(spec)
             claimed = self.spares.claim(kind, spec, sandbox, on_output)
@@ -211,6 +217,10 @@ class SandboxRuntime(Runtime):
         return SandboxHandle(process, readers, cgroup, spec.memory_mb,
                              cleanup=lambda: shutil.rmtree(scratch, ignore_errors=True))
 
+    def snapshots_unavailable(self) -> str | None:
+        return None  # snapshots.py: templates are sandboxes whose children isolate themselves
+
     async def close(self) -> None:
         if self.spares is not None:
             await self.spares.close()
+        await self.snapshots.close()
