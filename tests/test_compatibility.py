@@ -34,11 +34,11 @@ TABLE: dict[str, dict[str, tuple[str, str]]] = {
     "App": {
         "app_id": (OK, ""),
         "cls": (PARTIAL, "`serialized=True`, `region`, `cloud`, `nonpreemptible` and other placement options are "
-                         "refused by name; `enable_memory_snapshot` snapshots on the process runtime only (docs/snapshots.md)"),
+                         "refused by name; `enable_memory_snapshot` snapshots on the process and sandbox runtimes, not the ray runtime (docs/snapshots.md)"),
         "deploy": (OK, ""),
         "description": (PARTIAL, "the app's name (no separate description)"),
         "function": (PARTIAL, "placement options (`region`, `cloud`, `nonpreemptible`, ...) are refused by name; "
-                              "`enable_memory_snapshot` snapshots on the process runtime only (docs/snapshots.md)"),
+                              "`enable_memory_snapshot` snapshots on the process and sandbox runtimes, not the ray runtime (docs/snapshots.md)"),
         "get_dashboard_url": (OK, "the app's page on Ferry's dashboard"),
         "get_tags": (ERROR, "apps have no tags"),
         "include": (OK, "`inherit_tags` has nothing to inherit (no tags)"),
