@@ -5,10 +5,11 @@ The template is a sandbox that keeps CAP_SYS_ADMIN inside its own user namespace
 (server/runtimes/sandbox/snapshots.py). Each child it forks runs `isolate` before any user code:
 
     C1  forked child   unshare(mount, network, pid, IPC, UTS); tell the server it is here
-                       (the server learns its host pid from the socket's credentials, moves it
-                       into the container's cgroup and connects pasta to its network
-                       namespace, or brings its loopback up), then read the container's
-                       environment from the server;
+                       (the server learns its host pid from the socket's credentials and
+                       moves it into the container's cgroup), then read the container's
+                       environment from the server (which connects pasta to the network
+                       namespace meanwhile: the container waits for its byte on that socket,
+                       FERRY_NETWORK_READY_FD, before any user code);
                        fork C2; keep no capability; wait for C2 and end as the container did
     C2  pid 1          mount the container's root (an overlay: the template's frozen root
                        under the container's own writable layer), a fresh /tmp, /dev and
@@ -184,13 +185,16 @@ def keep_only(capabilities: list[str]) -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes from `sock`, or fewer if it ends first."""
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
         if not chunk:
-            return b"".join(chunks)
+            break
         chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _mirror(status: int) -> None:
@@ -209,17 +213,24 @@ def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str],
     around it never return."""
     unshare_namespaces()
     server.sendall(b"h")  # with our credentials: the server learns our host pid
-    claim = _read_all(server)
-    server.close()
+    header = _read_exactly(server, 4)
+    claim = _read_exactly(server, struct.unpack("!I", header)[0]) if len(header) == 4 else b""
     if not claim:
         os._exit(0)  # the server gave up on this container
     request = json.loads(claim)
+    ready = server.detach()  # with pasta: one byte once it has connected (ferry._container waits)
+    if request.get("network_ready"):
+        request["env"]["FERRY_NETWORK_READY_FD"] = str(ready)
+    else:
+        os.close(ready)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # they are for the container, which gets them too
     status_r, status_w = os.pipe()
     init = os.fork()
     if init != 0:  # C1: wait, then end as the container did
         os.close(status_w)
+        if request.get("network_ready"):
+            os.close(ready)
         keep_only([])
         _, status = os.waitpid(init, 0)
         reported = os.read(status_r, 4)
@@ -239,6 +250,8 @@ def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str],
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         return request["env"], request.get("cwd")
+    if request.get("network_ready"):
+        os.close(ready)  # the container's
     _reap_as_init(container, status_w)
     raise AssertionError("unreachable")
 

@@ -9,16 +9,20 @@ sandbox container lacks."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import ferry
+from ferry._client import Client
 from ferry.exception import ContainerCrashError, InvalidError, OutOfMemoryError
 
 from ..conftest import ServerProcess, run_cli
+from ._web import wait_for
 from .apps import snapshot_sandbox_apps as sandbox_apps
 from .apps.snapshot_apps import MARKS, FailsInSnapshot, Snapped, app
 from .test_sandbox_isolation import host_loopback_port, other_namespace_server  # noqa: F401 - fixtures
@@ -213,6 +217,25 @@ def test_on_the_sandbox_runtime_the_snapshot_is_reused_until_a_hook_or_the_image
     assert changed_hook[1] == "two" and changed_hook[0] != first[0]
     changed_image = _run(on_sandbox, tmp_path, hook="two", image="2")
     assert changed_image[2] == "2" and changed_image[0] not in (first[0], changed_hook[0])
+
+
+def test_on_the_sandbox_runtime_a_template_that_ends_takes_its_containers_and_is_made_again(on_sandbox):
+    client = Client.for_url(on_sandbox.url)
+    with sandbox_apps.app.run(show_logs=False):
+        first = sandbox_apps.Snapped().info.remote()
+        running = lambda: {c["id"] for c in client.request_sync("container.list", app=sandbox_apps.app.name)}  # noqa: E731
+        assert first["container_id"] in running()
+        before = _template_pids()
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: first["container_id"] not in running(), timeout=60,
+                 what="the container of the ended template to be gone")
+        later = sandbox_apps.Snapped.with_options(timeout=122)().info.remote()
+        after = _template_pids()
+        logs = run_cli(["app", "logs", sandbox_apps.app.app_id], on_sandbox)
+    assert before and after and not set(before) & set(after)                # a new template
+    assert later["snapshot_token"] != first["snapshot_token"]               # its own snapshot
+    assert "memory snapshot not used" not in logs.stdout + logs.stderr      # used, not bypassed
 
 
 def _template_pids() -> list[int]:

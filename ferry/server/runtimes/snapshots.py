@@ -51,6 +51,7 @@ class SnapshotTemplates:
         self._templates: OrderedDict[str, tuple[Zygote, asyncio.Task]] = OrderedDict()
         self._failed: dict[str, str] = {}    # key -> why its snapshot cannot be made
         self._told: set[str] = set()         # keys whose failure reached the function's logs
+        self._stopping: set[asyncio.Task] = set()
 
     async def template_for(self, spec: ContainerSpec, python: str, env: Mapping[str, str],
                            cwd: str | None, has_volumes: bool) -> tuple[Zygote | None, str]:
@@ -76,7 +77,10 @@ class SnapshotTemplates:
         if reason:
             return None, self._tell(key, reason)
         entry = self._templates.get(key)
-        if entry is None or (entry[0].state == "dead" and entry[1].done()):
+        if entry is not None and entry[0].state == "dead" and entry[1].done():  # it ended: anew
+            self._stop_later(entry[0])
+            entry = None
+        if entry is None:
             entry = self._make(key, request, make)
         self._templates.move_to_end(key)
         zygote, task = entry
@@ -112,7 +116,12 @@ class SnapshotTemplates:
             zygote, task = self._templates[key]
             if task.done() and not zygote.has_children:
                 del self._templates[key]
-                asyncio.create_task(zygote.stop())
+                self._stop_later(zygote)
+
+    def _stop_later(self, zygote: Zygote) -> None:
+        task = asyncio.create_task(zygote.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def _failure(self, key: str, zygote: Zygote) -> str:
         tail = ""
@@ -130,6 +139,7 @@ class SnapshotTemplates:
         return reason
 
     async def close(self) -> None:
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         for zygote, task in self._templates.values():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

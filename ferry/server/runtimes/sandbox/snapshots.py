@@ -17,12 +17,13 @@ A container from the snapshot:
       spawn(isolate=plan, channel) ──────────►   fork; own session; unshare(mount, net, pid,
                                                  IPC, UTS)
       ◄── "h" with SCM_CREDENTIALS: its host pid
-      move it into the container's cgroup; connect pasta to its network namespace (or bring
-      its loopback up, for block_network=True)
+      move it into the container's cgroup (block_network=True: bring its loopback up)
       env (ids, credential, secrets), cwd ───►   pid 1: overlay root (the frozen template root
                                                  under layers/ID), own /tmp /dev /proc, the
                                                  template's binds; pivot_root; Docker's default
                                                  capabilities, no_new_privs; fork the container
+      connect pasta to its network namespace     (which imports nothing more: it waits for the
+      "n" ────────────────────────────────────►   network before any user code runs)
 
 Its pid (the server's killpg target) is the child's host pid; the template reaps it and
 reports its exit status, which mirrors the container's (a signal too); OOM kills are read from
@@ -39,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import struct
@@ -148,7 +150,7 @@ class SandboxSnapshots:
             key = hashlib.sha256(json.dumps([spec.snapshot, reason], default=str).encode()).hexdigest()[:24]
         else:
             key = _key(spec, template_sandbox)
-        scratch = self.runtime.scratch_root / f"snapshot-{key}"
+        scratch = self.runtime.scratch_root / f"snapshot-{key[:16]}-{secrets.token_hex(4)}"  # (this template's)
         limits = (CgroupLimits(memory_mb=spec.memory_mb, cpu=spec.cpu)
                   if spec.memory_mb is not None or spec.cpu is not None else None)
 
@@ -232,12 +234,18 @@ async def _spawn(template: SandboxTemplate, spec: ContainerSpec, sandbox: Sandbo
         host_pid = await asyncio.wait_for(_sender_pid(ours), HELLO_TIMEOUT)
         if cgroup is not None:
             cgroup.add_pid(host_pid)  # before it forks anything of the container
-        if sandbox.network == "pasta":
-            network = await PastaNetwork.start_async(host_pid, resolv_conf()[1])
-        else:  # loopback only (pasta brings it up itself)
+        pasta = sandbox.network == "pasta"
+        if not pasta:  # loopback only (pasta brings it up itself)
             await _loopback_up(host_pid)
-        claim = {"env": {**sandbox.env, "PWD": sandbox.cwd}, "cwd": sandbox.cwd}
-        await asyncio.get_running_loop().sock_sendall(ours, json.dumps(claim).encode())
+        # its environment now; with pasta, the container starts while pasta connects and
+        # waits for one more byte before any user code (as sandboxes do: network_ready_env)
+        claim = json.dumps({"env": {**sandbox.env, "PWD": sandbox.cwd}, "cwd": sandbox.cwd,
+                            "network_ready": pasta}).encode()
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(ours, struct.pack("!I", len(claim)) + claim)
+        if pasta:
+            network = await PastaNetwork.start_async(host_pid, resolv_conf()[1])
+            await loop.sock_sendall(ours, b"n")
     except BaseException:
         ours.close()  # a child still waiting for its claim ends on its own
         if host_pid:
