@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -201,6 +202,7 @@ def _mirror(status: int) -> None:
     """End this process as a child that ended with wait status `status` did."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # (the container dumped core, if it could)
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)

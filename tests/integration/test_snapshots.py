@@ -209,6 +209,16 @@ def test_on_the_sandbox_runtime_a_snapshot_that_cannot_be_made_leaves_the_ordina
     assert "this hook refuses to run into a snapshot" in shown
 
 
+def test_on_the_sandbox_runtime_containers_with_volumes_start_the_ordinary_way_saying_so_once(on_sandbox):
+    with sandbox_apps.app.run(show_logs=False):
+        assert sandbox_apps.with_volume.remote()
+        assert sandbox_apps.with_volume.with_options(timeout=120).remote()  # another container
+        logs = run_cli(["app", "logs", sandbox_apps.app.app_id], on_sandbox)
+    shown = logs.stdout + logs.stderr
+    assert shown.count("memory snapshot not used") == 1
+    assert "containers with volumes are not started from a snapshot" in shown
+
+
 def test_on_the_sandbox_runtime_the_snapshot_is_reused_until_a_hook_or_the_image_changes(on_sandbox, tmp_path):
     first = _run(on_sandbox, tmp_path, hook="one", image="1")
     again = _run(on_sandbox, tmp_path, hook="one", image="1")

@@ -75,7 +75,7 @@ class SnapshotTemplates:
         why not (`reason`, or why it could not be made): the reason once per key, then ""."""
         reason = reason or self._failed.get(key, "")
         if reason:
-            return None, self._tell(key, reason)
+            return None, self.tell_once(key, reason)
         entry = self._templates.get(key)
         if entry is not None and entry[0].state == "dead" and entry[1].done():  # it ended: anew
             self._stop_later(entry[0])
@@ -94,7 +94,7 @@ class SnapshotTemplates:
             if self._templates.get(key) is entry:
                 del self._templates[key]
                 await zygote.stop()
-            return None, self._tell(key, self._failed[key])
+            return None, self.tell_once(key, self._failed[key])
         return zygote, ""
 
     def _make(self, key: str, request: dict[str, Any],
@@ -132,7 +132,8 @@ class SnapshotTemplates:
             pass
         return (zygote.failure or "the template ended") + (f"\n{tail}" if tail else "")
 
-    def _tell(self, key: str, reason: str) -> str:
+    def tell_once(self, key: str, reason: str) -> str:
+        """`reason`, the first time a reason is given for snapshot `key`; then ""."""
         if key in self._told:
             return ""
         self._told.add(key)

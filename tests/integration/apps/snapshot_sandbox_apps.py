@@ -134,3 +134,9 @@ class Offline:
             reached = _connect("127.0.0.1", listener.getsockname()[1])
         return {"interfaces": sorted(name for _, name in socket.if_nameindex()), "loopback": reached,
                 "outside": _connect("198.18.0.1", 80), "pid": os.getpid()}
+
+
+@app.function(enable_memory_snapshot=True, volumes={"/data": ferry.Volume.from_name("test-snapshots-sandbox",
+                                                                                 create_if_missing=True)})
+def with_volume() -> bool:
+    return os.path.isdir("/data")

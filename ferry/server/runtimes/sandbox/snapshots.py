@@ -173,7 +173,9 @@ class SandboxSnapshots:
             return await _spawn(template, spec, sandbox, on_output)
         except (OSError, ZygoteError, asyncio.TimeoutError) as exc:
             log.warning("container %s not started from its snapshot: %s", spec.container_id, exc)
-            on_output("stderr", notice(f"starting it from the snapshot failed: {exc}"))
+            said = self.templates.tell_once(key, f"starting a container from the snapshot failed: {exc}")
+            if said:
+                on_output("stderr", notice(said))
             return None
 
     def _template_sandbox(self, spec: ContainerSpec) -> SandboxSpec:
