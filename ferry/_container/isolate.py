@@ -4,20 +4,24 @@ namespaces, a root, /tmp, /dev and /proc of its own, then drop what the template
 The template is a sandbox that keeps CAP_SYS_ADMIN inside its own user namespace
 (server/runtimes/sandbox/snapshots.py). Each child it forks runs `isolate` before any user code:
 
-    C1  forked child   unshare(mount, network, pid, IPC, UTS); tell the server it is here
-                       (the server learns its host pid from the socket's credentials and
-                       moves it into the container's cgroup), then read the container's
-                       environment from the server (which connects pasta to the network
-                       namespace meanwhile: the container waits for its byte on that socket,
-                       FERRY_NETWORK_READY_FD, before any user code);
-                       fork C2; keep no capability; wait for C2 and end as the container did
-    C2  pid 1          mount the container's root (an overlay: the template's frozen root
+    C1  forked child   fork C2 into a user namespace of its own (nested in the template's,
+                       ids mapped 0-65535 onto its ids, so root inside is the sandboxes'
+                       unprivileged host id); write C2's id maps; keep no capability; wait for
+                       C2 and end as it did
+    C2  in its userns  its own session; unshare(mount, network, pid, IPC, UTS); tell the
+                       server it is here (the server learns its host pid from the socket's
+                       credentials and moves it into the container's cgroup), then read the
+                       container's environment from the server (which connects pasta to the
+                       network namespace meanwhile: the container waits for its byte on that
+                       socket, FERRY_NETWORK_READY_FD, before any user code); fork C3; keep
+                       no capability; wait for C3 and end as the container did
+    C3  pid 1          mount the container's root (an overlay: the template's frozen root
                        under the container's own writable layer), a fresh /tmp, /dev and
                        /proc, the template's binds again; pivot_root; drop to the ordinary
-                       sandbox capabilities with no_new_privs; fork C3; reap orphans
-    C3  pid 2          the container: `become` returns its environment to the caller
+                       sandbox capabilities with no_new_privs; fork C4; reap orphans
+    C4  pid 2          the container: `become` returns its environment to the caller
 
-Secrets and the container's credential come over the server's private socket to C1 only,
+Secrets and the container's credential come over the server's private socket to C2 only,
 after the fork: the template never holds them. Everything here is Linux system calls through
 ctypes (the container's Python may be older than os.unshare).
 """
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
@@ -102,13 +107,14 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape").encode("latin-1").decode()
 
 
-def make_root(layer: str, exclude: list[str]) -> None:
-    """In the new pid and mount namespaces (as their pid 1): mount the container's root over
-    `layer` (its upper, work and root directories), with its own /tmp, /dev and /proc and the
-    template's binds (but `exclude`), and make it this process's root."""
+def make_root(lower: str, layer: str, exclude: list[str]) -> None:
+    """In the new pid and mount namespaces (as their pid 1): mount the container's root, the
+    template's frozen root `lower` under `layer` (its upper, work and root directories), with
+    its own /tmp, /dev and /proc and the template's binds (but `exclude`), and make it this
+    process's root."""
     new = f"{layer}/root"
     _mount("ferry-root", new, "overlay", 0,
-           f"lowerdir=/,upperdir={layer}/upper,workdir={layer}/work,userxattr")
+           f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work,userxattr")
     for point, is_file, deleted in _mount_points():
         if any(point == path or point.startswith(path + "/") for path in exclude):
             continue
@@ -208,11 +214,52 @@ def _mirror(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
 
+def fork_into_user_namespace() -> int:
+    """Fork a child into a user namespace of its own, whose ids 0-N are this one's (so root
+    inside is the same unprivileged host id as in every sandbox): the child's pid in the
+    parent, which wrote the child's id maps (it holds CAP_SETUID/CAP_SETGID here); 0 in the
+    child, once mapped."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare(user)")
+        os.write(ready_w, b"r")
+        os.close(ready_w)
+        if os.read(go_r, 1) != b"g":
+            os._exit(125)  # the parent failed: it says why
+        os.close(go_r)
+        return 0
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) != b"r":
+            raise IsolationError(0, "the child could not make its user namespace")
+        count = Path("/proc/self/uid_map").read_text().split()[2]
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as handle:
+                handle.write(f"0 0 {count}\n")
+        os.write(go_w, b"g")
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+    return pid
+
+
 def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str], str | None]:
     """In a child the template just forked (its own session and stdio already): isolate it as
-    `plan` says ({layer, exclude, capabilities}) and return, in the container's
-    process only, the environment and working directory the server sent. The processes
-    around it never return."""
+    `plan` says ({lower, layer, exclude, capabilities}) and return, in the container's process
+    only, the environment and working directory the server sent. The processes around it
+    never return."""
+    child = fork_into_user_namespace()
+    if child != 0:  # C1: wait, then end as the container did
+        server.close()
+        keep_only([])
+        _, status = os.waitpid(child, 0)
+        _mirror(status)
+    os.setsid()  # C2: the server's handle on the container is this process group
     unshare_namespaces()
     server.sendall(b"h")  # with our credentials: the server learns our host pid
     header = _read_exactly(server, 4)
@@ -229,7 +276,7 @@ def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str],
         signal.signal(sig, lambda *_: None)  # they are for the container, which gets them too
     status_r, status_w = os.pipe()
     init = os.fork()
-    if init != 0:  # C1: wait, then end as the container did
+    if init != 0:  # C2: wait, then end as the container did
         os.close(status_w)
         if request.get("network_ready"):
             os.close(ready)
@@ -238,8 +285,8 @@ def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str],
         reported = os.read(status_r, 4)
         _mirror(struct.unpack("i", reported)[0] if len(reported) == 4 else status)
     os.close(status_r)
-    try:  # C2: pid 1 of the container's pid namespace
-        make_root(plan["layer"], plan["exclude"])
+    try:  # C3: pid 1 of the container's pid namespace
+        make_root(plan["lower"], plan["layer"], plan["exclude"])
         keep_only(plan["capabilities"])
     except BaseException:  # noqa: BLE001 - reported on the container's stderr
         import traceback
@@ -247,7 +294,7 @@ def become(plan: dict[str, Any], server: socket.socket) -> tuple[dict[str, str],
         traceback.print_exc()
         os._exit(125)
     container = os.fork()
-    if container == 0:  # C3: the container
+    if container == 0:  # C4: the container
         os.close(status_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -273,20 +320,25 @@ def _reap_as_init(container: int, status_w: int) -> None:
             os._exit(0)
 
 
-def probe(layer: str, exclude: list[str]) -> None:
-    """In the template, after its preparation: check that a child can be isolated here (the
-    namespaces, the overlay over the frozen root, /proc, pivot_root, capabilities), so that a
-    kernel that refuses one fails the snapshot instead of every container."""
+def probe(lower: str, layer: str, exclude: list[str]) -> None:
+    """In the template, after its preparation: check that a child can be isolated here (its
+    user namespace and the others, the overlay over the frozen root, /proc, pivot_root,
+    capabilities), so that a kernel that refuses one fails the snapshot instead of every
+    container."""
     pid = os.fork()
     if pid == 0:
         try:
-            unshare_namespaces()
-            init = os.fork()
-            if init == 0:
-                make_root(layer, exclude)
-                keep_only([])
-                os._exit(0)
-            _, status = os.waitpid(init, 0)
+            child = fork_into_user_namespace()
+            if child == 0:
+                unshare_namespaces()
+                init = os.fork()
+                if init == 0:
+                    make_root(lower, layer, exclude)
+                    keep_only([])
+                    os._exit(0)
+                _, status = os.waitpid(init, 0)
+                os._exit(os.waitstatus_to_exitcode(status))
+            _, status = os.waitpid(child, 0)
             os._exit(os.waitstatus_to_exitcode(status))
         except BaseException:  # noqa: BLE001 - reported in the template's log
             import traceback
@@ -315,6 +367,11 @@ def check_alone() -> None:
         raise IsolationError(0, f"processes left running after the snap hooks: {'; '.join(others)}")
 
 
-def freeze_root() -> None:
-    """Make the template's root read-only: it is the lower layer of every child's root."""
+def freeze_root(view: str) -> None:
+    """Make the template's root read-only, and bind it alone (without the mounts on it) at
+    `view`, read-only too: the lower layer of every child's root (overlayfs refuses a lower
+    layer with mounts on it in a user namespace that did not make them)."""
+    os.makedirs(view, exist_ok=True)
+    _mount("/", view, None, MS_BIND)
+    _mount(None, view, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)

@@ -69,8 +69,8 @@ def prepare(spec: dict[str, Any]) -> None:
         from . import isolate
 
         isolate.check_alone()
-        isolate.freeze_root()
-        isolate.probe(isolated["probe_layer"], isolated["exclude"])
+        isolate.freeze_root(isolated["lower"])
+        isolate.probe(isolated["lower"], isolated["probe_layer"], isolated["exclude"])
 
 
 async def _awaited(result: Any) -> Any:

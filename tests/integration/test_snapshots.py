@@ -19,6 +19,7 @@ import pytest
 
 import ferry
 from ferry._client import Client
+from ferry.server.runtimes.sandbox.ids import SANDBOX_IDS
 from ferry.exception import ContainerCrashError, InvalidError, OutOfMemoryError
 
 from ..conftest import ServerProcess, run_cli
@@ -129,6 +130,8 @@ def test_on_the_sandbox_runtime_containers_start_from_the_snapshot_and_run_only_
     assert first["snapshot_file"] == first["snapshot_token"]        # a file it wrote is in the container's root
     for seen in (first, second):                                    # each its own pid namespace
         assert seen["pid"] == 2 and seen["pids"] == [1, 2]          # (pid 1 reaps, as bubblewrap's init does)
+        assert seen["uid"] == 0
+    assert first["user_namespace"] != second["user_namespace"]      # and user namespace
 
 
 def test_on_the_sandbox_runtime_containers_from_one_snapshot_share_no_files_tmp_or_processes(on_sandbox):
@@ -136,6 +139,12 @@ def test_on_the_sandbox_runtime_containers_from_one_snapshot_share_no_files_tmp_
         first = sandbox_apps.Snapped().leave_traces.remote("a")
         second = sandbox_apps.Snapped.with_options(timeout=120)().leave_traces.remote("bb")
         third = sandbox_apps.Snapped.with_options(timeout=121)().leave_traces.remote("ccc")
+        # each writable layer is on the host while its container runs, written by root inside
+        written = list((on_sandbox.home / "sandbox").glob("snapshot-*/layers/*/upper/root/trace-*"))
+        owners = {(p.stat().st_uid, p.stat().st_gid) for p in written}
+    assert sorted(p.name for p in written) == ["trace-a", "trace-bb", "trace-ccc"]
+    assert len({p.parents[2] for p in written}) == 3                # three layers
+    assert owners == {(SANDBOX_IDS.base, SANDBOX_IDS.base)}          # not host root
     for seen in (first, second, third):
         assert seen["root"] == [] and seen["tmp"] == []
         assert not [c for c in seen["cmdlines"] if c.startswith("sleep")]  # no other container's process

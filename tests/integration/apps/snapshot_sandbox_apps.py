@@ -50,6 +50,7 @@ class Snapped:
         return {"snapshot_token": self.snapshot_token, "container_token": self.container_token,
                 "secret_at_snapshot": self.secret_at_snapshot, "secret": os.environ.get("SNAP_SECRET"),
                 "table": self.table[99], "pid": os.getpid(), "container_id": os.environ["FERRY_CONTAINER_ID"],
+                "user_namespace": os.readlink("/proc/self/ns/user"), "uid": os.getuid(),
                 "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
                 "snapshot_file": Path("/root/written-in-snapshot").read_text()}
 

@@ -14,8 +14,9 @@ A container from the snapshot:
 
     server                                     template's child (ferry/_container/isolate.py)
       mkdir layers/ID/{upper,work,root}          (the template's host directory, bound rw)
-      spawn(isolate=plan, channel) ──────────►   fork; own session; unshare(mount, net, pid,
-                                                 IPC, UTS)
+      spawn(isolate=plan, channel) ──────────►   fork; fork into a user namespace of its own
+                                                 (the first child maps its ids, then waits);
+                                                 own session; unshare(mount, net, pid, IPC, UTS)
       ◄── "h" with SCM_CREDENTIALS: its host pid
       move it into the container's cgroup (block_network=True: bring its loopback up)
       env (ids, credential, secrets), cwd ───►   pid 1: overlay root (the frozen template root
@@ -25,8 +26,9 @@ A container from the snapshot:
       connect pasta to its network namespace     (which imports nothing more: it waits for the
       "n" ────────────────────────────────────►   network before any user code runs)
 
-Its pid (the server's killpg target) is the child's host pid; the template reaps it and
-reports its exit status, which mirrors the container's (a signal too); OOM kills are read from
+Its pid (the server's killpg target) is the host pid of the process in the new namespaces;
+the template reaps its child and reports its exit status, which mirrors the container's (a
+signal too); OOM kills are read from
 its cgroup like any sandbox's. Its writable layer is removed once it has ended.
 """
 
@@ -69,6 +71,8 @@ log = logging.getLogger("ferry.server")
 TEMPLATE_CAPABILITIES = (*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN")
 LAYERS = "/run/ferry/layers"          # inside the template: the containers' writable layers
 REQUEST = "/run/ferry/snapshot.json"  # inside the template: what it prepares
+LOWER = "/run/ferry/frozen-root"      # inside the template: its root, read-only, without mounts
+_EXCLUDE = [LAYERS, REQUEST, LOWER]   # template-only mounts, not bound into containers
 HELLO_TIMEOUT = 30.0
 _PROBE = "probe"
 _CLONE_NEWNET, _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x40000000, 0x8913, 0x8914, 0x1
@@ -162,7 +166,7 @@ class SandboxSnapshots:
                          if b.host_path == spec.code_dir), None)
         request = {"definition": spec.snapshot["definition"], "params": spec.snapshot.get("params"),
                    "code_dir": code_dir,
-                   "isolate": {"probe_layer": f"{LAYERS}/{_PROBE}", "exclude": [LAYERS, REQUEST]}}
+                   "isolate": {"lower": LOWER, "probe_layer": f"{LAYERS}/{_PROBE}", "exclude": _EXCLUDE}}
         template, said = await self.templates.template(key, reason, request, make)
         if said:
             on_output("stderr", notice(said))
@@ -212,7 +216,7 @@ async def _spawn(template: SandboxTemplate, spec: ContainerSpec, sandbox: Sandbo
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     ours.setblocking(False)
-    plan = {"layer": f"{LAYERS}/{spec.container_id}", "exclude": [LAYERS, REQUEST],
+    plan = {"lower": LOWER, "layer": f"{LAYERS}/{spec.container_id}", "exclude": _EXCLUDE,
             "capabilities": list(sandbox.capabilities)}
     network: PastaNetwork | None = None
     readers: list[asyncio.Task] = []
