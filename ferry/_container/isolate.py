@@ -115,9 +115,10 @@ def make_root(lower: str, layer: str, exclude: list[str]) -> None:
     new = f"{layer}/root"
     _mount("ferry-root", new, "overlay", 0,
            f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work,userxattr")
+    bound: list[str] = []
     for point, is_file, deleted in _mount_points():
-        if any(point == path or point.startswith(path + "/") for path in exclude):
-            continue
+        if any(point == path or point.startswith(path + "/") for path in (*exclude, *bound)):
+            continue  # (a mount inside a bind came with it)
         target = new + point
         if os.path.islink(target):  # (e.g. an image's /etc/resolv.conf): bind over the path itself
             os.unlink(target)
@@ -131,8 +132,9 @@ def make_root(lower: str, layer: str, exclude: list[str]) -> None:
             Path(target).write_bytes(Path(point).read_bytes())
             _mount(target, target, None, MS_BIND)
             _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        else:
-            _mount(point, target, None, MS_BIND)  # a bind keeps its source's flags (read-only)
+        else:  # with what is mounted inside it (a bind keeps its source's flags: read-only)
+            _mount(point, target, None, MS_BIND | MS_REC)
+            bound.append(point)
     for own in _OWN:
         os.makedirs(new + own, exist_ok=True)
     _mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
