@@ -134,6 +134,17 @@ def test_on_the_sandbox_runtime_containers_start_from_the_snapshot_and_run_only_
     assert first["user_namespace"] != second["user_namespace"]      # and user namespace
 
 
+def test_on_the_sandbox_runtime_containers_start_from_one_snapshot_at_once(on_sandbox):
+    with sandbox_apps.app.run(show_logs=False):
+        sandbox_apps.Snapped().info.remote()  # the template is ready
+        calls = [sandbox_apps.Snapped.with_options(timeout=130 + n)().info.spawn() for n in range(4)]
+        seen = [call.get(timeout=120) for call in calls]
+    assert len({s["container_id"] for s in seen}) == 4                  # four containers, started together
+    assert len({s["snapshot_token"] for s in seen}) == 1                # from one snapshot
+    assert len({s["user_namespace"] for s in seen}) == 4
+    assert all(s["pids"] == [1, 2] for s in seen)
+
+
 def test_on_the_sandbox_runtime_containers_from_one_snapshot_share_no_files_tmp_or_processes(on_sandbox):
     with sandbox_apps.app.run(show_logs=False):
         first = sandbox_apps.Snapped().leave_traces.remote("a")
