@@ -108,15 +108,16 @@ class SandboxTemplate(Zygote):
         self._cgroup: Cgroup | None = None
 
     async def _launch(self, argv: list[str], fd: int, output: Any) -> Any:
-        self.layers.mkdir(parents=True, exist_ok=True)
-        new_layer(self.layers / _PROBE)
-        if self._limits is not None:
-            self._cgroup = Cgroup.create(self.scratch.name, self._limits)
-        copy = os.dup(fd)  # the launch closes what it hands on; the zygote closes `fd`
-        argv = [str(copy) if arg == str(fd) else arg for arg in argv]
-        spec = dataclasses.replace(self.sandbox, argv=argv, upper_dir=self.scratch / "upper",
-                                   work_dir=self.scratch / "work", inherit_fds=(copy,))
+        """(Failures are OSErrors: the zygote then gives up, and containers start the ordinary way.)"""
         try:
+            self.layers.mkdir(parents=True, exist_ok=True)
+            new_layer(self.layers / _PROBE)
+            if self._limits is not None:
+                self._cgroup = Cgroup.create(self.scratch.name, self._limits)
+            copy = os.dup(fd)  # the launch closes what it hands on; the zygote closes `fd`
+            argv = [str(copy) if arg == str(fd) else arg for arg in argv]
+            spec = dataclasses.replace(self.sandbox, argv=argv, upper_dir=self.scratch / "upper",
+                                       work_dir=self.scratch / "work", inherit_fds=(copy,))
             return await launch_async(spec, stdout=output, stderr=output, cgroup=self._cgroup)
         except (InvalidError, ExecutionError) as exc:
             raise OSError(str(exc)) from None
