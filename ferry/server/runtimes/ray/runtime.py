@@ -1,18 +1,19 @@
 """The `ray` runtime, control-plane side: containers placed on the nodes of a Ray cluster.
 
 The server connects to the cluster as a Ray driver (`ray.init(address=FERRY_RAY_ADDRESS)`,
-with the operator's `RAY_AUTH_*` settings). Each container is one `ContainerAgent` actor (a
-"container slot", agent.py) created with the container's resource request; Ray decides the
-node, the actor starts the container there. Ferry keeps no membership of its own: a node that
-dies takes its actors with it, and the awaited actor call raises, which ends the container as
-`ExitStatus(node_lost=True)` (its inputs are then retried elsewhere, see containers.py).
+with the operator's `RAY_AUTH_*` settings). Each container holds its resource request in a
+"slot" (slots.py): a placement group of one bundle run by its node's agent (node_agent.py, one
+actor per node), or, for a GPU container, an actor of its own (agent.py); Ray decides the
+node. Ferry keeps no membership of its own: a node that dies takes its actors with it, and the
+awaited actor call raises, which ends the container as `ExitStatus(node_lost=True)` (its
+inputs are then retried elsewhere, see containers.py).
 
-    start()  create the actor (returns at once; Ray may still be looking for a node)
-    wait()   the image's files the node lacks (actor.missing_blobs -> actor.put_blobs, from the
-             blob store) -> actor.start (image built or found on the node, process started)
-             -> actor.wait, forwarding raw output
+    start()  create the slot (returns at once; Ray may still be looking for a node)
+    wait()   the slot placed -> the image's files the node lacks (agent.missing_blobs ->
+             agent.put_blobs, from the blob store) -> agent.start (image built or found on the
+             node, process started) -> agent.wait, forwarding raw output -> the slot released
     terminate / kill   SIGTERM / SIGKILL to the container's process group through the actor;
-                       an actor not yet placed is simply killed
+                       a slot not yet placed is simply released
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ....exception import InvalidError
 from ...images.venv_recipe import check_recipe
 from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
 from .gpus import REFRESH_SECONDS, ClusterGPUs
+from .slots import PLACEMENT_STRATEGY, ActorSlot, NodeAgents, NodeSlot, Stopped
 from .node_images import BLOB_BATCH_BYTES
 
 log = logging.getLogger("ferry.server")
@@ -88,6 +90,7 @@ class RayRuntime(Runtime):
         self.build_timeout = 3600.0  # set by the server: FERRY_IMAGE_BUILD_TIMEOUT, per step
         self.gpus = ClusterGPUs(self._nodes)
         self._agent: Any = None
+        self._node_agents = NodeAgents()
         self._node_capacities: list[tuple[float, int]] = []
         self._capacities_at = float("-inf")
 
@@ -195,6 +198,13 @@ class RayRuntime(Runtime):
                 options["resources"] = {resource: 0.001}
         return options
 
+    def _bundle(self, spec: ContainerSpec) -> dict[str, float]:
+        """The placement group bundle of a container without a GPU: its CPUs and memory."""
+        bundle: dict[str, float] = {"CPU": spec.cpu if spec.cpu is not None else DEFAULT_CPU}
+        if spec.memory_mb is not None:
+            bundle["memory"] = spec.memory_mb * MIB
+        return bundle
+
     async def start(self, spec: ContainerSpec, on_output: OutputSink) -> ContainerHandle:
         self.check(spec)
         if self._agent is None:
@@ -216,16 +226,23 @@ class RayRuntime(Runtime):
             "volumes": [dict(v) for v in spec.volumes],
             "cpu": spec.cpu, "memory_mb": spec.memory_mb,  # enforced with a cgroup where the node can
         }
-        actor = self._agent.options(**self._options(spec)).remote()
-        return RayHandle(actor, launch, on_output, self.read_blob)
+        if spec.gpu_type is not None:  # Ray gives GPU devices to a worker: an actor of its own
+            slot: ActorSlot | NodeSlot = ActorSlot(self._agent.options(**self._options(spec)).remote())
+        else:
+            from ray.util.placement_group import placement_group
+
+            group = placement_group([self._bundle(spec)], strategy=PLACEMENT_STRATEGY, name=spec.container_id)
+            slot = NodeSlot(group, spec.container_id, self._node_agents)
+        return RayHandle(slot, launch, on_output, self.read_blob)
 
 
 class RayHandle(ContainerHandle):
-    """A container held by its actor. `node_id` is Ray's id of its node, once placed."""
+    """A container held by its slot (slots.py). `node_id` is Ray's id of its node, once placed."""
 
-    def __init__(self, actor: Any, launch: dict[str, Any], on_output: OutputSink,
+    def __init__(self, slot: ActorSlot | NodeSlot, launch: dict[str, Any], on_output: OutputSink,
                  read_blob: Callable[[str], bytes] | None = None) -> None:
-        self._actor = actor
+        self._slot = slot
+        self._actor: Any = None  # what runs it: its own actor, or its node's agent (slots.OnNode)
         self._launch = launch
         self._read_blob = read_blob
         self._on_output = on_output
@@ -239,9 +256,14 @@ class RayHandle(ContainerHandle):
 
         try:
             try:
+                self._actor = await self._slot.place()
                 await self._send_image_files()
                 placed = await self._actor.start.remote(self._launch)
+            except Stopped:  # stopped while Ray was placing it
+                return ExitStatus(code=-(self._stopping or signal.SIGKILL))
             except ray.exceptions.RayTaskError as exc:  # no image, or the agent could not start the process
+                if self._stopping is not None:  # released while it started
+                    return ExitStatus(code=-self._stopping)
                 self._on_output("stderr", f"ferry: {exc.cause if exc.cause else exc}\n")
                 return ExitStatus(code=None)
             except (OSError, ferry_errors.Error) as exc:  # an image file missing from the blob store
@@ -260,6 +282,7 @@ class RayHandle(ContainerHandle):
             return ExitStatus(code=result["code"], oom_killed=bool(result.get("oom_killed")),
                               memory_mb=result.get("memory_mb"))
         except ray.exceptions.RayActorError as exc:
+            self._slot.lost()
             if self._stopping is not None:  # we killed it ourselves
                 return ExitStatus(code=-self._stopping)
             if exc.actor_init_failed:  # e.g. Ferry is not installed on the node: a start failure
@@ -317,13 +340,8 @@ class RayHandle(ContainerHandle):
                 return
 
     def _release(self) -> None:
-        """The container has ended: its actor (and the resources Ray holds for it) goes."""
-        import ray
-
-        try:
-            ray.kill(self._actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        """The container has ended: its slot (and the resources Ray holds for it) goes."""
+        self._slot.release()
 
     def _signal(self, sig: int) -> None:
         self._actor.signal.remote(int(sig))
@@ -333,7 +351,7 @@ class RayHandle(ContainerHandle):
 
     def kill(self) -> None:
         self._stop(signal.SIGKILL)
-        if self._started:  # an agent that does not answer goes with its container
+        if self._started and self._slot.kill_unanswered:  # an agent that does not answer goes with its container
             asyncio.get_running_loop().call_later(KILL_GRACE, self._kill_actor)
 
     def _stop(self, sig: int) -> None:
@@ -342,7 +360,7 @@ class RayHandle(ContainerHandle):
         self._stopping = sig
         if self._started:
             self._signal(sig)
-        else:  # Ray has not placed it yet: nothing runs, the actor goes
+        else:  # not started yet: the slot goes (a start under way on its node is undone)
             self._release()
 
     def _kill_actor(self) -> None:

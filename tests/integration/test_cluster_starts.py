@@ -1,0 +1,136 @@
+"""How the `ray` runtime starts containers without a GPU, on a real Ray cluster of two nodes on
+this machine (token auth on): each holds its resources in a placement group of its own, which
+Ray accounts and places, and the one agent of its node runs it (node_agent.py), so that a
+second container on a node starts without a new Ray worker; a container still never outlives
+the agent that started it. Nodes run containers as processes here (FERRY_NODE_RUNTIME=process).
+(tests/integration/test_cluster.py covers the rest of the runtime.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import ferry
+
+from ..conftest import ServerProcess
+from .ray_cluster import Cluster, free_port
+
+pytest.importorskip("ray")
+
+app = ferry.App("test-cluster-starts")
+
+
+def _here() -> dict[str, Any]:
+    parent = os.getppid()
+    return {"node": os.environ.get("FERRY_NODE_ID"), "container": os.environ.get("FERRY_CONTAINER_ID"),
+            "pid": os.getpid(), "parent": parent,
+            "parent_cmd": Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")[0].decode()}
+
+
+barrier = ferry.Dict.from_name("test-cluster-starts-barrier", create_if_missing=True)
+
+
+@app.function(max_containers=3)
+def here(containers: int) -> dict[str, Any]:
+    """Holds its container until `containers` of them run (so that each input gets its own)."""
+    barrier[os.getpid()] = True
+    deadline = time.monotonic() + 300
+    while barrier.len() < containers and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _here()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="ferry-rays-", dir="/tmp"))  # short: Ray's socket paths
+    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
+    try:
+        cluster.start_node("head", "--num-cpus", "2", head=True)
+        cluster.wait_for_nodes(1)
+        cluster.start_node("w1", "--num-cpus", "2")
+        cluster.wait_for_nodes(2)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess.start(tmp_path_factory.mktemp("ray-home"), base_env=cluster.env(),
+                                 args=("--ray-address", cluster.address), timeout=120,
+                                 extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "process"})
+    try:
+        with server.used():
+            yield server
+    finally:
+        server.stop()
+
+
+def _placement_groups(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """The cluster's placement groups by name: {state, bundles}, asked through a Ray client."""
+    script = ("import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+              "print(json.dumps({g['name']: {'state': g['state'], 'bundles': list(g['bundles'].values())} "
+              "for g in ray.util.placement_group_table().values()}))")
+    result = subprocess.run([sys.executable, "-c", script, cluster.address], env=cluster.env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_containers_hold_placement_groups_and_share_their_nodes_agent(ray_server, cluster):
+    barrier.clear()
+    with app.run(show_logs=False):
+        seen = list(here.map([3] * 3))
+        assert len({s["pid"] for s in seen}) == 3, seen
+        # each container's resources: a placement group of its own, placed and held while it runs
+        groups = _placement_groups(cluster)
+        for s in seen:
+            assert groups[s["container"]] == {"state": "CREATED", "bundles": [{"CPU": 0.25}]}, groups
+    # started by the agent of its node: one Ray worker per node, not one per container
+    assert all(s["parent_cmd"].startswith("ray::NodeAgent") for s in seen), seen
+    agents = {s["node"]: s["parent"] for s in seen}
+    assert all(agents[s["node"]] == s["parent"] for s in seen), seen
+    assert len(agents) < len(seen)  # three containers on two nodes: a second one on some node
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the app stopped: its containers' groups go with them
+        groups = _placement_groups(cluster)
+        if all(groups[s["container"]]["state"] == "REMOVED" for s in seen):
+            break
+        time.sleep(1)
+    assert all(groups[s["container"]]["state"] == "REMOVED" for s in seen), groups
+
+
+def test_a_container_dies_with_its_nodes_agent_and_the_node_gets_a_new_one(ray_server):
+    barrier.clear()
+    with app.run(show_logs=False):
+        first = here.remote(0)
+        assert first["parent_cmd"].startswith("ray::NodeAgent") and _alive(first["pid"])
+        os.kill(first["parent"], signal.SIGKILL)  # the agent's worker dies (as if Ray's worker crashed)
+        deadline = time.monotonic() + 60
+        while _alive(first["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(first["pid"]), "a container outlived its node's agent"
+        after = here.remote(0)  # the lost container is replaced; its node's agent too
+        assert after["pid"] != first["pid"] and after["parent"] != first["parent"]
+        assert after["parent_cmd"].startswith("ray::NodeAgent")
