@@ -49,6 +49,13 @@ class Setting(Generic[T]):
             raise InvalidError(f"{self.env_var}={raw!r} is invalid: {exc}") from None
 
 
+def _parse_node_runtime(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("auto", "sandbox", "process"):
+        raise ValueError("expected auto, sandbox or process")
+    return value
+
+
 def _default_home() -> Path:
     return Path.home() / ".ferry"
 
@@ -103,6 +110,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("advertise_url", str, lambda: "",
                 "Address of the control plane that containers on other machines connect to "
                 "(`ray` runtime), e.g. `ferry+tls://10.0.0.5:7788`. Empty: the server's own URL."),
+        Setting("node_runtime", _parse_node_runtime, lambda: "auto",
+                "`ray` runtime, on the control plane: how nodes run containers. `auto`: in a sandbox "
+                "(as FERRY_RUNTIME=sandbox does on one machine) on nodes where the agent is root and "
+                "bubblewrap and pasta are installed, else as a process; `sandbox`: only in sandboxes "
+                "(a node that cannot fails the container's start); `process`: always as processes "
+                "(steps that need an image root filesystem are refused at app start). docs/cluster.md."),
         Setting("node_cache", lambda v: Path(v).expanduser(), _default_node_cache,
                 "On a Ray node (`ray` runtime): the directory where the node keeps the images it built "
                 "(venvs, their files and build logs) and containers cache code and volume chunks "

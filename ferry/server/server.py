@@ -138,6 +138,11 @@ class Server:
             self.runtime.tls_fingerprint = self.tls.fingerprint if self.tls is not None else None  # type: ignore[attr-defined]
             self.runtime.read_blob = self.blobs.get  # type: ignore[attr-defined]  # image files for its nodes
             self.runtime.build_timeout = _config.get("image_build_timeout")  # type: ignore[attr-defined]
+            if _config.get("node_runtime") != "process":  # sandbox nodes: layers built here (ray/node_layers.py)
+                from .runtimes.ray.node_layers import sandbox_images
+
+                self.runtime.sandboxes = sandbox_images(  # type: ignore[attr-defined]
+                    self.images.store, self.blobs, StepCredentials(self.auth, asyncio.get_running_loop()))
         self.containers = ContainerManager(
             server_url=container_url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,

@@ -75,10 +75,11 @@ def _specs(refs: tuple[dict[str, Any], ...], stages: list[str]) -> str:
                         "read_only": bool(r.get("read_only"))} for r, s in zip(refs, stages)])
 
 
-def prepare_sandbox(refs: tuple[dict[str, Any], ...], root: Path) -> PreparedVolumes:
-    """Views under `root` (inside the container's scratch directory, deleted with it)."""
+def prepare_sandbox(refs: tuple[dict[str, Any], ...], root: Path, home: Path | None = None) -> PreparedVolumes:
+    """Views under `root` (inside the container's scratch directory, deleted with it). `home`:
+    where the chunk cache is, if not FERRY_HOME (a Ray node's cache, on its node)."""
     prepared = PreparedVolumes()
-    cache = cache_dir()
+    cache = cache_dir(home)
     prepared.binds.append((cache, f"{SANDBOX_VOLUMES_DIR}/cache", False))
     stages = []
     for index, ref in enumerate(refs):

@@ -12,14 +12,18 @@ the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -131,3 +135,21 @@ class Cluster:
                     os.kill(int(pid), signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@contextlib.contextmanager
+def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-") -> Iterator[Cluster]:
+    """A cluster of `nodes`, each a name then its `ray start` arguments (the first is the head),
+    under a new directory of /tmp (short: Ray's socket paths); stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
+    try:
+        for index, (name, *arguments) in enumerate(nodes):
+            cluster.start_node(name, *arguments, head=index == 0)
+            if index == 0:
+                cluster.wait_for_nodes(1)
+        cluster.wait_for_nodes(len(nodes))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -145,9 +145,11 @@ def cluster() -> Iterator[Cluster]:
 
 def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120,
                      extra_env: dict[str, str] | None = None) -> ServerProcess:
-    """A control plane with the ray runtime (ray.init takes seconds on a busy machine)."""
+    """A control plane with the ray runtime (ray.init takes seconds on a busy machine); its nodes
+    run containers as processes (test_cluster_sandbox.py tests sandbox nodes)."""
     return ServerProcess.start(home, base_env=cluster.env(), args=("--ray-address", cluster.address),
-                               extra_env={"FERRY_RUNTIME": "ray", **(extra_env or {})}, timeout=timeout)
+                               extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "process", **(extra_env or {})},
+                               timeout=timeout)
 
 
 @pytest.fixture(scope="module")

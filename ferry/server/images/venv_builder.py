@@ -4,9 +4,10 @@ for what each step means there).
     VenvBackend     FERRY_RUNTIME=process: one venv per image on the server's host,
                     `$FERRY_HOME/images/venvs/<key>`, built once and reused; a plain image
                     (no packages, the server's Python) uses the server's interpreter directly
-    ClusterBackend  FERRY_RUNTIME=ray: the recipe is checked here (the same refusals) and each
-                    node builds it into its own cache when a container of it starts there
-                    (runtimes/ray/node_images.py)
+    ClusterBackend  FERRY_RUNTIME=ray: the recipe is checked here (the same refusals, with
+                    FERRY_NODE_RUNTIME=process) and each process node builds it into its own
+                    cache when a container of it starts there (runtimes/ray/node_images.py);
+                    sandbox nodes fetch layers the control plane built (runtimes/ray/node_layers.py)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ... import _config
 from .layers import LayerStore
 from .model import BuiltImage
 from .commands import BuildFailed
@@ -75,7 +77,8 @@ class ClusterBackend:
         self.store = store
 
     def check(self, wire: dict[str, Any]) -> None:
-        check_recipe(wire, mounts_at_paths=True)
+        if _config.get("node_runtime") == "process":  # (sandbox nodes run every step: ray/node_layers.py)
+            check_recipe(wire, mounts_at_paths=True)
 
     def build(self, wire: dict[str, Any], force: bool, progress: Any, secret_env: SecretEnv) -> BuiltImage:
         self.check(wire)

@@ -75,7 +75,8 @@ def test_a_node_that_joins_makes_a_request_placeable():
     assert gpus.satisfiable(h100)
 
 
-def test_images_are_refused_at_app_start_only_where_the_process_runtime_refuses_them(tmp_path):
+def test_images_are_refused_at_app_start_only_where_the_process_runtime_refuses_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERRY_NODE_RUNTIME", "process")  # (else sandbox nodes may run every step)
     runtime = RayRuntime("127.0.0.1:6379")
     (tmp_path / "data.txt").write_text("data")
     for image in (ferry.Image.debian_slim(), ferry.Image.debian_slim().pip_install("six").env({"A": "1"}),
@@ -91,6 +92,10 @@ def test_images_are_refused_at_app_start_only_where_the_process_runtime_refuses_
     copied = ferry.Image.debian_slim().add_local_file(tmp_path / "data.txt", "/srv/data.txt", copy=True)
     with pytest.raises(InvalidError, match="cannot place files at a path of an image"):
         runtime.check_function("f", {"image": copied._wire().definition})
+    for setting in ("auto", "sandbox"):  # a sandbox node runs them (a process node refuses at its start)
+        monkeypatch.setenv("FERRY_NODE_RUNTIME", setting)
+        for image in (commands, copied._wire().definition):
+            runtime.check_function("f", {"image": image})
 
 
 def _local_files(*roots: Path) -> dict[str, bytes]:

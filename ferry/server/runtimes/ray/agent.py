@@ -75,6 +75,7 @@ class ContainerAgent:
         self._cgroup: Any = None  # the container's cgroup, when cpu=/memory= are enforced here
         self._memory_mb: int | None = None
         self._exited: asyncio.Event = asyncio.Event()
+        self._sandboxed = False  # in a sandbox over its image's layers (node_sandbox.py)
 
     def _node_id(self) -> str:
         import ray
@@ -93,6 +94,25 @@ class ContainerAgent:
 
         await asyncio.to_thread(NodeImages(node_cache_dir()).put, blobs)
 
+    async def node_runtime(self, setting: str, gpu: bool) -> dict[str, Any]:
+        """Which runtime this node gives the container under FERRY_NODE_RUNTIME=`setting`
+        (node_sandbox.py): {runtime, why, node_id}."""
+        from .node_sandbox import node_runtime
+
+        return {**node_runtime(setting, gpu), "node_id": self._node_id()}
+
+    async def missing_layers(self, manifest: dict[str, Any]) -> dict[str, list[str]]:
+        """The image's layers and add_local_* files this sandbox node lacks (node_layers.py)."""
+        from .node_layers import NodeLayers
+
+        return await asyncio.to_thread(NodeLayers(node_cache_dir()).missing_files, manifest)
+
+    async def put_layer(self, transfer: str, digest: str, offset: int, data: bytes, last: bool) -> None:
+        """A part of an image layer's tar; the last one checks its digest and unpacks it."""
+        from .node_layers import NodeLayers
+
+        await asyncio.to_thread(NodeLayers(node_cache_dir()).put, transfer, digest, offset, data, last)
+
     async def start(self, launch: dict[str, Any]) -> dict[str, Any]:
         """Build (or find) the container's image on this node and start the container; return
         where it runs (`node_id`, `pid`) and its image (`image`: key, built, python)."""
@@ -101,6 +121,8 @@ class ContainerAgent:
 
         cache = node_cache_dir()
         node_id = self._node_id()
+        if launch.get("sandbox") is not None:  # in a sandbox over the image's layers (node_sandbox.py)
+            return await self._start_sandbox(launch, cache, node_id)
         env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_PREFIXES)}
         image = None
         if launch.get("image"):  # a failed build raises the build's error (the step, its output's tail)
@@ -161,6 +183,17 @@ class ContainerAgent:
         shown = {"key": image.key, "built": image.built, "python": image.python} if image is not None else None
         return {"node_id": node_id, "pid": self._process.pid, "image": shown}
 
+    async def _start_sandbox(self, launch: dict[str, Any], cache: Path, node_id: str) -> dict[str, Any]:
+        from .node_sandbox import start_sandbox
+
+        started = await start_sandbox(launch, cache, node_id, self._output.append)
+        self._process, self._cgroup, self._cleanup = started.process, started.cgroup, started.cleanup
+        self._memory_mb, self._sandboxed = launch.get("memory_mb"), True
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+                         asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
+        return {"node_id": node_id, "pid": self._process.pid, "image": {"key": launch["sandbox"]["key"]}}
+
     def _limited(self, argv: list[str], launch: dict[str, Any], node_id: str) -> list[str]:
         """`argv` joining a cgroup with the container's cpu=/memory= limits, as the process
         runtime does, where this node can make one; else `argv`, and the container's log says
@@ -219,6 +252,11 @@ class ContainerAgent:
         process = self._process
         if process is None or process.returncode is not None:
             return
+        if sig == signal.SIGTERM and self._sandboxed:  # to its Python: bwrap's init ignores SIGTERM
+            from ..sandbox.bwrap import signal_command
+
+            if signal_command(process.pid, sig):
+                return
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

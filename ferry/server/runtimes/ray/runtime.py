@@ -26,11 +26,13 @@ import socket
 import time
 from typing import Any, Callable
 
+from .... import _config
 from .... import exception as ferry_errors
 from ....exception import InvalidError
 from ...images.venv_recipe import check_recipe
 from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runtime
 from .gpus import REFRESH_SECONDS, ClusterGPUs
+from .node_layers import SandboxImages
 from .slots import PLACEMENT_STRATEGY, ActorSlot, NodeAgents, NodeSlot, Stopped
 from .node_images import BLOB_BATCH_BYTES
 
@@ -88,6 +90,8 @@ class RayRuntime(Runtime):
         self.tls_fingerprint: str | None = None  # set by the server when it serves TLS
         self.read_blob: Callable[[str], bytes] | None = None  # set by the server: its blob store's get
         self.build_timeout = 3600.0  # set by the server: FERRY_IMAGE_BUILD_TIMEOUT, per step
+        # set by the server unless FERRY_NODE_RUNTIME=process: sandbox nodes' layers (node_layers.py)
+        self.sandboxes: SandboxImages | None = None
         self.gpus = ClusterGPUs(self._nodes)
         self._agent: Any = None
         self._node_agents = NodeAgents()
@@ -164,9 +168,10 @@ class RayRuntime(Runtime):
 
     # -- what it can run ------------------------------------------------------------------
     def check(self, spec: ContainerSpec) -> None:
-        if spec.block_network:
-            raise InvalidError("block_network=True needs the sandbox runtime; the ray runtime runs containers "
-                               "as plain processes on the cluster's nodes. Remove block_network=True.")
+        if spec.block_network and _config.get("node_runtime") != "sandbox":
+            raise InvalidError("block_network=True needs sandboxes; the ray runtime runs containers as plain "
+                               "processes on nodes that cannot run sandboxes. Set FERRY_NODE_RUNTIME=sandbox "
+                               "on the server (docs/cluster.md), or remove block_network=True.")
 
     def check_function(self, tag: str, definition: dict[str, Any]) -> None:
         """The process runtime's refusals (nodes build images as it does), except that
@@ -175,7 +180,7 @@ class RayRuntime(Runtime):
         # of the bare image runs, as in the process runtime, on Ferry's own Python, which has it)
         image = (definition.get("image_for_process_runtime") or definition.get("image")
                  or (definition.get("config") or {}).get("image"))
-        if image and image.get("steps"):
+        if image and image.get("steps") and _config.get("node_runtime") == "process":  # (sandbox nodes run them)
             try:
                 check_recipe(image, mounts_at_paths=True)
             except InvalidError as exc:
@@ -225,6 +230,7 @@ class RayRuntime(Runtime):
             "gpu_type": spec.gpu_type,
             "volumes": [dict(v) for v in spec.volumes],
             "cpu": spec.cpu, "memory_mb": spec.memory_mb,  # enforced with a cgroup where the node can
+            "node_runtime": _config.get("node_runtime"), "block_network": spec.block_network,
         }
         if spec.gpu_type is not None:  # Ray gives GPU devices to a worker: an actor of its own
             slot: ActorSlot | NodeSlot = ActorSlot(self._agent.options(**self._options(spec)).remote())
@@ -233,14 +239,15 @@ class RayRuntime(Runtime):
 
             group = placement_group([self._bundle(spec)], strategy=PLACEMENT_STRATEGY, name=spec.container_id)
             slot = NodeSlot(group, spec.container_id, self._node_agents)
-        return RayHandle(slot, launch, on_output, self.read_blob)
+        return RayHandle(slot, launch, on_output, self.read_blob, self.sandboxes)
 
 
 class RayHandle(ContainerHandle):
     """A container held by its slot (slots.py). `node_id` is Ray's id of its node, once placed."""
 
     def __init__(self, slot: ActorSlot | NodeSlot, launch: dict[str, Any], on_output: OutputSink,
-                 read_blob: Callable[[str], bytes] | None = None) -> None:
+                 read_blob: Callable[[str], bytes] | None = None, sandboxes: SandboxImages | None = None) -> None:
+        self._sandboxes = sandboxes
         self._slot = slot
         self._actor: Any = None  # what runs it: its own actor, or its node's agent (slots.OnNode)
         self._launch = launch
@@ -257,6 +264,8 @@ class RayHandle(ContainerHandle):
         try:
             try:
                 self._actor = await self._slot.place()
+                if not await self._choose_node_runtime():
+                    return ExitStatus(code=None)
                 await self._send_image_files()
                 placed = await self._actor.start.remote(self._launch)
             except Stopped:  # stopped while Ray was placing it
@@ -296,6 +305,21 @@ class RayHandle(ContainerHandle):
         finally:
             self._done = True
             self._release()
+
+    async def _choose_node_runtime(self) -> bool:
+        """On a sandbox node, the launch names the image's layers, sent to the node first
+        (node_layers.py); False, the reason in the container's log, where it cannot start."""
+        if self._sandboxes is None:
+            return True
+        try:
+            placement = await self._sandboxes.prepare(self._actor, self._launch, self._read_blob)
+        except ferry_errors.Error as exc:  # a failed layer build, or an image its node cannot run
+            self._on_output("stderr", f"ferry: {exc}\n")
+            return False
+        self._launch = placement.launch
+        if placement.note:
+            self._on_output("stderr", placement.note)
+        return True
 
     async def _send_image_files(self) -> None:
         """The image's files the node lacks, from the control plane's blob store to the agent."""

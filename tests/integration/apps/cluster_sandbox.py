@@ -1,0 +1,61 @@
+"""Apps for sandbox nodes of a Ray cluster (tests/integration/test_cluster_sandbox.py): their
+containers run in sandboxes over Debian images without pytest, so they live here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import ferry
+
+app = ferry.App("test-cluster-sandbox")
+seen = ferry.Dict.from_name("test-cluster-sandbox-seen", create_if_missing=True)
+vol = ferry.Volume.from_name("test-cluster-sandbox-vol", create_if_missing=True)
+
+commands_image = ferry.Image.debian_slim().run_commands("echo built-by-a-step > /etc/ferry-step.txt")
+
+
+def _namespaces() -> dict[str, str]:
+    return {name: os.readlink(f"/proc/self/ns/{name}") for name in ("user", "pid", "net", "mnt", "uts", "ipc")}
+
+
+@app.function()
+def inside(port: int, marker: str) -> dict[str, Any]:
+    """Where it runs: its namespaces, pid 1, whether the node's loopback port answers, and a
+    file it writes at /root/`marker` (in its writable layer)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        loopback = "connected"
+    except OSError as exc:
+        loopback = type(exc).__name__
+    with open(f"/root/{marker}", "w") as handle:
+        handle.write("written inside")
+    return {"namespaces": _namespaces(), "pid": os.getpid(), "uid": os.getuid(),
+            "pid1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
+            "loopback": loopback, "container": os.environ.get("FERRY_CONTAINER_ID"),
+            "node": os.environ.get("FERRY_NODE_ID")}
+
+
+@app.function(image=commands_image)
+def step_output() -> dict[str, Any]:
+    return {"text": open("/etc/ferry-step.txt").read().strip(), "container": os.environ.get("FERRY_CONTAINER_ID")}
+
+
+@app.function(volumes={"/data": vol})
+def write_and_read(text: str) -> dict[str, Any]:
+    """Writes and commits a file in the volume; reads back what another container committed."""
+    previous = open("/data/note.txt").read() if os.path.exists("/data/note.txt") else None
+    with open("/data/note.txt", "w") as handle:
+        handle.write(text)
+    vol.commit()
+    return {"previous": previous, "container": os.environ.get("FERRY_CONTAINER_ID")}
+
+
+@app.function(retries=0)
+def linger(token: str, seconds: float) -> None:
+    """Says which container it runs in (under `token`), then runs for `seconds` (the test kills
+    its node's agent meanwhile)."""
+    seen[token] = os.environ.get("FERRY_CONTAINER_ID")
+    time.sleep(seconds)

@@ -1,0 +1,157 @@
+"""Sandbox nodes of the `ray` runtime, on a real Ray cluster of one node on this machine (token
+auth on, root, bubblewrap and pasta installed), with FERRY_NODE_RUNTIME=sandbox: containers
+run in sandboxes over their image's layers, which the control plane builds and the node fetches
+into its own cache (FERRY_NODE_CACHE; nothing of the control plane's FERRY_HOME). A function
+runs in namespaces of its own, cannot reach the node's loopback, and writes files as the
+shifted root; a run_commands image works; a second container of an image fetches nothing; a
+volume's commits reach the next container; a container dies with its node's agent. The cluster is ended by SIGKILL of what it started
+(tests/integration/ray_cluster.py); never `ray stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import ferry
+
+from ..conftest import ServerProcess
+from .apps.cluster_sandbox import app, inside, linger, seen, step_output, write_and_read
+from .ray_cluster import Cluster, cluster_of
+
+pytest.importorskip("ray")
+
+SHIFTED_ROOT = 1_000_000_000  # host uid of root inside sandboxes (runtimes/sandbox/ids.py)
+BASE_ROOTFS_DIR = os.environ.get("FERRY_BASE_ROOTFS_DIR") or "/var/cache/ferry-test"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with cluster_of(("head", "--num-cpus", "2"), prefix="ferry-ray-sb-") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess.start(
+        tmp_path_factory.mktemp("ray-sandbox-home"), base_env=cluster.env(), args=("--ray-address", cluster.address),
+        extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "sandbox", "FERRY_BASE_ROOTFS_DIR": BASE_ROOTFS_DIR},
+        timeout=120)
+    try:
+        with server.used():
+            yield server
+    finally:
+        server.stop()
+
+
+def _layers(cluster: Cluster) -> Path:
+    return cluster.nodes["head"].cache / "layers"
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _host_pid(container_id: str) -> int:
+    """The host pid of the container's Python (its environment names it)."""
+    wanted = f"FERRY_CONTAINER_ID={container_id}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0") \
+                    and b"ferry._container" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no process of container {container_id} on this machine")
+
+
+def test_a_function_on_a_sandbox_node_runs_in_namespaces_of_its_own(ray_server, cluster):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    marker = f"marker-{secrets.token_hex(4)}"
+    try:
+        with app.run(show_logs=False):
+            got = inside.remote(listener.getsockname()[1], marker)
+            # its writable layer, on the node, while it runs: the file belongs to the shifted root
+            written = list((cluster.nodes["head"].cache / "sandboxes").glob(f"*/upper/root/{marker}"))
+            assert len(written) == 1, written
+            assert (written[0].stat().st_uid, written[0].stat().st_gid) == (SHIFTED_ROOT, SHIFTED_ROOT)
+            assert written[0].read_text() == "written inside"
+        with pytest.raises(BlockingIOError):  # nothing came in from the container
+            listener.accept()
+    finally:
+        listener.close()
+    assert got["node"] and got["container"]
+    for name, namespace in got["namespaces"].items():  # none is the node's (the agent's, this machine's)
+        assert namespace != os.readlink(f"/proc/self/ns/{name}"), name
+    assert got["uid"] == 0 and os.path.basename(got["pid1"]) == "bwrap" and got["pid"] < 10
+    assert got["loopback"] == "ConnectionRefusedError"  # its own loopback, not the node's
+
+
+def test_a_run_commands_image_runs_and_a_second_container_fetches_nothing(ray_server, cluster):
+    with app.run(show_logs=False):
+        first = step_output.remote()
+    assert first["text"] == "built-by-a-step"
+    fetched = {path.name: path.read_text() for path in _layers(cluster).glob("*.fetches")}
+    # the Debian base, Ferry's runtime layer and the run_commands step, each fetched once
+    assert len(fetched) >= 3 and all(text.count("\n") == 1 for text in fetched.values()), fetched
+    assert all((_layers(cluster) / name.removesuffix(".fetches")).is_dir() for name in fetched)
+    with app.run(show_logs=False):
+        second = step_output.remote()
+    assert second["text"] == "built-by-a-step" and second["container"] != first["container"]
+    assert {path.name: path.read_text() for path in _layers(cluster).glob("*.fetches")} == fetched
+    assert not list((_layers(cluster) / ".incoming").glob("*.part"))
+
+
+def test_a_volume_written_in_one_sandbox_container_is_read_in_the_next(ray_server):
+    with app.run(show_logs=False):
+        first = write_and_read.remote("from the first container")
+    with app.run(show_logs=False):
+        second = write_and_read.remote("from the second container")
+    assert second["previous"] == "from the first container" and second["container"] != first["container"]
+
+
+def test_a_container_dies_with_its_agent(ray_server, cluster):
+    """Last: it kills the node's agent (the next container on the node gets a new one)."""
+    token = secrets.token_hex(4)
+    try:
+        with app.run(show_logs=False):
+            linger.spawn(token, 600.0)
+            deadline = time.monotonic() + 300
+            while token not in seen and time.monotonic() < deadline:
+                time.sleep(0.2)
+            pid = _host_pid(seen[token])
+            init = _parent(pid)   # pid 1 inside: bwrap's init
+            bwrap = _parent(init)  # the launcher, exec'd into bwrap
+            agent = _parent(bwrap)
+            assert Path(f"/proc/{bwrap}/comm").read_text().strip() == "bwrap"
+            assert re.match(rb"ray::(Node|Container)Agent", Path(f"/proc/{agent}/cmdline").read_bytes())
+            os.kill(agent, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while (_alive(pid) or _alive(bwrap)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _alive(pid) and not _alive(bwrap), "a sandboxed container outlived its agent"
+            scratch = cluster.nodes["head"].cache / "sandboxes" / f"{agent}-{seen[token]}"
+            assert scratch.is_dir()  # (its agent could not remove it)
+            assert step_output.remote()["text"] == "built-by-a-step"  # a new agent, whose first start removes it
+            assert not scratch.exists()
+    except ferry.exception.Error:
+        pass  # (the spawned call, lost with its container)
