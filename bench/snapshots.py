@@ -11,6 +11,11 @@ out: it builds the image and, for `Snapped`, makes the snapshot (which later run
 key is the image, the code and the class, not the run). The sandbox runtime needs root
 (FERRY_BASE_ROOTFS_DIR may point at a prebuilt base). Prints a Markdown table
 (docs/benchmarks.md, "Memory snapshots").
+
+    python bench/snapshots.py --library torch --runtimes process
+
+does the same with `import torch` (a torch-sized import: its image installs torch and its
+CUDA libraries from PyPI, about 5 GB, once).
 """
 
 from __future__ import annotations
@@ -59,6 +64,38 @@ class Snapped:
         return int(self.frame["a"].sum())
 
 
+TORCH_IMAGE = ferry.Image.debian_slim().pip_install("torch", "numpy")
+
+
+@app.cls(image=TORCH_IMAGE)
+class PlainTorch:
+    @ferry.enter()
+    def load(self) -> None:
+        import torch
+
+        self.tensor = torch.arange(1000)
+
+    @ferry.method()
+    def total(self) -> int:
+        return int(self.tensor.sum())
+
+
+@app.cls(image=TORCH_IMAGE, enable_memory_snapshot=True)
+class SnappedTorch:
+    @ferry.enter(snap=True)
+    def load(self) -> None:
+        import torch
+
+        self.tensor = torch.arange(1000)
+
+    @ferry.method()
+    def total(self) -> int:
+        return int(self.tensor.sum())
+
+
+LIBRARIES = {"pandas": (Plain, Snapped), "torch": (PlainTorch, SnappedTorch)}
+
+
 def cold_start(cls: ferry.Cls) -> float:
     with app.run(show_logs=False):
         start = time.perf_counter()
@@ -70,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8, help="samples of each kind")
     parser.add_argument("--runtimes", default="process,sandbox", help="comma-separated: process, sandbox")
+    parser.add_argument("--library", choices=sorted(LIBRARIES), default="pandas",
+                        help="what @enter imports (default: pandas)")
     args = parser.parse_args()
     from cold_start import quantiles
     from server_process import start_server
@@ -88,7 +127,7 @@ def main() -> None:
             for runtime, (home, server) in servers.items():
                 os.environ["FERRY_SERVER_URL"] = server["url"]
                 os.environ["FERRY_HOME"] = str(home)  # its administrator credential
-                plain, snapped = cold_start(Plain), cold_start(Snapped)
+                plain, snapped = (cold_start(cls) for cls in LIBRARIES[args.library])
                 if round_:
                     samples[runtime, "plain"].append(plain)
                     samples[runtime, "snapshot"].append(snapped)
@@ -97,7 +136,7 @@ def main() -> None:
             server["stop"]()
     print(f"\n{os.cpu_count()} cores · Python {sys.version.split()[0]} · {time.strftime('%Y-%m-%d')} · "
           f"{args.n} samples each, interleaved\n")
-    print("| runtime | class (imports pandas in @enter) | median | p90 |")
+    print(f"| runtime | class (imports {args.library} in @enter) | median | p90 |")
     print("| --- | --- | --- | --- |")
     for runtime in runtimes:
         print(f"| {runtime} | without snapshot | {quantiles(samples[runtime, 'plain'])} |")
