@@ -32,7 +32,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .base import inherited_environment
 from .zygote_process import MAX_MESSAGE  # a spawn request (its environment) fits one message
@@ -56,11 +56,16 @@ def interpreter_key(python: str, env: Mapping[str, str]) -> tuple[str, tuple[tup
 
 
 class ZygotePool:
-    """The zygotes of one process runtime, one per interpreter key, started on first need."""
+    """The zygotes of one process runtime (or of one node's agent, ray/node_agent.py), one per
+    interpreter key, started on first need: `make(python, env)` of `environment()`, the
+    container environment they may inherit."""
 
-    def __init__(self) -> None:
+    def __init__(self, environment: Callable[[], dict[str, str]] = inherited_environment,
+                 make: Callable[[str, dict[str, str]], Zygote] | None = None) -> None:
         self._zygotes: dict[tuple, Zygote] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._environment = environment
+        self._make = make or Zygote
 
     def ready_for(self, python: str, env: Mapping[str, str]) -> Zygote | None:
         """The ready zygote for this interpreter key, or None (then one is started for next time)."""
@@ -69,14 +74,22 @@ class ZygotePool:
         if zygote is not None and zygote.state == "ready":
             return zygote
         if zygote is None or (zygote.state == "dead" and time.monotonic() >= zygote.retry_at):
-            base = {k: v for k, v in inherited_environment().items()
+            base = {k: v for k, v in self._environment().items()
                     if not (k.startswith("PYTHON") or k in LOCALE_VARS)}
-            zygote = Zygote(python, {**base, **dict(key[1])})
+            zygote = self._make(python, {**base, **dict(key[1])})
             self._zygotes[key] = zygote
             task = asyncio.create_task(zygote.start())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return None
+
+    async def ready(self, python: str, env: Mapping[str, str]) -> Zygote | None:
+        """The zygote for this interpreter key, waiting for it while it starts (None if it
+        cannot start now)."""
+        zygote = self.ready_for(python, env) or self._zygotes.get(interpreter_key(python, env))
+        if zygote is not None and zygote.state == "starting":
+            await zygote.settled.wait()
+        return zygote if zygote is not None and zygote.state == "ready" else None
 
     async def close(self) -> None:
         """End every zygote (their containers have ended by now)."""
@@ -110,8 +123,17 @@ class Zygote:
         # whether the pids it reports are this server's (a sandbox's template has its own pid
         # namespace: its children are ended by other means, never signalled by those pids)
         self.pids_are_ours = True
+        # whether each child gets SIGKILL when this zygote ends (PR_SET_PDEATHSIG; node agents)
+        self.children_die_with_it = False
+        self.settled = asyncio.Event()     # set once its start has succeeded or failed
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        finally:
+            self.settled.set()
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self.python, "-m", "ferry.server.runtimes.zygote_process", str(theirs.fileno())]
@@ -163,6 +185,8 @@ class Zygote:
                    "cgroup_procs": [str(p) for p in cgroup_procs], "module": module}
         if isolate is not None:
             request["isolate"] = isolate
+        if self.children_die_with_it:
+            request["die_with_parent"] = True
         payload = json.dumps(request).encode()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

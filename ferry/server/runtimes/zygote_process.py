@@ -18,6 +18,20 @@ from typing import Any
 from ferry._container.become import preload, run_as
 
 MAX_MESSAGE = 1 << 20
+PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int, prctl: Any = None) -> None:
+    """Have the kernel SIGKILL this process when `parent`, the process that forked it, ends
+    (PR_SET_PDEATHSIG); exit at once if it already has. Run in a forked child before anything
+    else: `prctl` is resolved before the fork where the parent has threads."""
+    if prctl is None:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(137)
 
 
 def _send(control: socket.socket, message: dict[str, Any]) -> None:
@@ -36,12 +50,14 @@ def _reap(control: socket.socket) -> None:
 
 
 def _become_container(request: dict[str, Any], fds: list[int], control: socket.socket,
-                      inherited: tuple[int, ...]) -> None:
+                      inherited: tuple[int, ...], zygote: int) -> None:
     """In the forked child: its own session, stdio and cgroup, then what `python -m
     ferry._container` (or the requested module, e.g. a sandbox's supervisor) would be. A
     request with `isolate` (a sandbox's snapshot template) also gets namespaces, a root and
     its environment of its own first (ferry/_container/isolate.py), over a third descriptor."""
     try:
+        if request.get("die_with_parent"):  # it never outlives this zygote
+            die_with(zygote)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         control.close()
@@ -116,6 +132,7 @@ def main() -> None:
         if not data:
             return  # the server is gone; its containers end when their connections drop
         request = json.loads(data)
+        zygote = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -124,7 +141,7 @@ def main() -> None:
             _send(control, {"op": "failed", "id": request["id"], "msg": str(exc)})
             continue
         if pid == 0:
-            _become_container(request, fds, control, (wake_r, wake_w))
+            _become_container(request, fds, control, (wake_r, wake_w), zygote)
         for fd in fds:
             os.close(fd)
         _send(control, {"op": "spawned", "id": request["id"], "pid": pid})

@@ -66,6 +66,10 @@ def _die_with_parent(prctl: Any, parent: int) -> Any:
 class ContainerAgent:
     """The Ray actor that holds one container on its node (see the module docstring)."""
 
+    # set by a node agent (node_agent.py): `fork(python, env, cwd, cgroup)` forks the container
+    # from the node's zygote of its interpreter, or returns None (then it starts the plain way)
+    fork: Any = None
+
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
         self._output: list[tuple[str, str]] = []
@@ -164,8 +168,12 @@ class ContainerAgent:
         if volumes is not None:
             argv = volumes.process_argv(argv)
         argv = self._limited(argv, launch, node_id)
+        forked = None
+        if self.fork is not None and volumes is None:  # (volumes are bound in a mount namespace of its own)
+            forked = await self.fork(image.python if image is not None else sys.executable, env,
+                                     image.workdir if image is not None else None, self._cgroup)
         try:
-            self._process = await asyncio.create_subprocess_exec(
+            self._process = forked or await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
                 cwd=image.workdir if image is not None else None,

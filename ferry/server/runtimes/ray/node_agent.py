@@ -15,7 +15,14 @@ its own, to run the container:
       (and its placement group removed)                  (agent.py: the start recipe, output,
                                                           signals, exit status, cgroup)
 
-A container never outlives its node agent (PR_SET_PDEATHSIG=SIGKILL, agent.py), and the agent
+Containers are forked from a zygote of their interpreter that the agent keeps (zygote.py, as
+the process runtime on one machine): the first container of an interpreter on a node waits for
+its zygote to start, the next ones are forked from it at once. A container with volumes or
+add_local_dir/add_local_file binds (a mount namespace of its own), or when the zygote cannot
+start or FERRY_ZYGOTE=0 on the node, starts as `python -m ferry._container`.
+
+A container never outlives its node agent: the zygote and each container it forks get
+PR_SET_PDEATHSIG=SIGKILL (as a container started the plain way does, agent.py), and the agent
 dies with the control plane's driver or its node; a released container's process is killed.
 A container with a GPU still gets an actor of its own (agent.py): Ray assigns GPU devices only
 to a worker process.
@@ -24,18 +31,62 @@ to a worker process.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
+import os
 import signal
 from typing import Any
 
-from .agent import ContainerAgent
+from .... import _config
+from ..process import ForkedProcess, _pipe_reader
+from ..zygote import Zygote, ZygoteError, ZygotePool
+from ..zygote_process import die_with
+from .agent import _HIDDEN_PREFIXES, ContainerAgent
 
 RELEASED_KEPT = 4096  # ids remembered as released (a late call for one fails)
+
+
+class NodeZygote(Zygote):
+    """A zygote of a node's agent: it dies with the agent, and each container it forks with it."""
+
+    def __init__(self, python: str, env: dict[str, str]) -> None:
+        super().__init__(python, env)
+        self.children_die_with_it = True
+
+    async def _launch(self, argv: list[str], fd: int, output: Any) -> Any:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork (the agent has threads)
+        return await asyncio.create_subprocess_exec(
+            *argv, pass_fds=(fd,), stdin=asyncio.subprocess.DEVNULL, stdout=output, env=self.env, cwd=self.cwd,
+            start_new_session=True, preexec_fn=functools.partial(die_with, os.getpid(), prctl))
+
+
+class ForkedContainer(ForkedProcess):
+    """A container forked by the node's zygote: what ContainerAgent uses of asyncio's Process."""
+
+    def __init__(self, pid: int, exited: asyncio.Future, stdout: asyncio.StreamReader,
+                 stderr: asyncio.StreamReader) -> None:
+        super().__init__(pid, exited)
+        self.stdout = stdout
+        self.stderr = stderr
+
+    async def wait(self) -> int:
+        code = await super().wait()
+        return -signal.SIGKILL if code is None else code  # None: killed with its zygote
+
+
+def _inheritable() -> dict[str, str]:
+    """What a zygote on this node may inherit (and show in /proc/PID/environ): the node's
+    environment without Ray's and Ferry's credentials, as a container started the plain way."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_HIDDEN_PREFIXES)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
 
 
 class NodeAgent:
     """The Ray actor that runs the GPU-less containers of one node (see the module docstring)."""
 
     def __init__(self) -> None:
+        self._zygotes = ZygotePool(_inheritable, NodeZygote) if _config.get("zygote") else None
         self._containers: dict[str, ContainerAgent] = {}
         self._waiting: set[str] = set()       # containers whose `wait` is being called
         self._released: dict[str, None] = {}  # the last RELEASED_KEPT released ids, oldest first
@@ -45,7 +96,11 @@ class NodeAgent:
         """`method(*args)` of the container's ContainerAgent (made on its first call)."""
         if container_id in self._released:
             raise RuntimeError(f"container {container_id} was released on this node")
-        agent = self._containers.setdefault(container_id, ContainerAgent())
+        agent = self._containers.get(container_id)
+        if agent is None:
+            agent = self._containers[container_id] = ContainerAgent()
+            if self._zygotes is not None:
+                agent.fork = self._fork
         if method == "wait":
             self._waiting.add(container_id)
         try:
@@ -57,6 +112,19 @@ class NodeAgent:
             await self._end(container_id, agent)
             raise RuntimeError(f"container {container_id} was released on this node while it started")
         return result
+
+    async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Any) -> ForkedContainer | None:
+        """The container forked from the zygote of its interpreter (waiting for its start);
+        None where it cannot be."""
+        assert self._zygotes is not None
+        zygote = await self._zygotes.ready(python, env)
+        if zygote is None:
+            return None
+        try:
+            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [])
+        except (ZygoteError, OSError):
+            return None
+        return ForkedContainer(pid, exited, await _pipe_reader(out_fd), await _pipe_reader(err_fd))
 
     async def release(self, container_id: str) -> None:
         """Forget the container (its placement group is gone): a process still running is
