@@ -4,7 +4,9 @@ run in sandboxes over their image's layers, which the control plane builds and t
 into its own cache (FERRY_NODE_CACHE; nothing of the control plane's FERRY_HOME). A function
 runs in namespaces of its own, cannot reach the node's loopback, and writes files as the
 shifted root; a run_commands image works; a second container of an image fetches nothing; a
-volume's commits reach the next container; a container dies with its node's agent. The cluster is ended by SIGKILL of what it started
+volume's commits reach the next container; block_network leaves loopback only; a stopped
+container runs its @exit hooks; a TLS control plane is reached through the agent; a container
+dies with its node's agent. The cluster is ended by SIGKILL of what it started
 (tests/integration/ray_cluster.py); never `ray stop`.
 """
 
@@ -24,7 +26,8 @@ import pytest
 import ferry
 
 from ..conftest import ServerProcess
-from .apps.cluster_sandbox import app, inside, linger, seen, step_output, write_and_read
+from .apps.cluster_sandbox import (Counter, app, inside, interfaces, interfaces_blocked, linger, seen, step_output,
+                                   write_and_read)
 from .ray_cluster import Cluster, cluster_of
 
 pytest.importorskip("ray")
@@ -127,6 +130,38 @@ def test_a_volume_written_in_one_sandbox_container_is_read_in_the_next(ray_serve
     with app.run(show_logs=False):
         second = write_and_read.remote("from the second container")
     assert second["previous"] == "from the first container" and second["container"] != first["container"]
+
+
+def test_a_sandbox_has_pastas_network_or_with_block_network_only_loopback(ray_server):
+    with app.run(show_logs=False):
+        assert interfaces_blocked.remote() == ["lo"]
+        assert len(interfaces.remote()) > 1  # loopback and the node's interface, through pasta
+
+
+def test_a_stopped_sandbox_container_runs_its_exit_hook(ray_server):
+    token = secrets.token_hex(4)
+    with app.run(show_logs=False):
+        counter = Counter()
+        assert [counter.add.remote(token) for _ in range(2)] == [1, 2]
+    deadline = time.monotonic() + 60  # (the hook writes through the control plane as it stops)
+    while f"exit-{token}" not in seen and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert seen[f"exit-{token}"] == 2
+
+
+def test_a_sandbox_reaches_a_tls_control_plane_through_its_agent(cluster, tmp_path, monkeypatch):
+    """The agent's relay speaks TLS to the server, pinned to its certificate."""
+    server = ServerProcess.start(
+        tmp_path / "home", base_env=cluster.env(), args=("--ray-address", cluster.address),
+        extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "sandbox", "FERRY_TLS": "on",
+                   "FERRY_BASE_ROOTFS_DIR": BASE_ROOTFS_DIR}, timeout=120)
+    try:
+        assert server.url.startswith("ferry+tls://")
+        server.use(monkeypatch)
+        with app.run(show_logs=False):
+            assert step_output.remote()["text"] == "built-by-a-step"
+    finally:
+        server.stop()
 
 
 def test_a_container_dies_with_its_agent(ray_server, cluster):

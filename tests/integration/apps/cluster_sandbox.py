@@ -53,6 +53,36 @@ def write_and_read(text: str) -> dict[str, Any]:
     return {"previous": previous, "container": os.environ.get("FERRY_CONTAINER_ID")}
 
 
+@app.function()
+def interfaces() -> list[str]:
+    """The network interfaces it sees (pasta gives it the node's, with outbound access)."""
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+@app.function(block_network=True)
+def interfaces_blocked() -> list[str]:
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+@app.cls()
+class Counter:
+    """Its @exit hook runs when its container is stopped (SIGTERM to the sandbox's Python)."""
+
+    @ferry.enter()
+    def start(self) -> None:
+        self.count = 0
+
+    @ferry.method()
+    def add(self, token: str) -> int:
+        self.token = token
+        self.count += 1
+        return self.count
+
+    @ferry.exit()
+    def stop(self) -> None:
+        seen[f"exit-{self.token}"] = self.count
+
+
 @app.function(retries=0)
 def linger(token: str, seconds: float) -> None:
     """Says which container it runs in (under `token`), then runs for `seconds` (the test kills
