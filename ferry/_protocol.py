@@ -2,7 +2,9 @@
 
 Addresses: `ferry://HOST:PORT` (TCP, loopback only), `ferry+tls://HOST:PORT` (TCP with TLS;
 the client pins the server certificate's SHA-256 fingerprint or verifies it against CAs) and
-`ferry+unix:///PATH` (a Unix socket: what sandbox containers use).
+`ferry+unix:///PATH` (a Unix socket: what sandbox containers use) and `ferry+tls+unix:///PATH`
+(TLS over a Unix socket, the certificate pinned: a sandbox on a Ray node, whose agent carries
+the bytes to a TLS control plane).
 
 Every frame is a 4-byte big-endian length followed by a msgpack map. The first frame on a
 connection is the peer's `hello`; the server answers `welcome` or `refused`. After that:
@@ -46,7 +48,7 @@ def decode(body: bytes) -> dict[str, Any]:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
-TCP, TLS, UNIX = "ferry", "ferry+tls", "ferry+unix"
+TCP, TLS, UNIX, TLS_UNIX = "ferry", "ferry+tls", "ferry+unix", "ferry+tls+unix"
 
 
 @dataclass(frozen=True)
@@ -60,22 +62,27 @@ class Address:
 
     @property
     def tls(self) -> bool:
-        return self.scheme == TLS
+        return self.scheme in (TLS, TLS_UNIX)
+
+    @property
+    def unix(self) -> bool:
+        return self.scheme in (UNIX, TLS_UNIX)
 
     def __str__(self) -> str:
-        if self.scheme == UNIX:
-            return f"{UNIX}://{self.path}"
+        if self.unix:
+            return f"{self.scheme}://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
 
 def parse_address(url: str) -> Address:
-    """Read `ferry://HOST:PORT`, `ferry+tls://HOST:PORT`, `ferry+unix:///PATH` (or `HOST:PORT`)."""
+    """Read `ferry://HOST:PORT`, `ferry+tls://HOST:PORT`, `ferry+unix:///PATH`,
+    `ferry+tls+unix:///PATH` (or `HOST:PORT`)."""
     parsed = urlparse(url if "://" in url else f"ferry://{url}")
-    if parsed.scheme == UNIX:
+    if parsed.scheme in (UNIX, TLS_UNIX):
         if not parsed.path.startswith("/") or parsed.netloc:
-            raise InvalidError(f"Invalid server address {url!r}: expected ferry+unix:///ABSOLUTE/PATH.")
-        return Address(UNIX, path=parsed.path)
+            raise InvalidError(f"Invalid server address {url!r}: expected {parsed.scheme}:///ABSOLUTE/PATH.")
+        return Address(parsed.scheme, path=parsed.path)
     try:
         port = parsed.port
     except ValueError:
@@ -89,7 +96,7 @@ def parse_address(url: str) -> Address:
 def parse_url(url: str) -> tuple[str, int]:
     """Host and port of a TCP address (`ferry://` or `ferry+tls://`)."""
     address = parse_address(url)
-    if address.scheme == UNIX:
+    if address.unix:
         raise InvalidError(f"{url!r} is a Unix socket address, not a TCP one.")
     return address.host, address.port
 
@@ -147,8 +154,13 @@ async def open_stream(url: str, *, fingerprint: str | None = None, ca_file: str 
                       limit: int = 1 << 26) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a stream to the server at `url` (TCP, TLS or Unix socket)."""
     address = parse_address(url)
-    if address.scheme == UNIX:
-        return await asyncio.open_unix_connection(address.path, limit=limit)
+    if address.unix:
+        context = _unix_tls_context(address, fingerprint, url)
+        reader, writer = await asyncio.open_unix_connection(
+            address.path, limit=limit, ssl=context, server_hostname=UNIX_TLS_NAME if context else None)
+        if context is not None:
+            _checked(writer, fingerprint, url)
+        return reader, writer
     context = client_tls_context(fingerprint, ca_file) if address.tls else None
     reader, writer = await asyncio.open_connection(
         address.host, address.port, limit=limit, ssl=context,
@@ -157,12 +169,30 @@ async def open_stream(url: str, *, fingerprint: str | None = None, ca_file: str 
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if address.tls:
-        try:
-            check_pinned(writer.get_extra_info("ssl_object"), fingerprint, url)
-        except ConnectionError:
-            writer.close()
-            raise
+        _checked(writer, fingerprint, url)
     return reader, writer
+
+
+UNIX_TLS_NAME = "ferry-control-plane"
+"""The server name a client gives for TLS over a Unix socket (the certificate is pinned, so the
+name is not checked)."""
+
+
+def _unix_tls_context(address: Address, fingerprint: str | None, url: str) -> ssl.SSLContext | None:
+    if not address.tls:
+        return None
+    if not fingerprint:
+        raise InvalidError(f"{url} is TLS over a Unix socket, which needs the server certificate's fingerprint "
+                           "pinned (FERRY_TLS_FINGERPRINT).")
+    return client_tls_context(fingerprint)
+
+
+def _checked(writer: asyncio.StreamWriter, fingerprint: str | None, url: str) -> None:
+    try:
+        check_pinned(writer.get_extra_info("ssl_object"), fingerprint, url)
+    except ConnectionError:
+        writer.close()
+        raise
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -185,10 +215,14 @@ class FrameSocket:
                 ca_file: str | None = None) -> "FrameSocket":
         address = parse_address(url)
         try:
-            if address.scheme == UNIX:
+            if address.unix:
+                context = _unix_tls_context(address, fingerprint, url)
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(timeout)
                 sock.connect(address.path)
+                if context is not None:
+                    sock = context.wrap_socket(sock, server_hostname=UNIX_TLS_NAME)
+                    check_pinned(sock, fingerprint, url)
             else:
                 sock = socket.create_connection((address.host, address.port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -213,3 +213,37 @@ def test_read_frame_rejects_an_oversized_frame():
 
     with pytest.raises(ConnectionError, match="exceeds"):
         asyncio.run(scenario())
+
+
+def test_tls_over_a_unix_socket_pins_the_servers_certificate(tmp_path):
+    """`ferry+tls+unix://` (a sandbox on a Ray node: its agent carries the bytes): TLS end to
+    end over the socket, the certificate pinned; a wrong or missing pin is refused."""
+    from ferry._protocol import FrameSocket, open_stream, parse_address
+    from ferry.server.tls import tls_files
+
+    tls = tls_files(tmp_path / "home", "10.0.0.5")
+    path = str(tmp_path / "control.sock")
+    url = f"ferry+tls+unix://{path}"
+    assert parse_address(url).tls and str(parse_address(url)) == url
+
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_unix_server(echo, path=path, ssl=tls.server_context())
+        reader, writer = await open_stream(url, fingerprint=tls.fingerprint)
+        writer.write(b"hello")
+        assert await reader.readexactly(5) == b"hello"
+        writer.close()
+        sock = await asyncio.to_thread(FrameSocket.connect, url, fingerprint=tls.fingerprint)
+        sock.send_raw(b"frame")
+        assert await asyncio.to_thread(sock._sock.recv, 5) == b"frame"
+        with pytest.raises(ConnectionError, match="fingerprint"):
+            await open_stream(url, fingerprint="00" * 32)
+        with pytest.raises(InvalidError, match="needs the server certificate's fingerprint pinned"):
+            await open_stream(url)
+        server.close()
+
+    asyncio.run(main())

@@ -461,7 +461,7 @@ def main() -> None:
     _wait_for_network()
     url = os.environ["FERRY_SERVER_URL"]
     container_id = os.environ["FERRY_CONTAINER_ID"]
-    sock = FrameSocket.connect(url)
+    sock = FrameSocket.connect(url, fingerprint=_config.get("tls_fingerprint") or None)  # (a TLS server's pin)
     sock.send(hello("container", container_id=container_id,
                     token_secret=os.environ.get("FERRY_CONTAINER_SECRET", "")))
     welcome = sock.recv()

@@ -28,7 +28,7 @@ import ferry
 from ..conftest import ServerProcess
 from .apps.cluster_sandbox import (Counter, app, inside, interfaces, interfaces_blocked, linger, seen, step_output,
                                    write_and_read)
-from .ray_cluster import Cluster, cluster_of
+from .ray_cluster import Cluster, cluster_of, free_port
 
 pytest.importorskip("ray")
 
@@ -107,6 +107,7 @@ def test_a_function_on_a_sandbox_node_runs_in_namespaces_of_its_own(ray_server, 
         assert namespace != os.readlink(f"/proc/self/ns/{name}"), name
     assert got["uid"] == 0 and os.path.basename(got["pid1"]) == "bwrap" and got["pid"] < 10
     assert got["loopback"] == "ConnectionRefusedError"  # its own loopback, not the node's
+    assert got["url"] == "ferry+unix:///run/ferry/control.sock"  # its agent's relay
 
 
 def test_a_run_commands_image_runs_and_a_second_container_fetches_nothing(ray_server, cluster):
@@ -150,7 +151,7 @@ def test_a_stopped_sandbox_container_runs_its_exit_hook(ray_server):
 
 
 def test_a_sandbox_reaches_a_tls_control_plane_through_its_agent(cluster, tmp_path, monkeypatch):
-    """The agent's relay speaks TLS to the server, pinned to its certificate."""
+    """The container speaks TLS over its Unix socket, end to end (the agent carries bytes)."""
     server = ServerProcess.start(
         tmp_path / "home", base_env=cluster.env(), args=("--ray-address", cluster.address),
         extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "sandbox", "FERRY_TLS": "on",
@@ -160,6 +161,7 @@ def test_a_sandbox_reaches_a_tls_control_plane_through_its_agent(cluster, tmp_pa
         server.use(monkeypatch)
         with app.run(show_logs=False):
             assert step_output.remote()["text"] == "built-by-a-step"
+            assert inside.remote(free_port(), "tls-marker")["url"] == "ferry+tls+unix:///run/ferry/control.sock"
     finally:
         server.stop()
 

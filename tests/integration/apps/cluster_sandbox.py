@@ -35,7 +35,7 @@ def inside(port: int, marker: str) -> dict[str, Any]:
     return {"namespaces": _namespaces(), "pid": os.getpid(), "uid": os.getuid(),
             "pid1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
             "loopback": loopback, "container": os.environ.get("FERRY_CONTAINER_ID"),
-            "node": os.environ.get("FERRY_NODE_ID")}
+            "node": os.environ.get("FERRY_NODE_ID"), "url": os.environ.get("FERRY_SERVER_URL")}
 
 
 @app.function(image=commands_image)

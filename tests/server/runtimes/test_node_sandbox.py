@@ -43,7 +43,7 @@ def test_the_relay_carries_bytes_both_ways_to_the_control_plane(tmp_path):
 
         server = await asyncio.start_server(echo, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        relay = ControlRelay(tmp_path / "control.sock", f"ferry://127.0.0.1:{port}", None)
+        relay = ControlRelay(tmp_path / "control.sock", f"ferry://127.0.0.1:{port}")
         await relay.start()
         assert (tmp_path / "control.sock").stat().st_mode & 0o777 == 0o666
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "control.sock"))
@@ -55,7 +55,7 @@ def test_the_relay_carries_bytes_both_ways_to_the_control_plane(tmp_path):
         await asyncio.sleep(0)
         server.close()
         with pytest.raises(InvalidError, match="not a TCP address"):
-            await ControlRelay(tmp_path / "other.sock", "ferry+unix:///run/x.sock", None).start()
+            await ControlRelay(tmp_path / "other.sock", "ferry+unix:///run/x.sock").start()
 
     asyncio.run(main())
 

@@ -14,9 +14,9 @@ network through pasta, never the node's loopback; cpu=/memory= as cgroup limits)
                     sandbox started on the node)
     the control plane   only through `/run/ferry/control.sock`: a Unix socket of the agent,
                     bound in, that carries each connection's bytes to the control plane's
-                    advertised address (TLS from the agent, pinned to the server's certificate,
-                    where the server serves TLS); the container authenticates with its own
-                    credential, as on one machine
+                    advertised address; where the server serves TLS the container speaks TLS
+                    over it (`ferry+tls+unix://`, the server's certificate pinned), end to end;
+                    it authenticates with its own credential, as on one machine
     its code        fetched by the container itself, over that socket, into its writable layer
 
 The container dies with its agent: bubblewrap runs with --die-with-parent, whose parent is the
@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import ferry
 
-from ...._protocol import TLS, check_pinned, client_tls_context, parse_address
+from ...._protocol import TCP, TLS, TLS_UNIX, UNIX, parse_address
 from ....exception import ExecutionError, InvalidError
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ..sandbox.bwrap import DEFAULT_PATH, BindMount, SandboxSpec, check_sandbox_support, launch_async
@@ -81,19 +81,19 @@ def node_runtime(setting: str, gpu: bool) -> dict[str, Any]:
 
 
 class ControlRelay:
-    """A Unix socket whose connections are carried to the control plane at `server_url`."""
+    """A Unix socket whose connections' bytes are carried to the control plane at `server_url`
+    and back (TLS, where the server serves it, is the container's own, end to end)."""
 
-    def __init__(self, path: Path, server_url: str, fingerprint: str | None) -> None:
+    def __init__(self, path: Path, server_url: str) -> None:
         self.path = path
         self.url = server_url
         self.address = parse_address(server_url)
-        self.fingerprint = fingerprint
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        if self.address.scheme not in ("ferry", TLS):
+        if self.address.scheme not in (TCP, TLS):
             raise InvalidError(f"A sandbox node reaches the control plane over TCP; {self.url} is not a TCP address "
                                "(set FERRY_ADVERTISE_URL to one the nodes reach).")
         self._loop = asyncio.get_running_loop()
@@ -105,13 +105,8 @@ class ControlRelay:
         assert task is not None
         self._tasks.add(task)
         try:
-            context = client_tls_context(self.fingerprint) if self.address.tls else None
-            up_reader, up_writer = await asyncio.open_connection(
-                self.address.host, self.address.port, ssl=context,
-                server_hostname=self.address.host if context is not None else None)
-            if context is not None:
-                check_pinned(up_writer.get_extra_info("ssl_object"), self.fingerprint, self.url)
-        except Exception:  # noqa: BLE001 - the container sees its connection refused
+            up_reader, up_writer = await asyncio.open_connection(self.address.host, self.address.port)
+        except OSError:  # the container sees its connection closed
             writer.close()
             self._tasks.discard(task)
             return
@@ -214,7 +209,7 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
     scratch = cache / "sandboxes" / f"{os.getpid()}-{launch['container_id']}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    relay = ControlRelay(scratch / "control.sock", launch["server_url"], launch.get("tls_fingerprint"))
+    relay = ControlRelay(scratch / "control.sock", launch["server_url"])
     cgroup: Cgroup | None = None
 
     def cleanup() -> None:  # (the agent ends the cgroup, once it has read whether it OOM-killed)
@@ -240,11 +235,13 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
             "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
             "PYTHONUNBUFFERED": "1",
             "FERRY_HOME": CONTAINER_HOME,
-            "FERRY_SERVER_URL": f"ferry+unix://{CONTROL_SOCKET}",
+            "FERRY_SERVER_URL": f"{TLS_UNIX if relay.address.tls else UNIX}://{CONTROL_SOCKET}",
             "FERRY_CONTAINER_ID": launch["container_id"],
             "FERRY_FUNCTION_ID": launch["function_id"],
             "FERRY_NODE_ID": node_id,
         })
+        if relay.address.tls:  # the container's TLS, end to end, pinned to the server's certificate
+            env["FERRY_TLS_FINGERPRINT"] = launch.get("tls_fingerprint") or ""
         spec = SandboxSpec(
             layers=layers, argv=[manifest["python"], "-m", "ferry._container"],
             upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
