@@ -44,9 +44,7 @@ def _layer(root: Path) -> Path:
 
 
 def _sender(tars: LayerTars) -> SandboxImages:
-    images = SandboxImages.__new__(SandboxImages)  # (no builder: the layers are packed by the test)
-    images.tars = tars
-    return images
+    return SandboxImages(None, tars)  # (no builder: the layers are packed by the test)
 
 
 def _send(images: SandboxImages, agent: "_Agent", manifest: dict[str, Any]) -> int:
@@ -117,6 +115,7 @@ class _Agent:
         class Method:
             @staticmethod
             async def remote(*args: Any) -> Any:
+                await asyncio.sleep(0)  # (a call to an actor lets other tasks run)
                 return calls[name](*args)
 
         return Method()
@@ -151,3 +150,24 @@ def test_a_sandbox_node_gets_the_layers_it_lacks_and_the_manifest(tmp_path):
     assert placement.launch["sandbox"] is manifest and placement.launch["image"] is None
     assert placement.sent == manifest["layers"][0]["size"] and "in a sandbox" in (placement.note or "")
     assert asyncio.run(images.prepare(agent, launch, None)).sent == 0
+
+
+def test_containers_starting_together_on_a_node_send_a_layer_once(tmp_path):
+    tars = LayerTars(tmp_path / "tars")
+    manifest = {"key": "img", "python": "python3", "env": {}, "workdir": None,
+                "layers": [tars.pack(_layer(tmp_path / "layer"))], "mounts": []}
+    images = _sender(tars)
+
+    async def built(recipe: dict[str, Any], emit: Any = None) -> dict[str, Any]:
+        return manifest
+
+    images.manifest = built  # type: ignore[method-assign]
+    agent = _Agent(tmp_path / "node")
+
+    async def both() -> list[int]:
+        launches = [{"node_runtime": "auto", "image": {"key": "k", "steps": []}, "container_id": f"c{i}"}
+                    for i in range(2)]
+        placements = await asyncio.gather(*(images.prepare(agent, launch, None) for launch in launches))
+        return sorted(p.sent for p in placements)
+
+    assert asyncio.run(both()) == [0, manifest["layers"][0]["size"]]

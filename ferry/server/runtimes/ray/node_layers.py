@@ -122,11 +122,12 @@ class SandboxImages:
     """The control plane's side: an image's layers for sandbox nodes, built with the sandbox
     runtime's builder into the server's layer store and packed (see the module docstring)."""
 
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend  # images/sandbox_builder.py's SandboxBackend
-        self.tars = LayerTars(backend.store.root / "node-tars")
+    def __init__(self, backend: Any, tars: LayerTars | None = None) -> None:
+        self.backend = backend  # images/sandbox_builder.py's SandboxBackend (None: `tars` only)
+        self.tars = tars or LayerTars(backend.store.root / "node-tars")
         self._manifests: dict[tuple[str, str], dict[str, Any]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._sending: dict[str, asyncio.Lock] = {}  # per node: one container's start sends at a time
 
     async def manifest(self, recipe: dict[str, Any], emit: Emit | None = None) -> dict[str, Any]:
         """What a sandbox node needs to run the image of the node `recipe`: its layers' tars
@@ -184,14 +185,17 @@ class SandboxImages:
                 f"ferry: node {node} runs this container as a process: {reason}\n"
             return Placement(launch, note, 0)
         manifest = await self.manifest(recipe)
-        missing = await actor.missing_layers.remote(manifest)
-        started = time.monotonic()
-        sent = await self._send_layers(actor, manifest, missing["layers"], launch["container_id"])
-        if sent:
-            log.warning("image %s: %d of its %d layers (%.1f MiB) sent to node %s in %.1f s", manifest["key"][:12],
-                        len(missing["layers"]), len(manifest["layers"]), sent / 2**20, node,
-                        time.monotonic() - started)
-        await _send_blobs(actor, missing["blobs"], read_blob)
+        # containers starting together on a node: the second asks once the first has sent (so
+        # that a layer crosses once)
+        async with self._sending.setdefault(choice["node_id"], asyncio.Lock()):
+            missing = await actor.missing_layers.remote(manifest)
+            started = time.monotonic()
+            sent = await self._send_layers(actor, manifest, missing["layers"], launch["container_id"])
+            if sent:
+                log.warning("image %s: %d of its %d layers (%.1f MiB) sent to node %s in %.1f s",
+                            manifest["key"][:12], len(missing["layers"]), len(manifest["layers"]), sent / 2**20,
+                            node, time.monotonic() - started)
+            await _send_blobs(actor, missing["blobs"], read_blob)
         note = f"ferry: node {node} runs this container in a sandbox\n"
         return Placement({**launch, "image": None, "sandbox": manifest}, note, sent)
 
