@@ -120,6 +120,11 @@ SETTINGS: dict[str, Setting] = {
                 "On a Ray node (`ray` runtime): the directory where the node keeps the images it built "
                 "(venvs, their files and build logs) and containers cache code and volume chunks "
                 "fetched from the control plane. Set it in the environment of `ray start`."),
+        Setting("node_cache_max_gb", float, lambda: 20.0,
+                "On a Ray node (`ray` runtime): the most gigabytes its FERRY_NODE_CACHE may hold. Past it, "
+                "the least recently used venvs, image files, code and volume chunks are removed when a "
+                "container starts or ends on the node (never one a running container or a build uses). "
+                "0: no bound. Set it in the environment of `ray start`."),
         Setting("sandbox_spares", int, lambda: 4,
                 "Spare sandboxes the sandbox runtime keeps started ahead of containers (one per kind "
                 "of container: image, code, limits), so that the next one starts without waiting for "

@@ -14,7 +14,8 @@ prints the last lines of its output either way. The full output of every step st
 server: `ferry image logs KEY`.
 
 Events come from the server as `image` pushes (see `ferry/server/images/builder.py`). When
-every step is cached nothing is printed unless `verbose` (as for `ferry image build`).
+every step is cached nothing is printed unless `verbose` (as for `ferry image build`). A
+`warning` event (a Ray node left out of a build) is printed as a warning line.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class BuildDisplay:
     def _handle(self, event: dict[str, Any]) -> None:
         image = event.get("image", "")
         kind = event.get("event")
+        if kind == "warning":  # e.g. a Ray node left out of a build
+            self.console.print(f"[yellow]Warning:[/yellow] {escape(str(event.get('text', '')))}")
+            return
         if kind == "plan":
             self._labels[image] = list(event["labels"])
             self._keys[image] = event.get("key") or image
@@ -146,7 +150,9 @@ class BuildDisplay:
                 for text in self._logs.get((image, index), ()):
                     self.console.print(f"    {text}", markup=False)
                 key = self._keys.get(image, image)[:12]
-                if key:
+                if event.get("log"):  # a build on a Ray node: its log file there
+                    self.console.print(f"  Full output: {event['log']}", markup=False)
+                elif key:
                     self.console.print(f"  Full output: ferry image logs {key}", markup=False)
 
     def _announce(self, image: str) -> None:

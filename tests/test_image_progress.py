@@ -76,3 +76,17 @@ def test_cached_images_print_nothing_unless_verbose():
         display({"image": "im", "event": "step", "index": 0, "state": "cached"})
         display.close()
         assert out.getvalue() == expected
+
+
+def test_a_node_build_names_its_log_on_the_node_and_a_node_left_out_is_a_warning():
+    display, out = _display(False)
+    display({"image": "im@1a2b3c4d", "event": "plan", "labels": ["pip_install('six') on node 1a2b3c4d"], "key": KEY})
+    display({"image": "im@1a2b3c4d", "event": "step", "index": 0, "state": "building"})
+    display({"image": "im@1a2b3c4d", "event": "step", "index": 0, "state": "failed",
+             "log": "$FERRY_NODE_CACHE/images/venvs/k.logs/0.log on node 1a2b3c4d"})
+    display({"image": "im", "event": "warning", "text": "Image im was not built ahead on node 5e6f7a8b: lost"})
+    display.close()
+    text = _plain(out.getvalue())
+    assert "Full output: $FERRY_NODE_CACHE/images/venvs/k.logs/0.log on node 1a2b3c4d" in text, text
+    assert "ferry image logs" not in text
+    assert "Warning: Image im was not built ahead on node 5e6f7a8b: lost" in text, text

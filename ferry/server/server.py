@@ -143,6 +143,7 @@ class Server:
 
                 self.runtime.sandboxes = sandbox_images(  # type: ignore[attr-defined]
                     self.images.store, self.blobs, StepCredentials(self.auth, asyncio.get_running_loop()))
+            self.images.node_builds = self.runtime.build_image  # type: ignore[attr-defined]  # images on its nodes at app start
         self.containers = ContainerManager(
             server_url=container_url, runtime=self.runtime, store=self.store,
             scheduler=self.scheduler, logs=self.logs,

@@ -85,7 +85,8 @@ class Cluster:
             env["FERRY_NODE_CACHE"] = str(cache)
         return env
 
-    def start_node(self, name: str, *extra: str, head: bool = False) -> None:
+    def start_node(self, name: str, *extra: str, head: bool = False, env: dict[str, str] | None = None) -> None:
+        """Start node `name` (`ray start` options `extra`; `env`: more of its environment)."""
         cache = self.root / f"cache-{name}"
         base = 10000 + secrets.randbelow(9000)  # below the ephemeral ports that _free_port hands out
         ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
@@ -98,7 +99,7 @@ class Cluster:
         process = subprocess.Popen(
             [RAY, "start", "--block", *where, "--node-ip-address", "127.0.0.1", "--temp-dir",
              str(self.root / f"ray-{name}"), "--disable-usage-stats", *ports, *extra],
-            env=self.env(cache), stdout=log, stderr=log, start_new_session=True)
+            env={**self.env(cache), **(env or {})}, stdout=log, stderr=log, start_new_session=True)
         self.nodes[name] = Node(name, process, cache)
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:

@@ -258,16 +258,6 @@ def test_add_local_python_source_and_add_local_file_reach_the_node(ray_server, c
     assert seen["pkgdemo_file"].startswith(f"{seen['cache']}/mounts/")  # written from blobs, per node
 
 
-def test_a_failing_build_step_on_a_node_reaches_the_caller(ray_server):
-    with cluster_images.app.run(show_logs=False):
-        with pytest.raises(ferry.exception.ExecutionError) as info:
-            cluster_images.never_built.remote()
-    message = str(info.value)
-    assert "Image build failed at step 2/2" in message and "exit code 1" in message, message
-    assert "--no-index" in message and "six" in message.split("last lines of output:")[1], message
-    assert ".logs/1.log on node " in message, message
-
-
 def test_steps_the_process_runtime_refuses_are_refused_at_app_start(ray_server):
     with pytest.raises(ferry.exception.InvalidError, match="run_commands\\(\\) would change the host itself"):
         with refused.run(show_logs=False):

@@ -2,14 +2,16 @@
 event loop, streams their progress to the requesting client, and completes container specs.
 
     app.create / image.build  ->  ImageService.build(wire, progress)  (worker thread, one
-                                   build per image at a time; later requests find the cache)
+                                   build per image at a time; later requests find the cache;
+                                   the ray runtime: then on the cluster's nodes, `node_builds`)
     container start           ->  ImageService.complete_spec(spec, definition)  (a cached
                                    lookup: the image was built when the app was published;
                                    after a server restart the first start re-checks the layers)
 
 Progress events pushed to the client (`image` pushes carrying the request's `progress_id`):
 `{"event": "plan", "labels"}`, `{"event": "step", "index", "state": cached|building|built|
-failed, "seconds"}`, `{"event": "log", "index", "text"}`.
+failed, "seconds"}`, `{"event": "log", "index", "text"}`; with the ray runtime also
+`{"event": "warning", "text"}` for a node left out of a build (runtimes/ray/prebuild.py).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-from ...exception import InvalidError
+from ...exception import Error, InvalidError
 from ..blobs import BlobStore
 from ..metrics import Metrics
 from ..runtimes.base import ContainerSpec
@@ -33,9 +35,13 @@ from .model import BuiltImage, ImageMount
 from .sandbox_builder import BuildFailed, SandboxBackend, build_sandbox_image, check_packages
 from .sandbox_steps import kill_running
 from .venv_builder import ClusterBackend, VenvBackend
+from .venv_recipe import Progress
 
 log = logging.getLogger("ferry.server")
 Emit = Callable[[dict[str, Any]], None]
+# the ray runtime's build on its nodes (RayRuntime.build_image): (node recipe, the configs of
+# the functions that use it or None, emit) -> warnings for nodes left out
+NodeBuilds = Callable[[dict[str, Any], "list[dict[str, Any]] | None", "Emit | None"], Awaitable[list[str]]]
 CONTAINER_HOME = "/var/lib/ferry"
 """FERRY_HOME inside sandbox containers; the source mount is bound at `<it>/mounts/<digest>`."""
 
@@ -68,26 +74,6 @@ class BuildsInProgress:
         return [dict(entry) for entry in self._building.values()]
 
 
-class Progress:
-    """Build events for one request, delivered from the build thread through `emit`."""
-
-    def __init__(self, emit: Emit | None) -> None:
-        self._emit = emit
-
-    def _send(self, event: dict[str, Any]) -> None:
-        if self._emit is not None:
-            self._emit(event)
-
-    def plan(self, labels: list[str], key: str = "") -> None:
-        self._send({"event": "plan", "labels": labels, "key": key})
-
-    def step(self, index: int, state: str, seconds: float | None = None) -> None:
-        self._send({"event": "step", "index": index, "state": state, "seconds": seconds})
-
-    def log(self, index: int, text: str) -> None:
-        self._send({"event": "log", "index": index, "text": text})
-
-
 class ImageService:
     def __init__(self, home: Path, blobs: BlobStore, runtime_name: str, *, base_dir: Path,
                  ca_bundle: str, step_timeout: float, secrets: Any = None,
@@ -109,6 +95,7 @@ class ImageService:
         self.metrics = metrics if metrics is not None else Metrics()
         self._locks: dict[str, asyncio.Lock] = {}
         self.building = BuildsInProgress()  # what the dashboard lists as building now
+        self.node_builds: NodeBuilds | None = None  # set by the server for the ray runtime
 
     # -- secrets of build steps -----------------------------------------------------------
     def resolve_secrets(self, wire: dict[str, Any], user: str) -> dict[str, Any]:
@@ -134,8 +121,11 @@ class ImageService:
         return self.secrets.environment(refs, user)
 
     # -- building -------------------------------------------------------------------------
-    async def build(self, wire: dict[str, Any], *, force: bool = False, emit: Emit | None = None) -> BuiltImage:
-        """Build (or find) `wire`; raises ExecutionError describing a failed step."""
+    async def build(self, wire: dict[str, Any], *, force: bool = False, emit: Emit | None = None,
+                    on_nodes: bool = True, configs: list[dict[str, Any]] | None = None) -> BuiltImage:
+        """Build (or find) `wire`; raises ExecutionError describing a failed step. The ray
+        runtime (`on_nodes`): built on every node that could host one of `configs` (functions'
+        configs; None: every node), as its first container there would."""
         _validate(wire)
         lock = self._locks.setdefault(wire["key"], asyncio.Lock())
         async with lock:
@@ -158,10 +148,37 @@ class ImageService:
                 raise _describe(failed) from None
             finally:
                 self.building.done(wire["key"])
+            if built.node_recipe is not None and self.node_builds is not None and on_nodes:
+                await self._build_on_nodes(built, configs, emit)
             if steps_built[0]:  # an image found in the cache is no build
                 self.metrics.image_builds.observe(loop.time() - started)
             self._built[wire["key"]] = built
             return built
+
+    async def _build_on_nodes(self, built: BuiltImage, configs: list[dict[str, Any]] | None,
+                              emit: Emit | None) -> None:
+        """The ray runtime: `built` built on the cluster's nodes (each node's events under its
+        own `image`, runtimes/ray/prebuild.py)."""
+        assert self.node_builds is not None
+        shown: set[str] = set()
+
+        def on_loop(event: dict[str, Any]) -> None:
+            shown.add(event["image"])
+            self.building.note(event["image"], event)
+            if emit is not None:
+                emit(event)
+
+        try:
+            warnings = await self.node_builds(self._with_step_secrets(built).node_recipe or {}, configs, on_loop)
+        except Error:
+            self.metrics.image_build_failures += 1
+            raise
+        finally:
+            for image in shown:
+                self.building.done(image)
+        for warning in warnings:  # nodes left out (unreachable, lost): the client says so
+            if emit is not None:
+                emit({"event": "warning", "text": warning})
 
     def _build_sync(self, wire: dict[str, Any], force: bool, progress: Progress) -> BuiltImage:
         threading.current_thread().name = f"ferry-image-{wire['key'][:8]}"
@@ -174,7 +191,7 @@ class ImageService:
         built = self._built.get(wire["key"])
         if built is not None and all(p.is_dir() for p in built.layers):
             return built
-        return await self.build(wire)
+        return await self.build(wire, on_nodes=False)  # (a node builds it for its container)
 
     async def complete_spec(self, spec: ContainerSpec, definition: dict[str, Any]) -> ContainerSpec:
         """`spec` with its image and mounts: the source mount and `add_local_*` files are
@@ -183,7 +200,11 @@ class ImageService:
         image = await self.ensure(wire)
         env = {**spec.env, "FERRY_IMAGE_RECIPE": image.recipe} if image.recipe else spec.env
         if image.node_recipe is not None:  # the ray runtime: the node builds it and writes its files
-            return dataclasses.replace(spec, env=env, image=self._with_step_secrets(image))
+            on_node = self._with_step_secrets(image)
+            if definition.get("mount"):  # the code the container fetches into the node's cache
+                on_node = dataclasses.replace(on_node, node_recipe={**(on_node.node_recipe or {}),
+                                                                    "code": definition["mount"]["digest"]})
+            return dataclasses.replace(spec, env=env, image=on_node)
         mounts = []
         for mount in wire.get("mounts") or []:
             host_dir = await asyncio.to_thread(materialise_mount, mount, self.blobs, self.mounts_root)

@@ -24,7 +24,8 @@ def _emitter(conn: Connection, progress_id: str | None, image_key: str) -> Any:
         return None
 
     def emit(event: dict[str, Any]) -> None:
-        conn.push("image", id=progress_id, image=image_key, **event)  # dropped once closed
+        # (a node's build names its own `image`: runtimes/ray/prebuild.py)
+        conn.push("image", **{"id": progress_id, "image": image_key, **event})  # dropped once closed
 
     return emit
 
@@ -34,20 +35,28 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
     """Build every distinct image of `functions` (in order); returns the specs with image
     secrets stored by name."""
     images = server.images
-    result = []
-    built: set[str] = set()
+    chosen = []
     for spec in functions:
         definition = spec["definition"]
         bare = definition.pop("image_for_process_runtime", None)
         if bare is not None and server.runtime.name in ("process", "ray"):  # (both: Ferry's own Python)
             definition = {**definition, "image": bare}
+        chosen.append({**spec, "definition": definition})
+    configs: dict[str, list[dict]] = {}  # the ray runtime builds an image on the nodes its functions fit
+    for spec in chosen:
+        if spec["definition"].get("image") is not None:
+            configs.setdefault(spec["definition"]["image"]["key"], []).append(spec["definition"].get("config") or {})
+    result = []
+    built: set[str] = set()
+    for spec in chosen:
+        definition = spec["definition"]
         wire = definition.get("image")
         if wire is None:
             result.append(spec)
             continue
         wire = images.resolve_secrets(wire, spec["tag"])
         if wire["key"] not in built:  # steps marked force_build are rebuilt with those after them
-            await images.build(wire, emit=_emitter(conn, progress_id, wire["key"]))
+            await images.build(wire, emit=_emitter(conn, progress_id, wire["key"]), configs=configs[wire["key"]])
             built.add(wire["key"])
         result.append({**spec, "definition": {**definition, "image": wire}})
     return result

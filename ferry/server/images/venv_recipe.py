@@ -162,6 +162,27 @@ def plan_venv(wire: dict[str, Any], *, mounts_at_paths: bool = False) -> VenvPla
                     needs_venv=needs_venv)
 
 
+class Progress:
+    """Build events for one request, delivered from the build thread through `emit` (the
+    server's image service; a node's build, whose events the control plane polls)."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None] | None) -> None:
+        self._emit = emit
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self._emit is not None:
+            self._emit(event)
+
+    def plan(self, labels: list[str], key: str = "") -> None:
+        self._send({"event": "plan", "labels": labels, "key": key})
+
+    def step(self, index: int, state: str, seconds: float | None = None) -> None:
+        self._send({"event": "step", "index": index, "state": state, "seconds": seconds})
+
+    def log(self, index: int, text: str) -> None:
+        self._send({"event": "log", "index": index, "text": text})
+
+
 class NoProgress:
     """Progress events nobody watches (a node's build: its log is kept in files)."""
 

@@ -46,6 +46,9 @@ def local_files() -> dict[str, Any]:
             "data": Path(MOUNTED_FILE).read_text(), "cache": os.environ.get("FERRY_NODE_CACHE")}
 
 
-@app.function(image=failing_image)
+failing = ferry.App("test-cluster-images-failing")  # its start fails: the nodes build its image first
+
+
+@failing.function(image=failing_image)
 def never_built() -> int:
     return 1

@@ -13,6 +13,10 @@ starts the container (node_images.py).
         container running --wait--> ExitStatus fields
                                               \\-- signal(SIGTERM / SIGKILL) from the server
 
+The agent pins the cache entries its container uses (node_cache.py) until the container has
+ended, and keeps the node's cache under FERRY_NODE_CACHE_MAX_GB when the container has started
+and when it has ended (least recently used entries go, never pinned ones).
+
 A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL, so when
 the actor's worker process dies (ray.kill, the node lost, the control plane's driver gone),
 the kernel kills the container too.
@@ -79,6 +83,7 @@ class ContainerAgent:
         self._cgroup: Any = None  # the container's cgroup, when cpu=/memory= are enforced here
         self._memory_mb: int | None = None
         self._exited: asyncio.Event = asyncio.Event()
+        self._pin: Any = None  # the node cache's entries this container uses (node_cache.Pin)
         self._sandboxed = False  # in a sandbox over its image's layers (node_sandbox.py)
 
     def _node_id(self) -> str:
@@ -87,10 +92,13 @@ class ContainerAgent:
         return ray.get_runtime_context().get_node_id()
 
     async def missing_blobs(self, recipe: dict[str, Any]) -> list[str]:
-        """Digests of the image's files this node needs and lacks (node_images.py)."""
+        """Digests of the image's files this node needs and lacks (node_images.py); the image's
+        cache entries are pinned from now until the container has ended."""
+        from .node_cache import Pin
         from .node_images import NodeImages
 
-        return await asyncio.to_thread(NodeImages(node_cache_dir()).missing, recipe)
+        self._pin = self._pin or Pin(node_cache_dir())
+        return await asyncio.to_thread(NodeImages(node_cache_dir()).missing, recipe, self._pin)
 
     async def put_blobs(self, blobs: dict[str, bytes]) -> None:
         """Keep image files the control plane sent (checked against their digests)."""
@@ -189,7 +197,19 @@ class ContainerAgent:
         self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
                          asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
         shown = {"key": image.key, "built": image.built, "python": image.python} if image is not None else None
+        asyncio.create_task(self._evict())  # the node's cache under its bound (node_cache.py)
         return {"node_id": node_id, "pid": self._process.pid, "image": shown}
+
+    async def _evict(self) -> None:
+        """Keep the node's cache under its bound; the files evicted are deleted in the background
+        (what an agent killed meanwhile leaves, the next sweep deletes)."""
+        from .node_cache import evict, max_bytes, sweep
+
+        try:
+            if await asyncio.to_thread(evict, node_cache_dir(), max_bytes()):
+                asyncio.create_task(asyncio.to_thread(sweep, node_cache_dir()))
+        except Exception as exc:  # noqa: BLE001 - a failed eviction must not fail the container
+            self._output.append(("stderr", f"ferry: keeping the node's cache under its bound failed: {exc}\n"))
 
     async def _start_sandbox(self, launch: dict[str, Any], cache: Path, node_id: str) -> dict[str, Any]:
         from .node_sandbox import start_sandbox
@@ -251,6 +271,9 @@ class ContainerAgent:
         if self._cgroup is not None:
             oom = self._cgroup.oom_killed()
             self._cgroup.destroy()
+        if self._pin is not None:  # its entries were last used now, and may go
+            await asyncio.to_thread(self._pin.release)
+            await self._evict()
         self._exited.set()
         self._has_output.set()
         return {"code": code, "oom_killed": oom, "memory_mb": self._memory_mb}

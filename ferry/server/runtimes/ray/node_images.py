@@ -12,8 +12,13 @@ no server state.
         images/venvs/<key>.builds       one line per build of it on this node
         images/venvs/<key>.lock         held (flock) while a container checks or builds it, so
                                         concurrent containers of one image build it once
+        images/venvs/<key>.size         its bytes, measured after its build (node_cache.py)
         images/ferry-package/ferry      a link to the node's Ferry, on each venv's path
         mounts/<digest>/                add_local_* files of one mount
+        pins/, evictions.log            what containers and builds use now, what was evicted (node_cache.py)
+
+The cache is bounded (FERRY_NODE_CACHE_MAX_GB): node_cache.py removes least recently used
+entries, never those a running container or a build pins (`entries` names an image's).
 
 How files reach the node: with a container's start, over Ray's authenticated actor calls of
 its agent. The control plane asks the agent which of the recipe's files the node lacks
@@ -45,6 +50,7 @@ from ....exception import InvalidError
 from ...images.commands import BuildFailed, describe_failure
 from ...images.files import materialise_mount
 from ...images.venv_recipe import COMPLETE, NoProgress, VenvBuilder, VenvPlan, plan_venv
+from .node_cache import Pin, record_venv_size
 
 BLOB_BATCH_BYTES = 16 * 1024 * 1024
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -90,8 +96,11 @@ class NodeImages:
         self.mounts = root / "mounts"
 
     # -- files --------------------------------------------------------------------------------
-    def missing(self, recipe: dict[str, Any]) -> list[str]:
-        """The recipe's files this node still needs and lacks."""
+    def missing(self, recipe: dict[str, Any], pin: Pin | None = None) -> list[str]:
+        """The recipe's files this node still needs and lacks; with `pin`, the image's entries
+        are pinned first (node_cache.py: not evicted while `pin` holds them)."""
+        if pin is not None:
+            pin.add(self.entries(recipe))
         plan = plan_venv(recipe, mounts_at_paths=True)
         built = not plan.needs_venv or self._complete(plan, recipe)
         needed = recipe_files(recipe, steps=not built)
@@ -118,15 +127,28 @@ class NodeImages:
             raise InvalidError(f"The file {digest[:12]} of this image was not sent to node "
                                f"{socket.gethostname()} (its cache {self.root}).") from None
 
+    def entries(self, recipe: dict[str, Any]) -> set[str]:
+        """The node cache's entries the image uses (node_cache.py): its venv, files and mounts,
+        and the code mount the recipe's container runs (`code`, when the control plane sent it)."""
+        plan = plan_venv(recipe, mounts_at_paths=True)
+        entries = {f"blob {digest}" for digest in recipe_files(recipe)}
+        entries.update(f"mount {mount['digest']}" for mount in recipe.get("mounts") or [])
+        if plan.needs_venv:
+            entries.add(f"venv {plan.key}")
+        if recipe.get("code"):
+            entries.add(f"code {recipe['code']}")
+        return entries
+
     # -- the image ------------------------------------------------------------------------------
-    def prepare(self, recipe: dict[str, Any], step_timeout: float, where: str) -> NodeImage:
+    def prepare(self, recipe: dict[str, Any], step_timeout: float, where: str, progress: Any = None) -> NodeImage:
         """The image ready to run on this node: its venv built (once per recipe per node) and its
-        files written. A failed step raises the error a local build gives, naming the node's log."""
+        files written. A failed step raises the error a local build gives, naming the node's log.
+        `progress` gets the build's events (venv_recipe.py; a venv found: its steps "cached")."""
         plan = plan_venv(recipe, mounts_at_paths=True)
         image = NodeImage(key=plan.key, python=plan.python, env=dict(plan.env), workdir=plan.workdir)
         if plan.needs_venv:
             venv = self.venvs / plan.key
-            image.built = self._ensure_venv(plan, venv, recipe, step_timeout, where)
+            image.built = self._ensure_venv(plan, venv, recipe, step_timeout, where, progress or NoProgress())
             image.python = str(venv / "bin" / "python")
             image.pythonpath += plan.pythonpath(venv)
         for mount in recipe.get("mounts") or []:
@@ -152,24 +174,28 @@ class NodeImages:
         return not build_id or found == build_id
 
     def _ensure_venv(self, plan: VenvPlan, venv: Path, recipe: dict[str, Any], step_timeout: float,
-                     where: str) -> bool:
+                     where: str, progress: Any) -> bool:
         self.venvs.mkdir(parents=True, exist_ok=True)
         with open(self.venvs / f"{plan.key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another container of this image may be building it
             if self._complete(plan, recipe):
+                progress.plan(plan.labels, plan.key)
+                for index in range(len(plan.steps)):
+                    progress.step(index, "cached")
                 return False
             secret_env = recipe.get("secret_env") or {}
             index_of = {step["label"]: str(index) for index, step in enumerate(plan.steps)}
             builder = VenvBuilder(self.get, step_timeout, self.root / "images" / "ferry-package")
             logs = self.venvs / f"{plan.key}.logs"
             try:
-                builder.build(plan, venv, lambda index: logs / f"{index}.log", NoProgress(),
+                builder.build(plan, venv, lambda index: logs / f"{index}.log", progress,
                               lambda refs, label: dict(secret_env.get(index_of.get(label, ""), {})),
                               build_id=recipe.get("build_id") or "")
             except BuildFailed as failed:
                 raise describe_failure(failed, f"{logs}/{failed.plan.index}.log on {where}") from None
             with open(self.venvs / f"{plan.key}.builds", "a") as journal:
                 journal.write(f"{time.time():.3f} pid {os.getpid()} {where}\n")
+            record_venv_size(self.venvs, plan.key)
             return True
 
 

@@ -12,6 +12,7 @@ inputs are then retried elsewhere, see containers.py).
     wait()   the slot placed -> the image's files the node lacks (agent.missing_blobs ->
              agent.put_blobs, from the blob store) -> agent.start (image built or found on the
              node, process started) -> agent.wait, forwarding raw output -> the slot released
+    build_image()  an app's image built on the nodes when the app starts (prebuild.py)
     terminate / kill   SIGTERM / SIGKILL to the container's process group through the actor;
                        a slot not yet placed is simply released
 """
@@ -34,7 +35,7 @@ from ..base import ContainerHandle, ContainerSpec, ExitStatus, OutputSink, Runti
 from .gpus import REFRESH_SECONDS, ClusterGPUs
 from .node_layers import SandboxImages
 from .slots import PLACEMENT_STRATEGY, ActorSlot, NodeAgents, NodeSlot, Stopped
-from .node_images import BLOB_BATCH_BYTES
+from .prebuild import NodeBuilds, eligible_nodes, send_image_files
 
 log = logging.getLogger("ferry.server")
 
@@ -186,6 +187,21 @@ class RayRuntime(Runtime):
             except InvalidError as exc:
                 raise InvalidError(f"{tag}: {exc}") from None
 
+    # -- images ---------------------------------------------------------------------------
+    async def build_image(self, recipe: dict[str, Any], configs: list[dict[str, Any]] | None,
+                          emit: Callable[[dict[str, Any]], None] | None) -> list[str]:
+        """Build the image's node `recipe` on every alive node that could host one of `configs`
+        (functions' configs; None: every node), in parallel, ahead of its containers
+        (prebuild.py). Raises a failed step's error; returns warnings for nodes left out."""
+        if self._agent is None or self.read_blob is None:
+            raise InvalidError("The ray runtime is not connected to its cluster (the server is starting "
+                               "or stopping).")
+        if self.sandboxes is not None:  # sandbox nodes: its layers built here, fetched by each node
+            await self.sandboxes.manifest(recipe, emit)
+            return []
+        nodes = eligible_nodes(await asyncio.to_thread(self._nodes), configs)
+        return await NodeBuilds(self.read_blob, self.build_timeout).run(recipe, nodes, emit)
+
     # -- containers -----------------------------------------------------------------------
     def _options(self, spec: ContainerSpec) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -324,17 +340,8 @@ class RayHandle(ContainerHandle):
     async def _send_image_files(self) -> None:
         """The image's files the node lacks, from the control plane's blob store to the agent."""
         recipe = self._launch.get("image")
-        if not recipe or self._read_blob is None:
-            return
-        missing = await self._actor.missing_blobs.remote(recipe)
-        batch: dict[str, bytes] = {}
-        for digest in missing:
-            batch[digest] = await asyncio.to_thread(self._read_blob, digest)
-            if sum(map(len, batch.values())) >= BLOB_BATCH_BYTES:
-                await self._actor.put_blobs.remote(batch)
-                batch = {}
-        if batch:
-            await self._actor.put_blobs.remote(batch)
+        if recipe and self._read_blob is not None:
+            await send_image_files(self._actor, recipe, self._read_blob)
 
     async def _wait_for_exit(self) -> dict[str, Any]:
         """The agent's `wait`, asked again while Ray says the actor is only unreachable for now

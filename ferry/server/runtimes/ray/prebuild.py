@@ -1,0 +1,194 @@
+"""Building an image on the cluster's nodes ahead of its containers (the ray runtime, control
+plane side): when an app starts (`app.create`) or `ferry image build` runs, the image service
+(images/builder.py) asks for it, and the first call finds the image built on every node.
+
+    nodes      every alive node whose resources could host one of the image's functions
+               (cpu=, memory=, gpu=; every alive node for `ferry image build`)
+    each node  in parallel: a NodeBuilder actor pinned to the node (node_builder.py; no CPU
+               held) -> the image's files it lacks, from the blob store -> its build, whose
+               progress events are forwarded to the client as the node's own build
+    the wait   for every node's build, as on one machine for the local build; a failed step
+               fails it with the step's error. A node whose builder does not answer within
+               REACH_SECONDS, or that dies while it builds (Ray says so: its health checks),
+               is left out with a warning: it builds on its first container, as a node that
+               joins later does.
+
+Events keep the local builder's shape (`plan`, `step`, `log`; images/builder.py) with the
+step labels naming the node (`pip_install(...) on node 1a2b3c4d`), `image` set to the image
+key and the node (so that the client shows each node's build apart), and a failed step's
+`log` naming its log file on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any, Callable
+
+from .... import exception as ferry_errors
+from ...._gpu import ANY, GPURequest
+from .gpus import read_nodes
+from .node_images import BLOB_BATCH_BYTES
+
+log = logging.getLogger("ferry.server")
+Emit = Callable[[dict[str, Any]], None]
+
+REACH_SECONDS = 120.0     # for a node's builder to be placed and answer its first call
+UNAVAILABLE_SECONDS = 30.0  # a builder Ray calls unreachable (not dead) for longer is left out
+MIB = 1024 * 1024
+DEFAULT_CPU = 0.25        # (runtime.py's, for a function without cpu=)
+
+
+class NodeLeftOut(Exception):
+    """A node that could not build the image now (unreachable, or lost while building)."""
+
+
+async def send_image_files(actor: Any, recipe: dict[str, Any], read_blob: Callable[[str], bytes]) -> None:
+    """The image's files the node of `actor` (an agent or a builder) lacks, from the control
+    plane's blob store, in batches of at most BLOB_BATCH_BYTES."""
+    missing = await actor.missing_blobs.remote(recipe)
+    batch: dict[str, bytes] = {}
+    for digest in missing:
+        batch[digest] = await asyncio.to_thread(read_blob, digest)
+        if sum(map(len, batch.values())) >= BLOB_BATCH_BYTES:
+            await actor.put_blobs.remote(batch)
+            batch = {}
+    if batch:
+        await actor.put_blobs.remote(batch)
+
+
+def eligible_nodes(nodes: list[dict[str, Any]], configs: list[dict[str, Any]] | None) -> list[str]:
+    """Ids of the alive nodes that could host a container of one of `configs` (functions'
+    `config`: cpu, memory, gpu); every alive node when `configs` is None."""
+    alive = [n for n in nodes if n.get("Alive")]
+    if configs is None:
+        return [n["NodeID"] for n in alive]
+    gpus = {g.node_id: g for g in read_nodes(alive)}
+
+    def fits(node: dict[str, Any], config: dict[str, Any]) -> bool:
+        resources = node.get("Resources") or {}
+        cpu = config.get("cpu") if config.get("cpu") is not None else DEFAULT_CPU
+        if float(resources.get("CPU", 0)) < cpu or float(resources.get("memory", 0)) < (config.get("memory") or 0) * MIB:
+            return False
+        if not config.get("gpu"):
+            return True
+        have = gpus.get(node["NodeID"])
+        return have is not None and any(o.count <= have.count and o.type in (ANY, have.gpu_type)
+                                        for o in GPURequest.from_dict(config["gpu"]).options)
+
+    return [n["NodeID"] for n in alive if any(fits(n, c) for c in configs)]
+
+
+@functools.cache
+def _builder_class() -> Any:
+    import ray
+
+    from .node_builder import NodeBuilder
+
+    return ray.remote(NodeBuilder)
+
+
+class NodeBuilds:
+    """Builds one image on the chosen nodes in parallel (see the module docstring)."""
+
+    def __init__(self, read_blob: Callable[[str], bytes], step_timeout: float) -> None:
+        self.read_blob = read_blob
+        self.step_timeout = step_timeout
+
+    async def run(self, recipe: dict[str, Any], node_ids: list[str], emit: Emit | None) -> list[str]:
+        """Build on every node of `node_ids`; the warnings for nodes left out. Raises the first
+        failed step's error (every node's build has ended by then)."""
+        results = await asyncio.gather(*(self._on_node(recipe, node, emit) for node in node_ids),
+                                       return_exceptions=True)
+        warnings = []
+        for node, result in zip(node_ids, results):
+            if isinstance(result, NodeLeftOut):
+                warning = (f"Image {recipe['key'][:12]} was not built ahead on node {node[:8]}: {result}; "
+                           "it builds there when a container of it first starts.")
+                log.warning("%s", warning)
+                warnings.append(warning)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, NodeLeftOut):
+                raise result
+        return warnings
+
+    async def _on_node(self, recipe: dict[str, Any], node: str, emit: Emit | None) -> None:
+        import ray.exceptions
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor = _builder_class().options(
+            num_cpus=0, max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote()
+        forward = _forwarder(recipe["key"], node, emit)
+        started = asyncio.get_running_loop().time()
+        try:
+            try:
+                await asyncio.wait_for(actor.missing_blobs.remote(recipe), REACH_SECONDS)  # placed, answering
+            except asyncio.TimeoutError:
+                raise NodeLeftOut(f"its builder did not answer within {REACH_SECONDS:.0f} s") from None
+            await send_image_files(actor, recipe, self.read_blob)
+            build = asyncio.ensure_future(actor.build.remote(recipe, self.step_timeout))
+            await self._forward_events(actor, build, forward)
+            result = await build
+        except ray.exceptions.RayTaskError as exc:  # the build failed: the step's error
+            cause = exc.cause if isinstance(exc.cause, ferry_errors.Error) else None
+            raise cause or ferry_errors.ExecutionError(f"Image build on node {node[:8]} failed: {exc}") from None
+        except ray.exceptions.RayActorError as exc:  # the node (or its builder) died
+            reason = (str(exc).strip().splitlines() or ["its builder died"])[0]
+            raise NodeLeftOut(f"the node was lost while building ({reason[:200]})") from None
+        finally:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        took = asyncio.get_running_loop().time() - started
+        log.warning("image %s %s on node %s in %.1f s", recipe["key"][:12],
+                    "built" if result["built"] else "found", node[:8], took)
+
+    async def _forward_events(self, actor: Any, build: asyncio.Future, forward: Emit) -> None:
+        """The builder's progress events, until its build has ended (then the last ones)."""
+        import ray.exceptions
+
+        unavailable_since: float | None = None
+        while True:
+            done = build.done()
+            try:
+                events = await actor.events.remote()
+            except ray.exceptions.ActorUnavailableError:
+                now = asyncio.get_running_loop().time()
+                unavailable_since = unavailable_since or now
+                if now - unavailable_since > UNAVAILABLE_SECONDS:
+                    raise NodeLeftOut(f"its builder was unreachable for {UNAVAILABLE_SECONDS:.0f} s") from None
+                await asyncio.sleep(1.0)
+                continue
+            except ray.exceptions.RayActorError:
+                if build.done():
+                    return  # (the build's own result says why)
+                raise
+            unavailable_since = None
+            for event in events:
+                forward(event)
+            if done:
+                return
+
+
+def _forwarder(key: str, node: str, emit: Emit | None) -> Emit:
+    """Events of a node's build as the client shows them: the node's build apart from the
+    others' (its own `image`), its labels naming the node."""
+    where = f"node {node[:8]}"
+    venv_key = [""]  # the venv's key on the node (its plan's), which names its logs
+
+    def forward(event: dict[str, Any]) -> None:
+        if emit is None:
+            return
+        event = {**event, "image": f"{key}@{node[:8]}"}
+        if event.get("event") == "plan":
+            venv_key[0] = event.get("key") or ""
+            event["labels"] = [f"{label} on {where}" for label in event.get("labels") or []]
+        elif event.get("event") == "step" and event.get("state") == "failed":
+            event["log"] = (f"$FERRY_NODE_CACHE/images/venvs/{venv_key[0]}.logs/{event.get('index', 0)}.log "
+                            f"on {where}")
+        emit(event)
+
+    return forward
