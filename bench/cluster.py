@@ -1,7 +1,7 @@
 """Ferry's ray runtime next to plain Ray tasks, on a Ray cluster of 1 and then 3 nodes started
 on this machine, in one run:
 
-    python bench/cluster.py [--quick] [--json bench/results/cluster.json]
+    python bench/cluster.py [--quick] [--json bench/results/cluster.json] [--node-runtime process]
 
   map      10,000 trivial inputs (Ferry: .map over 4 containers; Ray: 10,000 tasks)
   burst    200 inputs that each sleep 1 s (Ferry: up to 24 containers of 0.25 CPU; Ray: tasks of
@@ -11,7 +11,8 @@ on this machine, in one run:
 
 Every node has --num-cpus 2, so one node fits 8 containers of 0.25 CPU and three fit 24. All
 nodes share this machine's cores: three nodes add slots, not CPU, and the numbers say what
-the runtime costs, not how a real cluster scales. Prints a Markdown table.
+the runtime costs, not how a real cluster scales. Nodes run containers as processes
+(FERRY_NODE_RUNTIME=process) unless --node-runtime says otherwise. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
 
 
-def start_ferry(home: Path, cluster: Cluster) -> subprocess.Popen:
+def start_ferry(home: Path, cluster: Cluster, node_runtime: str = "process") -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
-    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0"}
+    env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0", "FERRY_NODE_RUNTIME": node_runtime}
     process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address", cluster.address],
                                env=env, stdout=open(home / "server.log", "ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -143,6 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--node-runtime", choices=("process", "sandbox", "auto"), default="process",
+                        help="how the nodes run containers (FERRY_NODE_RUNTIME)")
     args = parser.parse_args()
     n_map, n_burst, n_warm = (1000, 40, 50) if args.quick else (10_000, 200, 300)
     root = Path(tempfile.mkdtemp(prefix="ferry-bench-ray-", dir="/tmp"))
@@ -153,7 +156,7 @@ def main() -> None:
     try:
         cluster.start_node("head", "--num-cpus", "2", head=True)
         cluster.wait_for_nodes(1)
-        server = start_ferry(root / "ferry-home", cluster)
+        server = start_ferry(root / "ferry-home", cluster, args.node_runtime)
         results["1 node"] = {"ferry": bench_ferry(n_map, n_burst, n_warm, remote=False),
                              "ray": bench_ray(cluster.address, n_map, n_burst, n_warm, remote=False)}
         cluster.start_node("w1", "--num-cpus", "2")
