@@ -1,7 +1,9 @@
-"""The node side of the `ray` runtime: one `ContainerAgent` actor per container.
+"""The node side of the `ray` runtime: a `ContainerAgent` holds one container, as an actor of
+its own for a container with a GPU, else as an object in its node's agent (node_agent.py, which
+also forks such containers from a zygote: `fork`).
 
-Ray places the actor on a node that has the container's resources (CPU, memory, GPUs); the
-actor then starts the container there with the process runtime's recipe (`python -m
+Ray places the actor (or the container's placement group) on a node that has the container's
+resources (CPU, memory, GPUs); the agent then starts the container there with the process runtime's recipe (`python -m
 ferry._container` of the node's own Python, Ferry installed), forwards its raw output,
 signals it on request and reports how it ended. Nothing here reads the control plane's
 files: the container fetches its code (and volume chunks) over its own connection, into the
@@ -17,9 +19,10 @@ The agent pins the cache entries its container uses (node_cache.py) until the co
 ended, and keeps the node's cache under FERRY_NODE_CACHE_MAX_GB when the container has started
 and when it has ended (least recently used entries go, never pinned ones).
 
-A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL, so when
-the actor's worker process dies (ray.kill, the node lost, the control plane's driver gone),
-the kernel kills the container too.
+A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL (one forked
+from a node agent's zygote gets it from the zygote, which has it from the agent), so when the
+actor's worker process dies (ray.kill, the node lost, the control plane's driver gone), the
+kernel kills the container too.
 
 This module is imported on the nodes (by Ray, to run the actor): it imports nothing of the
 control plane beyond `volume_mounts`, `base` and the image builder's node-safe modules
