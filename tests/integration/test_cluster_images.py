@@ -9,7 +9,8 @@ starts them (token auth on, each node its own FERRY_NODE_CACHE):
 Each node whose resources fit a function builds its image when the app starts (its cache holds
 the venv and one line in its `.builds` journal before any call), and the first call builds
 nothing again; a failing step fails the app's start with the step's output; a node that dies
-while it builds is left out with a warning instead of holding the start.
+while it builds is left out with a warning instead of holding the start; `ferry image build`
+builds on every node (`--force`: once more).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 import ferry
 
+from ..conftest import run_cli
 from .apps import cluster_prebuild
 from .test_cluster import cluster, ray_server  # noqa: F401 - module-scoped: this module's own cluster and server
 
@@ -108,3 +110,17 @@ def test_a_node_that_dies_while_it_builds_does_not_hold_the_start(ray_server, cl
     assert "was not built ahead on node" in log and "the node was lost while building" in log, log[-3000:]
     shown = capsys.readouterr().err
     assert "Warning: Image " in shown and "was not built ahead on node" in shown, shown[-3000:]
+
+
+def test_ferry_image_build_builds_on_every_node_and_force_builds_again(ray_server, cluster):
+    ref = f"{cluster_prebuild.__file__}::cli_image"
+    before = {name: set(_builds(node.cache)) for name, node in cluster.nodes.items()}
+    built = run_cli(["image", "build", ref], ray_server, timeout=600)
+    assert built.returncode == 0, built.stderr
+    new = {name: set(_builds(node.cache)) - before[name] for name, node in cluster.nodes.items()}
+    (key,) = new["head"]
+    assert all(keys == {key} for keys in new.values()), new  # every alive node built it, once
+    assert "pip_install six==1.16.0 on node" in built.stderr, built.stderr
+    forced = run_cli(["image", "build", "--force", ref], ray_server, timeout=600)
+    assert forced.returncode == 0, forced.stderr
+    assert all(_builds(node.cache)[key] == 2 for node in cluster.nodes.values())  # --force: every node again

@@ -32,6 +32,8 @@ def where_on_t4() -> dict[str, Any]:
     return _seen()
 
 
+cli_image = ferry.Image.debian_slim().pip_install("six==1.16.0").env({"BUILT": "by ferry image build"})
+
 failing = ferry.App("test-cluster-ahead-failing")
 
 
