@@ -139,15 +139,19 @@ class ImageService:
                 if emit is not None:
                     loop.call_soon_threadsafe(emit, event)
 
+            def build_in_thread() -> BuiltImage:
+                try:
+                    return self._build_sync(wire, force, progress)
+                finally:  # after the build's last event, even if its request was cancelled meanwhile
+                    loop.call_soon_threadsafe(self.building.done, wire["key"])
+
             progress = Progress(threadsafe)
             started = loop.time()
             try:
-                built = await asyncio.to_thread(self._build_sync, wire, force, progress)
+                built = await asyncio.to_thread(build_in_thread)
             except BuildFailed as failed:
                 self.metrics.image_build_failures += 1
                 raise _describe(failed) from None
-            finally:
-                self.building.done(wire["key"])
             if built.node_recipe is not None and self.node_builds is not None and on_nodes:
                 await self._build_on_nodes(built, configs, emit)
             if steps_built[0]:  # an image found in the cache is no build

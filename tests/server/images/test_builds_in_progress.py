@@ -25,3 +25,44 @@ def test_a_cached_image_never_shows() -> None:
     builds.note("im-2", {"event": "step", "index": 0, "state": "cached"})
     builds.done("im-2")
     assert builds.list() == []
+
+
+def test_a_build_whose_request_is_cancelled_leaves_no_entry_once_it_ends(tmp_path) -> None:
+    """The build goes on in its thread after its request is cancelled (its client went away):
+    the entry goes when that thread ends, after the build's last event, not with the request."""
+    import asyncio
+    import threading
+
+    from ferry.server.blobs import BlobStore
+    from ferry.server.images.builder import ImageService
+
+    service = ImageService(tmp_path, BlobStore(tmp_path / "blobs"), "process", base_dir=tmp_path / "bases",
+                           ca_bundle="", step_timeout=60)
+    release, finished = threading.Event(), threading.Event()
+
+    def slow_build(wire, force, progress):
+        progress.plan(["FROM debian", "pip install six"], wire["key"])
+        progress.step(1, "building")
+        release.wait(30)
+        progress.step(1, "building")  # an event after the request was cancelled
+        finished.set()
+        raise RuntimeError("the step failed")
+
+    service._build_sync = slow_build  # type: ignore[method-assign]
+    wire = {"key": "im-3", "steps": [{"kind": "pip_install", "args": {}, "label": "pip install six"}]}
+
+    async def scenario() -> list:
+        request = asyncio.ensure_future(service.build(wire))
+        while not service.building.list():
+            await asyncio.sleep(0.01)
+        request.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.to_thread(finished.wait, 30)
+        for _ in range(100):  # the thread's last callbacks
+            await asyncio.sleep(0.01)
+            if not service.building.list():
+                break
+        return service.building.list()
+
+    assert asyncio.run(scenario()) == []
