@@ -29,10 +29,20 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 # -- the cluster ----------------------------------------------------------------------------
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this process: the kernel may give the
+    same ephemeral port to two binds in a row, and Ray refuses a node whose components share
+    one (seen under load: metrics_export and object_manager on one port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
