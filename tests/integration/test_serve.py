@@ -120,7 +120,7 @@ def test_serve_reloads_edited_code_and_survives_syntax_errors(server: ServerProc
         wait_for(lambda: served_version(url) == 3, 60, "the fixed code to serve")
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(60)
+        code = _wait_for_stop(process, output, server)
     assert code == 0, output.text
     assert "Stopped." in output.text
     # Ctrl-C stopped the app and its containers
@@ -175,3 +175,16 @@ def test_serve_exits_when_its_server_goes_away(tmp_path: Path):
         if process.poll() is None:
             process.kill()
         own.stop(signal.SIGKILL)
+
+
+def _wait_for_stop(process: subprocess.Popen, output: Output, server: ServerProcess) -> int:
+    """`ferry serve`'s exit code after Ctrl-C; if it does not stop, fail with what it and the
+    server said (it is then killed)."""
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        tail = "\n".join(server.log.read_text(errors="replace").splitlines()[-40:])
+        raise AssertionError(f"ferry serve did not stop within 60 s of Ctrl-C. Its output:\n{output.text}\n"
+                             f"--- the server's log, last lines:\n{tail}") from None
