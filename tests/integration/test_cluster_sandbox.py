@@ -4,9 +4,9 @@ run in sandboxes over their image's layers, which the control plane builds and t
 into its own cache (FERRY_NODE_CACHE; nothing of the control plane's FERRY_HOME). A function
 runs in namespaces of its own, cannot reach the node's loopback, and writes files as the
 shifted root; a run_commands image works; a second container of an image fetches nothing; a
-volume's commits reach the next container; block_network leaves loopback only; a stopped
-container runs its @exit hooks; a TLS control plane is reached through the agent; a container
-dies with its node's agent. The cluster is ended by SIGKILL of what it started
+volume's commits reach the next container; memory= is enforced; block_network leaves loopback
+only; a stopped container runs its @exit hooks; a TLS control plane is reached through the
+agent; a container dies with its node's agent. The cluster is ended by SIGKILL of what it started
 (tests/integration/ray_cluster.py); never `ray stop`.
 """
 
@@ -26,7 +26,7 @@ import pytest
 import ferry
 
 from ..conftest import ServerProcess
-from .apps.cluster_sandbox import (Counter, app, inside, interfaces, interfaces_blocked, linger, seen, step_output,
+from .apps.cluster_sandbox import (Counter, allocate, app, inside, interfaces, interfaces_blocked, linger, seen, step_output,
                                    write_and_read)
 from .ray_cluster import Cluster, cluster_of, free_port
 
@@ -137,6 +137,13 @@ def test_a_sandbox_has_pastas_network_or_with_block_network_only_loopback(ray_se
     with app.run(show_logs=False):
         assert interfaces_blocked.remote() == ["lo"]
         assert len(interfaces.remote()) > 1  # loopback and the node's interface, through pasta
+
+
+def test_memory_limits_are_enforced_in_sandboxes_on_the_nodes(ray_server):
+    with app.run(show_logs=False):
+        assert allocate.remote(8) == 8 * 1024 * 1024
+        with pytest.raises(ferry.exception.OutOfMemoryError, match="96 MiB"):
+            allocate.remote(300)
 
 
 def test_a_stopped_sandbox_container_runs_its_exit_hook(ray_server):

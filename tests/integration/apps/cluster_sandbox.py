@@ -83,6 +83,14 @@ class Counter:
         seen[f"exit-{self.token}"] = self.count
 
 
+@app.function(memory=96)
+def allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touch every page so it is really resident
+        block[i] = 1
+    return len(block)
+
+
 @app.function(retries=0)
 def linger(token: str, seconds: float) -> None:
     """Says which container it runs in (under `token`), then runs for `seconds` (the test kills
