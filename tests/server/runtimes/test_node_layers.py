@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ferry.exception import InvalidError
+from ferry.exception import ExecutionError, InvalidError
 from ferry.server.runtimes.ray import node_layers
-from ferry.server.runtimes.ray.node_layers import LayerTars, NodeLayers, SandboxImages, rootfs_step
+from ferry.server.runtimes.ray.node_layers import LayerTars, NodeLayers, SandboxImages, rootfs_step, sandbox_images
 
 SHIFTED = 1_000_000_000
 
@@ -171,3 +171,23 @@ def test_containers_starting_together_on_a_node_send_a_layer_once(tmp_path):
         return sorted(p.sent for p in placements)
 
     assert asyncio.run(both()) == [0, manifest["layers"][0]["size"]]
+
+
+def test_a_control_plane_that_cannot_build_sandbox_images_keeps_nodes_on_processes(tmp_path, monkeypatch):
+    from ferry.server.images.layers import LayerStore
+    from ferry.server.runtimes.sandbox import bwrap
+
+    store = LayerStore(tmp_path / "images")
+    monkeypatch.setenv("FERRY_BASE_ROOTFS_DIR", str(tmp_path / "base"))
+    monkeypatch.setenv("FERRY_NODE_RUNTIME", "auto")
+    assert isinstance(sandbox_images(store, None, None), SandboxImages)  # (root, bubblewrap here)
+
+    def unsupported() -> None:
+        raise ExecutionError("The sandbox runtime needs root")
+
+    monkeypatch.setattr(bwrap, "check_sandbox_support", unsupported)
+    assert sandbox_images(store, None, None) is None
+    assert os.environ["FERRY_NODE_RUNTIME"] == "process"
+    monkeypatch.setenv("FERRY_NODE_RUNTIME", "sandbox")
+    with pytest.raises(InvalidError, match="FERRY_NODE_RUNTIME=sandbox: the control plane .* cannot here: The sandbox"):
+        sandbox_images(store, None, None)

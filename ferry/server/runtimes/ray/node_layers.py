@@ -216,12 +216,28 @@ class SandboxImages:
         return sent
 
 
-def sandbox_images(store: Any, blobs: Any, step_credentials: Any) -> SandboxImages:
+def sandbox_images(store: Any, blobs: Any, step_credentials: Any) -> SandboxImages | None:
     """The control plane's SandboxImages: the sandbox runtime's builder with the server's layer
-    store (`$FERRY_HOME/images`), blob store and image settings."""
+    store (`$FERRY_HOME/images`), blob store and image settings. Building layers runs steps in
+    sandboxes here, so it needs what the sandbox runtime needs: where this machine lacks it,
+    FERRY_NODE_RUNTIME=sandbox stops the server's start (InvalidError saying why), and `auto`
+    becomes `process` for this server (every node runs processes; a warning says why)."""
+    import os
+
     from .... import _config
     from ...images.sandbox_builder import SandboxBackend
+    from ..sandbox.bwrap import check_sandbox_support
 
+    try:
+        check_sandbox_support()
+    except ExecutionError as exc:
+        if _config.get("node_runtime") == "sandbox":
+            raise InvalidError(f"FERRY_NODE_RUNTIME=sandbox: the control plane builds the images of sandbox nodes, "
+                               f"and cannot here: {exc}") from None
+        log.warning("nodes run containers as processes (FERRY_NODE_RUNTIME=auto): the control plane builds the "
+                    "images of sandbox nodes, and cannot here: %s", exc)
+        os.environ["FERRY_NODE_RUNTIME"] = "process"  # (this server's setting, read by its parts)
+        return None
     return SandboxImages(SandboxBackend(
         store, blobs, base_dir=_config.get("base_rootfs_dir"), ca_bundle=_config.get("build_ca_bundle"),
         step_timeout=_config.get("image_build_timeout"), step_credentials=step_credentials))
