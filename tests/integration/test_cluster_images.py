@@ -55,6 +55,11 @@ def test_app_start_builds_each_image_on_the_nodes_that_fit_it_before_any_call(ra
     for name in ("head", "w1", "gpu"):
         node_id = _node_id_of(cluster.nodes[name].cache, key)
         assert f"pip_install six==1.16.0 on node {node_id[:8]}" in shown, shown
+    # the app started again: the control plane knows each node has its images, and asks none
+    with cluster_prebuild.ahead.run(show_logs=True):
+        assert cluster_prebuild.where_ahead.remote()["six"] == "1.16.0"
+    assert " on node " not in capsys.readouterr().err
+    assert {name: _builds(node.cache) for name, node in cluster.nodes.items()} == after
 
 
 def _node_id_of(cache: Path, key: str) -> str:

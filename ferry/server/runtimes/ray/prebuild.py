@@ -90,17 +90,24 @@ def _builder_class() -> Any:
 
 
 class NodeBuilds:
-    """Builds one image on the chosen nodes in parallel (see the module docstring)."""
+    """Builds images on the chosen nodes in parallel (see the module docstring), each image
+    once per node while the control plane runs: an app started again does not ask the nodes
+    again (a node that evicted the image since builds it for its next container)."""
 
     def __init__(self, read_blob: Callable[[str], bytes], step_timeout: float) -> None:
         self.read_blob = read_blob
         self.step_timeout = step_timeout
+        self._built: set[tuple[str, str, str]] = set()  # (image key, build id, node id)
 
     async def run(self, recipe: dict[str, Any], node_ids: list[str], emit: Emit | None) -> list[str]:
-        """Build on every node of `node_ids`; the warnings for nodes left out. Raises the first
-        failed step's error (every node's build has ended by then)."""
+        """Build on every node of `node_ids` that has not built this recipe yet; the warnings
+        for nodes left out. Raises the first failed step's error (every node's build has ended
+        by then)."""
+        done = lambda node: (recipe["key"], recipe.get("build_id") or "", node)  # noqa: E731
+        node_ids = [node for node in node_ids if done(node) not in self._built]
         results = await asyncio.gather(*(self._on_node(recipe, node, emit) for node in node_ids),
                                        return_exceptions=True)
+        self._built.update(done(node) for node, result in zip(node_ids, results) if result is None)
         warnings = []
         for node, result in zip(node_ids, results):
             if isinstance(result, NodeLeftOut):

@@ -96,6 +96,7 @@ class RayRuntime(Runtime):
         self.gpus = ClusterGPUs(self._nodes)
         self._agent: Any = None
         self._node_agents = NodeAgents()
+        self._node_builds: NodeBuilds | None = None  # images built ahead on nodes (prebuild.py)
         self._node_capacities: list[tuple[float, int]] = []
         self._capacities_at = float("-inf")
 
@@ -200,7 +201,9 @@ class RayRuntime(Runtime):
             await self.sandboxes.manifest(recipe, emit)
             return []
         nodes = eligible_nodes(await asyncio.to_thread(self._nodes), configs)
-        return await NodeBuilds(self.read_blob, self.build_timeout).run(recipe, nodes, emit)
+        if self._node_builds is None:
+            self._node_builds = NodeBuilds(self.read_blob, self.build_timeout)
+        return await self._node_builds.run(recipe, nodes, emit)
 
     # -- containers -----------------------------------------------------------------------
     def _options(self, spec: ContainerSpec) -> dict[str, Any]:
