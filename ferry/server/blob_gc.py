@@ -12,7 +12,9 @@ string that is a SHA-256 digest counts):
                           every file in those manifests (`mark`, in a worker thread)
     image cache           image records and layer metadata under `$FERRY_HOME/images`
 Image layers, base root filesystems and venvs live outside the blob store and are never
-touched here (`ferry image rm` removes them). Mounts materialised for containers
+touched here (`ferry image rm` removes them); the tars of layers packed for sandbox nodes
+(`$FERRY_HOME/images/node-tars`, ray runtime) whose layer is gone go once older than the grace
+period (node_layers.collect_tars). Mounts materialised for containers
 (`$FERRY_HOME/mounts/<digest>`, written from blobs, marked fresh at each container start) whose
 digest no root names go once they were last marked before the grace period and before the
 oldest live container or sandbox started (one draining after a redeploy keeps its old code).
@@ -40,6 +42,7 @@ from .._volume_files import FILE, unpack_manifest
 from ..exception import NotFoundError
 from .blobs import BlobStore
 from .model import ContainerState
+from .runtimes.ray.node_layers import collect_tars
 from .store import unpack
 
 if TYPE_CHECKING:
@@ -175,9 +178,10 @@ def collect(blobs: BlobStore, roots: Roots, images_root: Path, *, grace: float, 
             removed_bytes += size
     mounts_cutoff = cutoff if roots.oldest_container is None else min(cutoff, roots.oldest_container)
     mounts = 0 if mounts_root is None else sweep_mounts(mounts_root, live, mounts_cutoff, dry_run=dry_run)
+    tars, tars_bytes = collect_tars(images_root / "node-tars", cutoff, dry_run=dry_run)
     return {"dry_run": dry_run, "grace_seconds": grace, "live_blobs": kept_live, "live_bytes": live_bytes,
             "recent_unreferenced": kept_recent, "removed": removed, "removed_bytes": removed_bytes,
-            "mounts_removed": mounts}
+            "mounts_removed": mounts, "node_tars_removed": tars, "node_tars_removed_bytes": tars_bytes}
 
 
 def sweep_mounts(root: Path, live: set[str], cutoff: float, *, dry_run: bool) -> int:

@@ -4,6 +4,7 @@ blob reported present to an uploader is fresh again."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -115,3 +116,62 @@ def test_payloads_of_stored_calls_are_roots(tmp_path: Path) -> None:
     report = collect(blobs, Roots(database=store.path), tmp_path / "images", grace=HOUR)
     assert report["removed"] == 1
     assert blobs.has(argument) and blobs.has(output) and not blobs.has(orphan)
+
+
+def _aged(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_layer_tars_for_nodes_go_once_their_layer_is_gone_and_the_grace_period_passed(tmp_path: Path) -> None:
+    from ferry.server.runtimes.ray.node_layers import LayerTars
+
+    images = tmp_path / "images"
+    tars = LayerTars(images / "node-tars")
+    kept, removed, fresh = (images / "layers" / name for name in ("kept", "removed", "fresh"))
+    for layer in (kept, removed, fresh):
+        layer.mkdir(parents=True)
+        (layer / "file").write_text(f"the layer {layer.name}")
+    packed = {layer.name: tars.pack(layer) for layer in (kept, removed, fresh)}
+    for name in ("kept", "removed"):
+        _aged(tars.root / f"{packed[name]['digest']}.tar", 2 * HOUR)
+    leftover = tars.root / ".packing-interrupted.tar"
+    leftover.write_bytes(b"half a tar")
+    _aged(leftover, 2 * HOUR)
+    shutil.rmtree(removed)
+    shutil.rmtree(fresh)
+    blobs = BlobStore(tmp_path / "blobs")
+
+    dry = collect(blobs, Roots(), images, grace=HOUR, dry_run=True)
+    assert dry["node_tars_removed"] == 2 and (tars.root / f"{packed['removed']['digest']}.tar").is_file()
+
+    report = collect(blobs, Roots(), images, grace=HOUR)
+    assert report["node_tars_removed"] == 2
+    assert report["node_tars_removed_bytes"] == packed["removed"]["size"] + len(b"half a tar")
+    assert (tars.root / f"{packed['kept']['digest']}.tar").is_file()  # its layer exists
+    assert not (tars.root / f"{packed['removed']['digest']}.tar").exists() and not leftover.exists()
+    assert (tars.root / f"{packed['fresh']['digest']}.tar").is_file()  # within the grace period
+    assert len(list(tars.index.glob("*.json"))) == 1  # only the kept layer's entry
+    assert tars.pack(kept) == packed["kept"]  # still known: not packed again
+
+
+def test_image_rm_removes_the_node_tars_of_the_layers_it_removed(tmp_path: Path) -> None:
+    from ferry.server.images.builder import ImageService
+    from ferry.server.runtimes.ray.node_layers import LayerTars
+
+    service = ImageService(tmp_path, BlobStore(tmp_path / "blobs"), "ray", base_dir=tmp_path / "bases",
+                           ca_bundle="", step_timeout=60.0)
+    store = service.store
+    layers = {}
+    for key in ("aaaa1111", "bbbb2222"):
+        layers[key] = store.layer_dir(f"layer-{key}")
+        layers[key].mkdir(parents=True)
+        (layers[key] / "file").write_text(key)
+        (store.layers / f"layer-{key}.json").write_text("{}")
+        (store.records / f"{key}.json").write_text(f'{{"key": "{key}", "layers": ["layer-{key}"]}}')
+    tars = LayerTars(store.root / "node-tars")
+    packed = {key: tars.pack(layer) for key, layer in layers.items()}
+
+    assert service.remove(["aaaa"], set())["removed"] == ["aaaa1111"]
+    assert not (tars.root / f"{packed['aaaa1111']['digest']}.tar").exists()
+    assert (tars.root / f"{packed['bbbb2222']['digest']}.tar").is_file()

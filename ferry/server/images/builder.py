@@ -31,6 +31,7 @@ from ..runtimes.base import ContainerSpec
 from .commands import StepFailure, describe_failure
 from .files import materialise_mount
 from .layers import LayerStore
+from ..runtimes.ray.node_layers import collect_tars
 from .model import BuiltImage, ImageMount
 from .sandbox_builder import BuildFailed, SandboxBackend, build_sandbox_image, check_packages
 from .sandbox_steps import kill_running
@@ -269,6 +270,8 @@ class ImageService:
                 freed += self.store.remove(record, keep)
                 self._built.pop(record["key"], None)
         self._built = {k: v for k, v in self._built.items() if v.key not in removing}
+        # the tars packed for sandbox nodes (ray runtime) of the layers just removed
+        collect_tars(self.store.root / "node-tars", time.time(), leftovers=False)
         return {"removed": sorted(removing), "freed_bytes": freed, "kept_in_use": busy}
 
     def logs(self, prefix: str) -> dict[str, Any]:

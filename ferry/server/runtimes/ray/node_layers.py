@@ -105,17 +105,62 @@ class LayerTars:
             try:
                 _tar(["-C", str(layer), "-cf", staging, "."], f"Packing the image layer {layer}")
                 digest = _sha256(Path(staging))
+                known = {"digest": digest, "size": os.stat(staging).st_size, "layer": str(layer)}
+                entry.write_text(json.dumps(known))  # first: a tar is never found without its entry
                 os.replace(staging, self.root / f"{digest}.tar")
             finally:
                 Path(staging).unlink(missing_ok=True)
-            known = {"digest": digest, "size": (self.root / f"{digest}.tar").stat().st_size, "layer": str(layer)}
-            entry.write_text(json.dumps(known))
             return known
 
     def read(self, digest: str, offset: int, size: int) -> bytes:
         with open(self.root / f"{digest}.tar", "rb") as handle:
             handle.seek(offset)
             return handle.read(size)
+
+    def has(self, manifest: dict[str, Any]) -> bool:
+        """Whether every layer tar of `manifest` is still here (not collected since)."""
+        return all((self.root / f"{layer['digest']}.tar").is_file() for layer in manifest["layers"])
+
+
+def collect_tars(root: Path, cutoff: float, *, dry_run: bool = False, leftovers: bool = True) -> tuple[int, int]:
+    """Delete the layer tars under `root` (`$FERRY_HOME/images/node-tars`) whose layer no longer
+    exists as it was packed (its image removed, or rebuilt by a forced build), with their index
+    entries, and (with `leftovers`) `.packing-*` files of interrupted packs; only those last
+    written before `cutoff` (epoch: the garbage collection's grace period; `ferry image rm`
+    passes now, without leftovers). Returns (files, bytes) removed."""
+    if not root.is_dir():
+        return 0, 0
+    live: set[str] = set()
+    dead_entries: list[Path] = []
+    for entry in (root / "index").glob("*.json"):
+        try:
+            known = json.loads(entry.read_text())
+            info = os.stat(known["layer"])
+            source = hashlib.sha256(f"{known['layer']}|{info.st_ino}|{info.st_mtime_ns}".encode()).hexdigest()
+        except (OSError, ValueError, KeyError):
+            source = ""
+        if source == entry.stem:
+            live.add(str(known["digest"]))
+        else:
+            dead_entries.append(entry)
+    removed = freed = 0
+    for path in root.iterdir():
+        ours = (path.suffix == ".tar" and _DIGEST.fullmatch(path.stem) and path.stem not in live) \
+            or (leftovers and path.name.startswith(".packing-"))
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        if not ours or info.st_mtime >= cutoff:
+            continue
+        removed += 1
+        freed += info.st_size
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    if not dry_run:
+        for entry in dead_entries:
+            entry.unlink(missing_ok=True)
+    return removed, freed
 
 
 class SandboxImages:
@@ -136,6 +181,8 @@ class SandboxImages:
         `image` naming this build); a failed step raises the build's ExecutionError."""
         ident = (recipe["key"], recipe.get("build_id") or "")
         async with self._locks.setdefault(ident, asyncio.Lock()):
+            if ident in self._manifests and not self.tars.has(self._manifests[ident]):
+                del self._manifests[ident]  # its tars were collected (its image removed): built again
             if ident not in self._manifests:
                 progress = None
                 if emit is not None:
