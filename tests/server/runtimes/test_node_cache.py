@@ -90,3 +90,30 @@ def test_a_pin_marks_its_entries_used_and_its_own_process_keeps_them(tmp_path):
     pin.release()
     assert [e.name for e in evict(tmp_path, 1)] == ["venv mine"]
     assert evict(tmp_path, 0) == []  # 0: no bound
+
+
+def test_a_node_zygote_pins_its_venv_while_it_lives(tmp_path, monkeypatch):
+    import asyncio
+
+    from ferry.server.runtimes.ray.node_agent import NodeZygote
+
+    monkeypatch.setenv("FERRY_NODE_CACHE", str(tmp_path))
+    venv = _venv(tmp_path, "zygote-venv", 200_000, time.time() - 300)
+    (venv / "bin").mkdir()
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    other = _venv(tmp_path, "unused-venv", 200_000, time.time() - 200)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+    async def run() -> None:
+        zygote = NodeZygote(str(venv / "bin" / "python"), env)
+        await zygote.start()
+        assert zygote.state == "ready", zygote.failure
+        try:
+            assert [e.name for e in evict(tmp_path, 1)] == ["venv unused-venv"]  # not the zygote's
+            assert venv.is_dir() and not other.exists()
+        finally:
+            await zygote.stop()
+        assert [e.name for e in evict(tmp_path, 1)] == ["venv zygote-venv"]  # its zygote has ended
+
+    asyncio.run(run())
+    assert not venv.exists()

@@ -41,17 +41,44 @@ from .... import _config
 from ..process import ForkedProcess, _pipe_reader
 from ..zygote import Zygote, ZygoteError, ZygotePool
 from ..zygote_process import die_with
-from .agent import _HIDDEN_PREFIXES, ContainerAgent
+from .agent import _HIDDEN_PREFIXES, ContainerAgent, node_cache_dir
+from .node_cache import Pin, venv_entry
 
 RELEASED_KEPT = 4096  # ids remembered as released (a late call for one fails)
 
 
 class NodeZygote(Zygote):
-    """A zygote of a node's agent: it dies with the agent, and each container it forks with it."""
+    """A zygote of a node's agent: it dies with the agent, and each container it forks with it.
+    While it lives it pins its interpreter's venv in the node's cache (node_cache.py), so no
+    eviction removes a venv under a running zygote."""
 
     def __init__(self, python: str, env: dict[str, str]) -> None:
         super().__init__(python, env)
         self.children_die_with_it = True
+        self._pin: Pin | None = None
+
+    async def start(self) -> None:
+        root = node_cache_dir()
+        entry = venv_entry(root, self.python)
+        if entry is not None:  # (pinned before it starts: the venv is gone, or it stays)
+            self._pin = Pin(root)
+            await asyncio.to_thread(self._pin.add, [entry])
+        await super().start()
+        if self.state != "ready":
+            self._unpin()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._unpin()
+
+    def _lost(self) -> None:
+        super()._lost()
+        self._unpin()
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None
 
     async def _launch(self, argv: list[str], fd: int, output: Any) -> Any:
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork (the agent has threads)

@@ -15,12 +15,12 @@ not committed yet), `images/ferry-package`, and the small `<key>.lock`, `<key>.b
 
 In use: a process that uses entries pins them (`Pin`): it holds `pins/<pid>.<n>` (one file per
 pin: a node agent's process holds one per container), naming them, with an exclusive flock
-for as long as it uses them (a container's agent: until its container has
-ended; a node build: until the build ended), and touches them (their last use) when it pins and
-when it lets go. The evictor skips every entry a held pin names, and a venv whose `<key>.lock`
-someone holds (it is being checked or built). A pin is written, and an eviction runs, under
-`.evict.lock` (shared / exclusive), so an entry is either pinned before an eviction looks, or
-found missing afterwards and sent or built again. A pin file nobody holds (its process died)
+for as long as it uses them (a container's agent: until its container has ended; a node build:
+until the build ended; a node agent's zygote: its venv, while it lives), and touches them
+(their last use) when it pins and when it lets go. The evictor skips every entry a held pin
+names, and a venv whose `<key>.lock` someone holds (it is being checked or built). A pin is
+written, and an eviction runs, under `.evict.lock` (shared / exclusive), so an entry is either
+pinned before an eviction looks, or found missing afterwards and sent or built again. A pin file nobody holds (its process died)
 is removed by the next eviction.
 
 When: `evict` runs when a container starts (after its process started) and when it ends, on
@@ -125,6 +125,16 @@ def entry_path(root: Path, entry: str) -> Path:
     return {"venv": root / "images" / "venvs", "blob": root / "blobs", "mount": root / "mounts",
             "code": root / "home" / "mounts",
             "chunk": root / "home" / "volumes" / "cache" / name[:2]}[kind] / name
+
+
+def venv_entry(root: Path, python: str) -> str | None:
+    """The entry ("venv <key>") of the venv under `root` whose interpreter `python` is, or None
+    (the node's own Python)."""
+    try:
+        relative = Path(python).relative_to(root / "images" / "venvs")
+    except ValueError:
+        return None
+    return f"venv {relative.parts[0]}" if len(relative.parts) > 1 else None
 
 
 def _pinned(root: Path) -> set[str]:
