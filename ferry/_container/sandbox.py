@@ -23,6 +23,7 @@ import sys
 import threading
 from typing import Any
 
+from .. import _config
 from .._protocol import FrameSocket, hello
 from .processes import ProcessHost
 from .runner import _wait_for_network
@@ -93,7 +94,8 @@ class Supervisor:
 def main() -> None:
     _wait_for_network()
     container_id = os.environ["FERRY_CONTAINER_ID"]
-    sock = FrameSocket.connect(os.environ["FERRY_SERVER_URL"])
+    sock = FrameSocket.connect(os.environ["FERRY_SERVER_URL"],
+                               fingerprint=_config.get("tls_fingerprint") or None)  # (a TLS server's pin)
     sock.send(hello("client", token_id=container_id, token_secret=os.environ.get("FERRY_CONTAINER_SECRET", "")))
     welcome = sock.recv()
     if welcome.get("t") != "welcome":

@@ -310,6 +310,7 @@ def test_containers_reach_a_tls_server_and_die_with_it(cluster, tmp_path, monkey
     Then SIGKILL of the server: Ray kills the actors its driver owned, and their containers."""
     server = start_ray_server(tmp_path / "home", cluster, extra_env={"FERRY_TLS": "on"})
     assert server.url.startswith("ferry+tls://")
+    killed = False
     try:
         server.use(monkeypatch)
         with app.run(show_logs=False):
@@ -317,12 +318,15 @@ def test_containers_reach_a_tls_server_and_die_with_it(cluster, tmp_path, monkey
             assert _alive(pid)
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
+            killed = True
             deadline = time.monotonic() + 60
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert not _alive(pid), "a container outlived its control plane"
     except ferry.exception.Error:
-        pass  # (leaving app.run() with its server gone)
+        if not killed:  # a container that could not reach the server fails here, before the kill
+            raise
+        # (else: leaving app.run() with its server gone)
     finally:
         server.stop()
 
