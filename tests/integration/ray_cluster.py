@@ -23,7 +23,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from ..conftest import ServerProcess
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -164,3 +167,21 @@ def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-") -> Iterator[
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_server_of(home: Path, cluster: Cluster, node_runtime: str = "process",
+                  extra_env: dict[str, str] | None = None, timeout: float = 120) -> Iterator["ServerProcess"]:
+    """A control plane with the ray runtime on `cluster` (ray.init takes seconds on a busy
+    machine), its nodes' runtime FERRY_NODE_RUNTIME=`node_runtime`, used by this process's
+    clients while the block runs; stopped afterwards."""
+    from ..conftest import ServerProcess
+
+    server = ServerProcess.start(home, base_env=cluster.env(), args=("--ray-address", cluster.address),
+                                 extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": node_runtime,
+                                            **(extra_env or {})}, timeout=timeout)
+    try:
+        with server.used():
+            yield server
+    finally:
+        server.stop()

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +22,7 @@ import pytest
 import ferry
 
 from ..conftest import ServerProcess
-from .ray_cluster import Cluster, free_port
+from .ray_cluster import Cluster, cluster_of, ray_server_of
 
 pytest.importorskip("ray")
 
@@ -62,29 +59,14 @@ def here(containers: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="ferry-rays-", dir="/tmp"))  # short: Ray's socket paths
-    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
-    try:
-        cluster.start_node("head", "--num-cpus", "2", head=True)
-        cluster.wait_for_nodes(1)
-        cluster.start_node("w1", "--num-cpus", "2")
-        cluster.wait_for_nodes(2)
+    with cluster_of(("head", "--num-cpus", "2"), ("w1", "--num-cpus", "2"), prefix="ferry-rays-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess.start(tmp_path_factory.mktemp("ray-home"), base_env=cluster.env(),
-                                 args=("--ray-address", cluster.address), timeout=120,
-                                 extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "process"})
-    try:
-        with server.used():
-            yield server
-    finally:
-        server.stop()
+    with ray_server_of(tmp_path_factory.mktemp("ray-home"), cluster) as server:
+        yield server
 
 
 def _placement_groups(cluster: Cluster) -> dict[str, dict[str, Any]]:
