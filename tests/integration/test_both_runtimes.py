@@ -1,9 +1,10 @@
-"""The central features on both runtimes: each test runs once against the process runtime (the
-`server` fixture) and once against the sandbox runtime (the default one, `sandbox_server`) with
-the same app (apps/core_apps.py): calls, classes, failures, retries, timeouts, volumes, secrets,
-web endpoints, batching, concurrency and schedules. The feature suites (test_calls.py,
-test_classes.py, ...) go deeper on the process runtime, whose containers share files with the
-tests."""
+"""The central features on every runtime: each test runs against the process runtime (the
+`server` fixture), the sandbox runtime (the default one, `sandbox_server`) and the ray runtime
+(`ray_server`: a control plane placing containers on a real three-node Ray cluster started on
+this machine, test_cluster.py) with the same app (apps/core_apps.py): calls, classes, failures,
+retries, timeouts, volumes, secrets, web endpoints, batching, concurrency and schedules. The
+feature suites (test_calls.py, test_classes.py, ...) go deeper on the process runtime, whose
+containers share files with the tests; test_cluster*.py go deeper on the cluster."""
 
 from __future__ import annotations
 
@@ -20,14 +21,19 @@ from ferry.exception import FunctionTimeoutError
 from ..conftest import ServerProcess
 from .apps import core_apps
 from .apps.core_apps import app
+from .test_cluster import cluster, ray_server  # noqa: F401 - module-scoped: this module's own cluster and server
 
 HANG_GUARD = 120  # seconds: only a hang takes this long
 
 
-@pytest.fixture(params=["process", "sandbox"])
+SERVERS = {"process": "server", "sandbox": "sandbox_server", "ray": "ray_server"}
+
+
+@pytest.fixture(params=list(SERVERS))
 def runtime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
-    """The session's server of that runtime, used by this test's client."""
-    server = request.getfixturevalue("server" if request.param == "process" else "sandbox_server")
+    """The server of that runtime (the session's; the ray one is this module's), used by this
+    test's client."""
+    server = request.getfixturevalue(SERVERS[request.param])
     server.use(monkeypatch)
     yield server
 
@@ -108,6 +114,13 @@ def test_concurrent_inputs_run_at_once_in_one_container(runtime):
         met = list(core_apps.meet.map([60.0] * 4))  # (the timeout only guards against a hang)
     assert len({m["pid"] for m in met}) == 1
     assert sorted(m["arrived"] for m in met) == [0, 1, 2, 3]  # all four were running at once
+
+
+def test_max_containers_caps_the_containers_of_a_busy_map(runtime):
+    """(On the ray runtime the cap is counted across the cluster's nodes.)"""
+    with app.run(show_logs=False):
+        served_by = list(core_apps.capped.map([0.5] * 8))
+    assert len(served_by) == 8 and 1 <= len(set(served_by)) <= 2, served_by
 
 
 def test_deployed_schedule_runs_once_per_slot(runtime):

@@ -117,6 +117,13 @@ def meet(timeout: float) -> dict:
     return {"pid": os.getpid(), "arrived": MEETING.wait(timeout)}
 
 
+@app.function(max_containers=2)
+def capped(seconds: float) -> str:
+    """Takes `seconds`, so that a map of many wants more containers than it may have."""
+    time.sleep(seconds)
+    return os.environ["FERRY_CONTAINER_ID"]
+
+
 scheduled = ferry.App("test-both-runtimes-schedule")
 
 
