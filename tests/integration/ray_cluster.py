@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     from ..conftest import ServerProcess
@@ -152,14 +152,16 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-") -> Iterator[Cluster]:
-    """A cluster of `nodes`, each a name then its `ray start` arguments (the first is the head),
-    under a new directory of /tmp (short: Ray's socket paths); stopped and removed afterwards."""
+def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-",
+               env: dict[str, dict[str, str]] | None = None) -> Iterator[Cluster]:
+    """A cluster of `nodes`, each a name then its `ray start` arguments (the first is the head;
+    `env`: more of a node's environment, by its name), under a new directory of /tmp (short:
+    Ray's socket paths); stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
     try:
         for index, (name, *arguments) in enumerate(nodes):
-            cluster.start_node(name, *arguments, head=index == 0)
+            cluster.start_node(name, *arguments, head=index == 0, env=(env or {}).get(name))
             if index == 0:
                 cluster.wait_for_nodes(1)
         cluster.wait_for_nodes(len(nodes))
@@ -185,3 +187,22 @@ def ray_server_of(home: Path, cluster: Cluster, node_runtime: str = "process",
             yield server
     finally:
         server.stop()
+
+
+def module_cluster(*nodes: tuple[str, ...], prefix: str = "ferry-ray-", env: dict[str, dict[str, str]] | None = None,
+                   node_runtime: str = "process", server_env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """A test module's `cluster` and `ray_server` fixtures (module-scoped): `cluster_of(nodes)`
+    and `ray_server_of` it, with FERRY_NODE_RUNTIME=`node_runtime` and `server_env`."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def cluster() -> Iterator[Cluster]:
+        with cluster_of(*nodes, prefix=prefix, env=env) as made:
+            yield made
+
+    @pytest.fixture(scope="module")
+    def ray_server(cluster: Cluster, tmp_path_factory: Any) -> Iterator["ServerProcess"]:
+        with ray_server_of(tmp_path_factory.mktemp("ray-home"), cluster, node_runtime, server_env) as server:
+            yield server
+
+    return cluster, ray_server

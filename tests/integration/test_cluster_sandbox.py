@@ -19,7 +19,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -28,7 +27,7 @@ import ferry
 from ..conftest import ServerProcess
 from .apps.cluster_sandbox import (Counter, allocate, app, inside, interfaces, interfaces_blocked, linger, seen, step_output,
                                    write_and_read)
-from .ray_cluster import Cluster, cluster_of, free_port
+from .ray_cluster import Cluster, free_port, module_cluster
 
 pytest.importorskip("ray")
 
@@ -36,23 +35,8 @@ SHIFTED_ROOT = 1_000_000_000  # host uid of root inside sandboxes (runtimes/sand
 BASE_ROOTFS_DIR = os.environ.get("FERRY_BASE_ROOTFS_DIR") or "/var/cache/ferry-test"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with cluster_of(("head", "--num-cpus", "2"), prefix="ferry-ray-sb-") as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess.start(
-        tmp_path_factory.mktemp("ray-sandbox-home"), base_env=cluster.env(), args=("--ray-address", cluster.address),
-        extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "sandbox", "FERRY_BASE_ROOTFS_DIR": BASE_ROOTFS_DIR},
-        timeout=120)
-    try:
-        with server.used():
-            yield server
-    finally:
-        server.stop()
+cluster, ray_server = module_cluster(("head", "--num-cpus", "2"), prefix="ferry-ray-sb-", node_runtime="sandbox",
+                                     server_env={"FERRY_BASE_ROOTFS_DIR": BASE_ROOTFS_DIR})
 
 
 def _layers(cluster: Cluster) -> Path:

@@ -15,14 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 import ferry
 
-from ..conftest import ServerProcess
-from .ray_cluster import Cluster, cluster_of, ray_server_of
+from .ray_cluster import Cluster, module_cluster
 
 pytest.importorskip("ray")
 
@@ -57,16 +56,7 @@ def here(containers: int) -> dict[str, Any]:
     return _here()
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with cluster_of(("head", "--num-cpus", "2"), ("w1", "--num-cpus", "2"), prefix="ferry-rays-") as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ray_server_of(tmp_path_factory.mktemp("ray-home"), cluster) as server:
-        yield server
+cluster, ray_server = module_cluster(("head", "--num-cpus", "2"), ("w1", "--num-cpus", "2"), prefix="ferry-rays-")
 
 
 def _placement_groups(cluster: Cluster) -> dict[str, dict[str, Any]]:

@@ -117,3 +117,32 @@ def test_a_node_zygote_pins_its_venv_while_it_lives(tmp_path, monkeypatch):
 
     asyncio.run(run())
     assert not venv.exists()
+
+
+def test_unpacked_layers_of_sandbox_nodes_are_bounded_and_pinned_ones_stay(tmp_path):
+    from ferry.server.runtimes.ray.node_cache import record_layer_size
+
+    now = time.time()
+    layers = {}
+    for name, used in (("a", now - 300), ("b", now - 200), ("c", now - 100)):
+        layer = tmp_path / "layers" / (name * 64)
+        (layer / "usr").mkdir(parents=True)
+        (layer / "usr" / "data").write_bytes(b"l" * 300_000)
+        record_layer_size(layer.parent, layer.name)
+        os.utime(layer, (used, used))
+        layers[name] = layer
+    (tmp_path / "layers" / ".incoming").mkdir()  # a fetch unpacking: not an entry
+    pin = Pin(tmp_path)
+    pin.add([f"layer {'a' * 64}"])  # a running container's (or a fetch's) layer, though the oldest
+    try:
+        evicted = evict(tmp_path, 800_000)  # 900,000 held: down to 640,000
+        assert [e.name for e in evicted] == [f"layer {'b' * 64}"] and evicted[0].size == 300_000
+        assert layers["a"].is_dir() and not layers["b"].exists() and layers["c"].is_dir()
+        assert not (tmp_path / "layers" / f"{'b' * 64}.size").exists()
+        sweep(tmp_path)
+        assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == [
+            ".incoming", "a" * 64, f"{'a' * 64}.size", "c" * 64, f"{'c' * 64}.size"]
+    finally:
+        pin.release()
+    # let go: its last use is now, so it goes after the other
+    assert [e.name for e in evict(tmp_path, 1)] == [f"layer {'c' * 64}", f"layer {'a' * 64}"]

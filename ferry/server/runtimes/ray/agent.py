@@ -15,9 +15,10 @@ starts the container (node_images.py).
         container running --wait--> ExitStatus fields
                                               \\-- signal(SIGTERM / SIGKILL) from the server
 
-The agent pins the cache entries its container uses (node_cache.py) until the container has
-ended, and keeps the node's cache under FERRY_NODE_CACHE_MAX_GB when the container has started
-and when it has ended (least recently used entries go, never pinned ones).
+The agent pins the cache entries its container uses (node_cache.py: its venv or its sandbox's
+layers, its image's files) until the container has ended, and keeps the node's cache under
+FERRY_NODE_CACHE_MAX_GB when the container has started and when it has ended (least recently
+used entries go, never pinned ones; writable layers of sandboxes whose agent is gone go too).
 
 A container never outlives its agent: it is started with PR_SET_PDEATHSIG=SIGKILL (one forked
 from a node agent's zygote gets it from the zygote, which has it from the agent), so when the
@@ -39,6 +40,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from .node_layers import LayerReceiver
 
 PR_SET_PDEATHSIG = 1
 OUTPUT_WAIT_SECONDS = 1.0
@@ -70,8 +73,9 @@ def _die_with_parent(prctl: Any, parent: int) -> Any:
     return run
 
 
-class ContainerAgent:
-    """The Ray actor that holds one container on its node (see the module docstring)."""
+class ContainerAgent(LayerReceiver):
+    """The Ray actor that holds one container on its node (see the module docstring); on a
+    sandbox node it receives its image's layers first (`missing_layers`, `put_layer`)."""
 
     # set by a node agent (node_agent.py): `fork(python, env, cwd, cgroup)` forks the container
     # from the node's zygote of its interpreter, or returns None (then it starts the plain way)
@@ -115,18 +119,6 @@ class ContainerAgent:
         from .node_sandbox import node_runtime
 
         return {**node_runtime(setting, gpu), "node_id": self._node_id()}
-
-    async def missing_layers(self, manifest: dict[str, Any]) -> dict[str, list[str]]:
-        """The image's layers and add_local_* files this sandbox node lacks (node_layers.py)."""
-        from .node_layers import NodeLayers
-
-        return await asyncio.to_thread(NodeLayers(node_cache_dir()).missing_files, manifest)
-
-    async def put_layer(self, transfer: str, digest: str, offset: int, data: bytes, last: bool) -> None:
-        """A part of an image layer's tar; the last one checks its digest and unpacks it."""
-        from .node_layers import NodeLayers
-
-        await asyncio.to_thread(NodeLayers(node_cache_dir()).put, transfer, digest, offset, data, last)
 
     async def start(self, launch: dict[str, Any]) -> dict[str, Any]:
         """Build (or find) the container's image on this node and start the container; return
@@ -207,8 +199,10 @@ class ContainerAgent:
         """Keep the node's cache under its bound; the files evicted are deleted in the background
         (what an agent killed meanwhile leaves, the next sweep deletes)."""
         from .node_cache import evict, max_bytes, sweep
+        from .node_sandbox import remove_leftovers
 
         try:
+            await asyncio.to_thread(remove_leftovers, node_cache_dir() / "sandboxes")  # of containers gone
             if await asyncio.to_thread(evict, node_cache_dir(), max_bytes()):
                 asyncio.create_task(asyncio.to_thread(sweep, node_cache_dir()))
         except Exception as exc:  # noqa: BLE001 - a failed eviction must not fail the container
@@ -223,6 +217,7 @@ class ContainerAgent:
         assert self._process.stdout is not None and self._process.stderr is not None
         self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
                          asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
+        asyncio.create_task(self._evict())  # the node's cache under its bound (node_cache.py)
         return {"node_id": node_id, "pid": self._process.pid, "image": {"key": launch["sandbox"]["key"]}}
 
     def _limited(self, argv: list[str], launch: dict[str, Any], node_id: str) -> list[str]:

@@ -1,17 +1,22 @@
 """A node's build of an image ahead of its containers (the ray runtime, on the node).
 
 One `NodeBuilder` actor per node and build, pinned to its node and holding no CPU (prebuild.py
-creates them when an app starts or `ferry image build` runs). It builds the image into the
-node's cache exactly as a container's agent would (node_images.py: the same venv, key, lock and
-logs), so a container of the image that starts there later finds it built.
+creates them when an app starts or `ferry image build` runs). On a process node it builds the
+image into the node's cache exactly as a container's agent would (node_images.py: the same
+venv, key, lock and logs); on a sandbox node it receives the image's layers as a container's
+agent would (node_layers.py); either way a container of the image that starts there later
+finds it ready.
 
+    node_runtime                which runtime this node gives containers (node_sandbox.py)
     missing_blobs / put_blobs   the image's files the node lacks, sent by the control plane
     build                       the venv built (or found) and the files written; a failed step
                                 raises the error a local build gives, naming the node's log
+    missing_layers / put_layer  a sandbox node: the image's layers it lacks, then each layer
+                                (node_layers.LayerReceiver); `release` lets go of them
     events                      the build's progress events since the last call (plan, step,
                                 log), which the control plane forwards to the client
 
-While it builds, the image's cache entries are pinned (node_cache.py), so no eviction removes
+While it builds or receives, the image's cache entries are pinned (node_cache.py), so no eviction removes
 them; the builder runs no eviction itself (containers do, when they start and end).
 """
 
@@ -20,10 +25,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .node_layers import LayerReceiver
+
 EVENTS_WAIT_SECONDS = 1.0
 
 
-class NodeBuilder:
+class NodeBuilder(LayerReceiver):
     """The Ray actor that builds one image on its node (see the module docstring)."""
 
     def __init__(self) -> None:
@@ -42,6 +49,19 @@ class NodeBuilder:
 
     async def put_blobs(self, blobs: dict[str, bytes]) -> None:
         await asyncio.to_thread(self._images.put, blobs)
+
+    async def node_runtime(self, setting: str) -> dict[str, Any]:
+        """Which runtime this node gives a GPU-less container under FERRY_NODE_RUNTIME=`setting`
+        ({runtime, why}; `why` also where `sandbox` is asked and this node cannot)."""
+        from .node_sandbox import node_runtime, sandbox_unavailable_reason
+
+        if setting == "sandbox" and sandbox_unavailable_reason() is not None:
+            return {"runtime": None, "why": sandbox_unavailable_reason()}
+        return node_runtime(setting, False)
+
+    async def release(self) -> None:
+        """Let go of the layers received (marked used now)."""
+        await asyncio.to_thread(self._pin.release)
 
     async def build(self, recipe: dict[str, Any], step_timeout: float) -> dict[str, Any]:
         """Build (or find) the image on this node: {node_id, key, built}."""

@@ -3,6 +3,8 @@ more than FERRY_NODE_CACHE_MAX_GB, its least recently used entries go, never one
 
     entry            its files (under $FERRY_NODE_CACHE)               last used
     venv <key>       images/venvs/<key>/ and <key>.logs/               mtime of the venv directory
+    layer <sha256>   layers/<sha256>/   (an image layer of sandbox      mtime of the directory
+                     nodes, node_layers.py)
     blob <sha256>    blobs/<sha256>                                   mtime of the file
     mount <digest>   mounts/<digest>/   (add_local_* files)            mtime of the directory
     code <digest>    home/mounts/<digest>/   (a function's source)     mtime of the directory
@@ -10,8 +12,10 @@ more than FERRY_NODE_CACHE_MAX_GB, its least recently used entries go, never one
                      also kept under FERRY_VOLUME_CACHE_SIZE by the containers that read them)
 
 Never evicted: `home/volumes/views/` (the volumes of running containers, with what they have
-not committed yet), `images/ferry-package`, and the small `<key>.lock`, `<key>.builds` and
-`<key>.size` files (a venv's build lock, build journal and measured size).
+not committed yet), `sandboxes/` (the writable layers of running sandbox containers; those of
+containers whose agent is gone are removed by each eviction), `images/ferry-package`, and the
+small `<key>.lock`, `<key>.builds`, `<sha256>.fetches` and `.size` files (a venv's build lock,
+build and fetch journals, measured sizes).
 
 In use: a process that uses entries pins them (`Pin`): it holds `pins/<pid>.<n>` (one file per
 pin: a node agent's process holds one per container), naming them, with an exclusive flock
@@ -39,6 +43,7 @@ import fcntl
 import itertools
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -56,7 +61,8 @@ PINS = "pins"
 EVICTIONS_LOG = "evictions.log"
 EVICTED_PREFIX = ".evicted-"
 _PIN_IDS = itertools.count()
-SIZE_SUFFIX = ".size"  # images/venvs/<key>.size: the venv's bytes, measured after its build
+SIZE_SUFFIX = ".size"  # images/venvs/<key>.size, layers/<sha256>.size: bytes, measured once
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @contextlib.contextmanager
@@ -122,7 +128,8 @@ class Pin:
 def entry_path(root: Path, entry: str) -> Path:
     """Where the entry named `entry` ("venv <key>", "blob <digest>", ...) lives."""
     kind, _, name = entry.partition(" ")
-    return {"venv": root / "images" / "venvs", "blob": root / "blobs", "mount": root / "mounts",
+    return {"venv": root / "images" / "venvs", "layer": root / "layers", "blob": root / "blobs",
+            "mount": root / "mounts",
             "code": root / "home" / "mounts",
             "chunk": root / "home" / "volumes" / "cache" / name[:2]}[kind] / name
 
@@ -169,6 +176,10 @@ def _entries(root: Path) -> Iterator[Entry]:
     for item in _scan(venvs):
         if item.is_dir() and not item.name.endswith(".logs") and not item.name.startswith("."):
             yield Entry(f"venv {item.name}", Path(item.path), _venv_size(venvs, item.name), item.stat().st_mtime)
+    layers = root / "layers"
+    for item in _scan(layers):
+        if item.is_dir() and _DIGEST.fullmatch(item.name):
+            yield Entry(f"layer {item.name}", Path(item.path), _layer_size(layers, item.name), item.stat().st_mtime)
     for kind, directory in (("blob", root / "blobs"), ("mount", root / "mounts"), ("code", root / "home" / "mounts")):
         for item in _scan(directory):
             if not item.name.startswith("."):
@@ -201,6 +212,25 @@ def _venv_size(venvs: Path, key: str) -> int:
     return size
 
 
+def _layer_size(layers: Path, digest: str) -> int:
+    """An unpacked layer's measured size (`<sha256>.size`, written after its unpack), measured
+    now if it has none."""
+    record = layers / f"{digest}{SIZE_SUFFIX}"
+    try:
+        return int(record.read_text())
+    except (FileNotFoundError, ValueError):
+        pass
+    size = tree_size(layers / digest)
+    record.write_text(str(size))
+    return size
+
+
+def record_layer_size(layers: Path, digest: str) -> None:
+    """Measure a layer just unpacked (read from this record by every later eviction)."""
+    (layers / f"{digest}{SIZE_SUFFIX}").unlink(missing_ok=True)
+    _layer_size(layers, digest)
+
+
 def record_venv_size(venvs: Path, key: str) -> None:
     """Measure a venv just built (its size is read from this record by every later eviction)."""
     (venvs / f"{key}{SIZE_SUFFIX}").unlink(missing_ok=True)
@@ -210,6 +240,10 @@ def record_venv_size(venvs: Path, key: str) -> None:
 def _remove(entry: Entry) -> bool:
     """Take the entry out of the cache at once (renamed to `.evicted-*`, deleted by `sweep`: an
     entry is never found half removed); False for a venv someone is checking or building."""
+    if entry.name.startswith("layer "):
+        _discard(entry.path)
+        entry.path.with_name(f"{entry.path.name}{SIZE_SUFFIX}").unlink(missing_ok=True)
+        return True
     if not entry.name.startswith("venv "):
         _discard(entry.path)
         return True
@@ -234,8 +268,8 @@ def _discard(path: Path) -> None:
 def sweep(root: Path) -> None:
     """Delete what evictions took out of the cache (`.evicted-*`), now or left by an agent
     that ended before it had deleted them."""
-    for directory in (root / "images" / "venvs", root / "blobs", root / "mounts", root / "home" / "mounts",
-                      *(Path(shard.path) for shard in _scan(root / "home" / "volumes" / "cache"))):
+    for directory in (root / "images" / "venvs", root / "layers", root / "blobs", root / "mounts",
+                      root / "home" / "mounts", *(Path(shard.path) for shard in _scan(root / "home" / "volumes" / "cache"))):
         for item in _scan(directory):
             if item.name.startswith(EVICTED_PREFIX):
                 with contextlib.suppress(FileNotFoundError):

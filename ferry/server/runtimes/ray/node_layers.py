@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from ....exception import ExecutionError, InvalidError
 from ...images.venv_recipe import REFUSED, NoProgress
+from .node_cache import record_layer_size
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -232,19 +233,27 @@ class SandboxImages:
                 f"ferry: node {node} runs this container as a process: {reason}\n"
             return Placement(launch, note, 0)
         manifest = await self.manifest(recipe)
+        sent = await self.send(actor, manifest, choice["node_id"], launch["container_id"], read_blob)
+        note = f"ferry: node {node} runs this container in a sandbox\n"
+        return Placement({**launch, "image": None, "sandbox": manifest}, note, sent)
+
+    async def send(self, actor: Any, manifest: dict[str, Any], node_id: str, transfer: str,
+                   read_blob: Callable[[str], bytes] | None) -> int:
+        """The manifest's layers and add_local_* files that the node of `actor` (a container's
+        agent, or a node's builder at app start, prebuild.py) lacks, pinned there from now
+        until its holder lets go; the layer bytes sent."""
         # containers starting together on a node: the second asks once the first has sent (so
         # that a layer crosses once)
-        async with self._sending.setdefault(choice["node_id"], asyncio.Lock()):
+        async with self._sending.setdefault(node_id, asyncio.Lock()):
             missing = await actor.missing_layers.remote(manifest)
             started = time.monotonic()
-            sent = await self._send_layers(actor, manifest, missing["layers"], launch["container_id"])
+            sent = await self._send_layers(actor, manifest, missing["layers"], transfer)
             if sent:
                 log.warning("image %s: %d of its %d layers (%.1f MiB) sent to node %s in %.1f s",
                             manifest["key"][:12], len(missing["layers"]), len(manifest["layers"]), sent / 2**20,
-                            node, time.monotonic() - started)
+                            node_id[:8], time.monotonic() - started)
             await _send_blobs(actor, missing["blobs"], read_blob)
-        note = f"ferry: node {node} runs this container in a sandbox\n"
-        return Placement({**launch, "image": None, "sandbox": manifest}, note, sent)
+        return sent
 
     async def _send_layers(self, actor: Any, manifest: dict[str, Any], missing: list[str], transfer: str) -> int:
         """The layers the node of `actor` lacks, in parts of at most PART_BYTES; the bytes sent."""
@@ -313,6 +322,30 @@ async def _send_blobs(actor: Any, digests: list[str], read_blob: Callable[[str],
 
 
 # -- the node --------------------------------------------------------------------------------
+class LayerReceiver:
+    """What an actor on a node (a container's agent, agent.py; a node's builder at app start,
+    node_builder.py) answers to receive an image's layers: the entries it asks about are pinned
+    in the node's cache (`_pin`, node_cache.py) until it lets go."""
+
+    _pin: Any = None
+
+    async def missing_layers(self, manifest: dict[str, Any]) -> dict[str, list[str]]:
+        """The image's layers and add_local_* files this sandbox node lacks, pinned from now."""
+        from .agent import node_cache_dir
+        from .node_cache import Pin
+
+        layers = NodeLayers(node_cache_dir())
+        self._pin = self._pin or Pin(layers.root)
+        await asyncio.to_thread(self._pin.add, layers.entries(manifest))  # (before looking: none evicted after)
+        return await asyncio.to_thread(layers.missing_files, manifest)
+
+    async def put_layer(self, transfer: str, digest: str, offset: int, data: bytes, last: bool) -> None:
+        """A part of an image layer's tar; the last one checks its digest and unpacks it."""
+        from .agent import node_cache_dir
+
+        await asyncio.to_thread(NodeLayers(node_cache_dir()).put, transfer, digest, offset, data, last)
+
+
 class NodeLayers:
     """The layers one node has fetched, under `root` (FERRY_NODE_CACHE); blocking."""
 
@@ -325,6 +358,15 @@ class NodeLayers:
         if not _DIGEST.fullmatch(digest):
             raise InvalidError(f"{digest[:70]!r} is not a layer's sha256.")
         return self.layers / digest
+
+    def entries(self, manifest: dict[str, Any]) -> list[str]:
+        """The node cache's entries (node_cache.py) that running the manifest's image uses: its
+        layers and add_local_* files, to pin before asking what is missing."""
+        mounts = manifest.get("mounts") or []
+        return [*(f"layer {layer['digest']}" for layer in manifest["layers"]),
+                *(f"mount {mount['digest']}" for mount in mounts),
+                *(f"blob {entry if isinstance(entry, str) else entry[0]}"
+                  for mount in mounts for entry in mount["files"].values())]
 
     def missing(self, manifest: dict[str, Any]) -> list[str]:
         """Digests of the manifest's layers this node has not unpacked yet."""
@@ -379,6 +421,7 @@ class NodeLayers:
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        record_layer_size(self.layers, target.name)  # (node_cache.py: its size, for the bound)
         with open(self.layers / f"{target.name}.fetches", "a") as journal:
             journal.write(f"{time.time():.3f} pid {os.getpid()}\n")
 

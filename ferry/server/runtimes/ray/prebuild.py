@@ -1,17 +1,26 @@
 """Building an image on the cluster's nodes ahead of its containers (the ray runtime, control
 plane side): when an app starts (`app.create`) or `ferry image build` runs, the image service
-(images/builder.py) asks for it, and the first call finds the image built on every node.
+(images/builder.py) asks for it, and the first call finds the image ready on every node.
 
     nodes      every alive node whose resources could host one of the image's functions
                (cpu=, memory=, gpu=; every alive node for `ferry image build`)
     each node  in parallel: a NodeBuilder actor pinned to the node (node_builder.py; no CPU
-               held) -> the image's files it lacks, from the blob store -> its build, whose
-               progress events are forwarded to the client as the node's own build
+               held) -> which runtime the node gives containers (FERRY_NODE_RUNTIME, what
+               the node has) ->
+                 process node: the image's files it lacks, from the blob store -> its venv
+                   build, whose progress events are forwarded to the client as the node's own
+                   build
+                 sandbox node: the image's layers (built on the control plane,
+                   node_layers.SandboxImages) and add_local_* files it lacks, sent and
+                   unpacked as for a container's start, shown as one step
+                   (`fetch image layers on node 1a2b3c4d`)
     the wait   for every node's build, as on one machine for the local build; a failed step
                fails it with the step's error. A node whose builder does not answer within
                REACH_SECONDS, or that dies while it builds (Ray says so: its health checks),
                is left out with a warning: it builds on its first container, as a node that
-               joins later does.
+               joins later does. So is a process node for an image that needs a root
+               filesystem (its containers cannot start there), and a node that cannot run
+               sandboxes under FERRY_NODE_RUNTIME=sandbox.
 
 Events keep the local builder's shape (`plan`, `step`, `log`; images/builder.py) with the
 step labels naming the node (`pip_install(...) on node 1a2b3c4d`), `image` set to the image
@@ -30,6 +39,7 @@ from .... import exception as ferry_errors
 from ...._gpu import ANY, GPURequest
 from .gpus import read_nodes
 from .node_images import BLOB_BATCH_BYTES
+from .node_layers import SandboxImages, rootfs_step
 
 log = logging.getLogger("ferry.server")
 Emit = Callable[[dict[str, Any]], None]
@@ -42,6 +52,10 @@ DEFAULT_CPU = 0.25        # (runtime.py's, for a function without cpu=)
 
 class NodeLeftOut(Exception):
     """A node that could not build the image now (unreachable, or lost while building)."""
+
+
+class NodeCannotRun(NodeLeftOut):
+    """A node that cannot run the image's containers at all (its warning says why)."""
 
 
 async def send_image_files(actor: Any, recipe: dict[str, Any], read_blob: Callable[[str], bytes]) -> None:
@@ -58,12 +72,14 @@ async def send_image_files(actor: Any, recipe: dict[str, Any], read_blob: Callab
         await actor.put_blobs.remote(batch)
 
 
-def eligible_nodes(nodes: list[dict[str, Any]], configs: list[dict[str, Any]] | None) -> list[str]:
-    """Ids of the alive nodes that could host a container of one of `configs` (functions'
-    `config`: cpu, memory, gpu); every alive node when `configs` is None."""
+def eligible_nodes(nodes: list[dict[str, Any]], configs: list[dict[str, Any]] | None) -> dict[str, set[bool]]:
+    """The alive nodes that could host a container of one of `configs` (functions' `config`:
+    cpu, memory, gpu), each with whether the configs that fit it ask a GPU (True), none
+    (False), or both (GPU containers run as processes on every node); every alive node, for
+    GPU-less containers, when `configs` is None."""
     alive = [n for n in nodes if n.get("Alive")]
     if configs is None:
-        return [n["NodeID"] for n in alive]
+        return {n["NodeID"]: {False} for n in alive}
     gpus = {g.node_id: g for g in read_nodes(alive)}
 
     def fits(node: dict[str, Any], config: dict[str, Any]) -> bool:
@@ -77,7 +93,8 @@ def eligible_nodes(nodes: list[dict[str, Any]], configs: list[dict[str, Any]] | 
         return have is not None and any(o.count <= have.count and o.type in (ANY, have.gpu_type)
                                         for o in GPURequest.from_dict(config["gpu"]).options)
 
-    return [n["NodeID"] for n in alive if any(fits(n, c) for c in configs)]
+    kinds = {n["NodeID"]: {bool(c.get("gpu")) for c in configs if fits(n, c)} for n in alive}
+    return {node: kind for node, kind in kinds.items() if kind}
 
 
 @functools.cache
@@ -94,24 +111,29 @@ class NodeBuilds:
     once per node while the control plane runs: an app started again does not ask the nodes
     again (a node that evicted the image since builds it for its next container)."""
 
-    def __init__(self, read_blob: Callable[[str], bytes], step_timeout: float) -> None:
+    def __init__(self, read_blob: Callable[[str], bytes], step_timeout: float,
+                 sandboxes: SandboxImages | None = None, node_runtime: str = "process") -> None:
         self.read_blob = read_blob
         self.step_timeout = step_timeout
+        self.sandboxes = sandboxes  # None: every node runs processes (FERRY_NODE_RUNTIME=process)
+        self.node_runtime = node_runtime
         self._built: set[tuple[str, str, str]] = set()  # (image key, build id, node id)
 
-    async def run(self, recipe: dict[str, Any], node_ids: list[str], emit: Emit | None) -> list[str]:
-        """Build on every node of `node_ids` that has not built this recipe yet; the warnings
-        for nodes left out. Raises the first failed step's error (every node's build has ended
-        by then)."""
+    async def run(self, recipe: dict[str, Any], nodes: dict[str, set[bool]], emit: Emit | None) -> list[str]:
+        """Make the recipe ready on every node of `nodes` (eligible_nodes') that has not yet;
+        the warnings for nodes left out. Raises the first failed step's error (every node's
+        build has ended by then)."""
         done = lambda node: (recipe["key"], recipe.get("build_id") or "", node)  # noqa: E731
-        node_ids = [node for node in node_ids if done(node) not in self._built]
-        results = await asyncio.gather(*(self._on_node(recipe, node, emit) for node in node_ids),
+        node_ids = [node for node in nodes if done(node) not in self._built]
+        results = await asyncio.gather(*(self._on_node(recipe, node, nodes[node], emit) for node in node_ids),
                                        return_exceptions=True)
         self._built.update(done(node) for node, result in zip(node_ids, results) if result is None)
         warnings = []
         for node, result in zip(node_ids, results):
             if isinstance(result, NodeLeftOut):
-                warning = (f"Image {recipe['key'][:12]} was not built ahead on node {node[:8]}: {result}; "
+                warning = (f"Image {recipe['key'][:12]} cannot run on node {node[:8]}: {result}"
+                           if isinstance(result, NodeCannotRun) else
+                           f"Image {recipe['key'][:12]} was not built ahead on node {node[:8]}: {result}; "
                            "it builds there when a container of it first starts.")
                 log.warning("%s", warning)
                 warnings.append(warning)
@@ -120,7 +142,7 @@ class NodeBuilds:
                 raise result
         return warnings
 
-    async def _on_node(self, recipe: dict[str, Any], node: str, emit: Emit | None) -> None:
+    async def _on_node(self, recipe: dict[str, Any], node: str, gpus: set[bool], emit: Emit | None) -> None:
         import ray.exceptions
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -130,10 +152,24 @@ class NodeBuilds:
         forward = _forwarder(recipe["key"], node, emit)
         started = asyncio.get_running_loop().time()
         try:
-            try:
-                await asyncio.wait_for(actor.missing_blobs.remote(recipe), REACH_SECONDS)  # placed, answering
+            try:  # placed, answering
+                if self.sandboxes is not None:
+                    choice = await asyncio.wait_for(actor.node_runtime.remote(self.node_runtime), REACH_SECONDS)
+                else:
+                    choice = {"runtime": "process"}
+                    await asyncio.wait_for(actor.missing_blobs.remote(recipe), REACH_SECONDS)
             except asyncio.TimeoutError:
                 raise NodeLeftOut(f"its builder did not answer within {REACH_SECONDS:.0f} s") from None
+            if choice["runtime"] != "process" and False in gpus:  # its GPU-less containers: sandboxes
+                await self._fetch(actor, recipe, node, choice, forward)
+            if choice["runtime"] != "process" and (True not in gpus or self.node_runtime == "sandbox"):
+                return  # (GPU containers run as processes, with a venv, but not under `sandbox`)
+            step = rootfs_step(recipe) if self.sandboxes is not None else None
+            if step is not None:
+                raise NodeCannotRun(f"its step {step} needs an image root filesystem, which only sandbox nodes "
+                                    f"give, and this node runs its containers as processes "
+                                    f"({choice['why'] or 'GPU containers run as processes on nodes'}); those "
+                                    "containers fail to start there")
             await send_image_files(actor, recipe, self.read_blob)
             build = asyncio.ensure_future(actor.build.remote(recipe, self.step_timeout))
             await self._forward_events(actor, build, forward)
@@ -152,6 +188,30 @@ class NodeBuilds:
         took = asyncio.get_running_loop().time() - started
         log.warning("image %s %s on node %s in %.1f s", recipe["key"][:12],
                     "built" if result["built"] else "found", node[:8], took)
+
+    async def _fetch(self, actor: Any, recipe: dict[str, Any], node: str, choice: dict[str, Any],
+                     forward: Emit) -> None:
+        """A sandbox node receives the image's layers and files it lacks, as for a container's
+        start (node_layers.SandboxImages.send), shown as one step."""
+        import ray.exceptions
+
+        assert self.sandboxes is not None
+        if choice["runtime"] is None:  # FERRY_NODE_RUNTIME=sandbox on a node without sandboxes
+            raise NodeCannotRun(f"FERRY_NODE_RUNTIME=sandbox, and this node cannot run sandboxes ({choice['why']}); "
+                                "its containers that Ray places there fail to start")
+        forward({"event": "plan", "labels": ["fetch image layers"], "key": ""})
+        forward({"event": "step", "index": 0, "state": "building", "seconds": None})
+        started = asyncio.get_running_loop().time()
+        manifest = await self.sandboxes.manifest(recipe)
+        try:
+            sent = await self.sandboxes.send(actor, manifest, node, f"prebuild-{node[:16]}", self.read_blob)
+            await actor.release.remote()
+        except ray.exceptions.RayTaskError as exc:  # e.g. a tar that did not match its digest
+            raise NodeLeftOut(f"its fetch of the layers failed ({str(exc.cause or exc)[:300]})") from None
+        took = asyncio.get_running_loop().time() - started
+        forward({"event": "step", "index": 0, "state": "built" if sent else "cached", "seconds": took})
+        log.warning("image %s: layers %s on node %s in %.1f s", recipe["key"][:12],
+                    f"fetched ({sent / MIB:.1f} MiB)" if sent else "found", node[:8], took)
 
     async def _forward_events(self, actor: Any, build: asyncio.Future, forward: Emit) -> None:
         """The builder's progress events, until its build has ended (then the last ones)."""

@@ -12,7 +12,8 @@ inputs are then retried elsewhere, see containers.py).
     wait()   the slot placed -> the image's files the node lacks (agent.missing_blobs ->
              agent.put_blobs, from the blob store) -> agent.start (image built or found on the
              node, process started) -> agent.wait, forwarding raw output -> the slot released
-    build_image()  an app's image built on the nodes when the app starts (prebuild.py)
+    build_image()  an app's image made ready on the nodes when the app starts (prebuild.py): a
+             venv built on process nodes, its layers fetched by sandbox nodes
     terminate / kill   SIGTERM / SIGKILL to the container's process group through the actor;
                        a slot not yet placed is simply released
 """
@@ -191,18 +192,19 @@ class RayRuntime(Runtime):
     # -- images ---------------------------------------------------------------------------
     async def build_image(self, recipe: dict[str, Any], configs: list[dict[str, Any]] | None,
                           emit: Callable[[dict[str, Any]], None] | None) -> list[str]:
-        """Build the image's node `recipe` on every alive node that could host one of `configs`
-        (functions' configs; None: every node), in parallel, ahead of its containers
-        (prebuild.py). Raises a failed step's error; returns warnings for nodes left out."""
+        """Make the image's node `recipe` ready on every alive node that could host one of
+        `configs` (functions' configs; None: every node), in parallel, ahead of its containers
+        (prebuild.py): process nodes build its venv, sandbox nodes fetch its layers (built here
+        first). Raises a failed step's error; returns warnings for nodes left out."""
         if self._agent is None or self.read_blob is None:
             raise InvalidError("The ray runtime is not connected to its cluster (the server is starting "
                                "or stopping).")
-        if self.sandboxes is not None:  # sandbox nodes: its layers built here, fetched by each node
-            await self.sandboxes.manifest(recipe, emit)
-            return []
+        if self.sandboxes is not None and (configs is None or any(not c.get("gpu") for c in configs)):
+            await self.sandboxes.manifest(recipe, emit)  # for sandbox nodes, built here (a failed step fails it)
         nodes = eligible_nodes(await asyncio.to_thread(self._nodes), configs)
         if self._node_builds is None:
-            self._node_builds = NodeBuilds(self.read_blob, self.build_timeout)
+            self._node_builds = NodeBuilds(self.read_blob, self.build_timeout, self.sandboxes,
+                                           _config.get("node_runtime"))
         return await self._node_builds.run(recipe, nodes, emit)
 
     # -- containers -----------------------------------------------------------------------
