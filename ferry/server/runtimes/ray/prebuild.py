@@ -210,7 +210,7 @@ class NodeBuilds:
             raise NodeLeftOut(f"its fetch of the layers failed ({str(exc.cause or exc)[:300]})") from None
         took = asyncio.get_running_loop().time() - started
         forward({"event": "step", "index": 0, "state": "built" if sent else "cached", "seconds": took})
-        log.warning("image %s: layers %s on node %s in %.1f s", recipe["key"][:12],
+        log.warning("image %s: layers %s on node %s in %.1f s", manifest["key"][:12],
                     f"fetched ({sent / MIB:.1f} MiB)" if sent else "found", node[:8], took)
 
     async def _forward_events(self, actor: Any, build: asyncio.Future, forward: Emit) -> None:
