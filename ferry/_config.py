@@ -128,7 +128,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("sandbox_spares", int, lambda: 4,
                 "Spare sandboxes the sandbox runtime keeps started ahead of containers (one per kind "
                 "of container: image, code, limits), so that the next one starts without waiting for "
-                "namespaces, the network and Python. 0: none (every container starts from scratch)."),
+                "namespaces, the network and Python. 0: none (every container starts from scratch). "
+                "On a sandbox node of the `ray` runtime it bounds that node's spares: set it in the "
+                "environment of `ray start`."),
         Setting("zygote", _parse_bool, lambda: True,
                 "Process runtime: fork new containers from a template process that has already "
                 "imported Ferry (one per interpreter), for faster cold starts. 0: start every "

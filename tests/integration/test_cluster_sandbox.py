@@ -55,17 +55,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _host_pid(container_id: str) -> int:
-    """The host pid of the container's Python (its environment names it)."""
-    wanted = f"FERRY_CONTAINER_ID={container_id}".encode()
+def _host_pid(process: dict) -> int:
+    """The host pid of a container's Python, by its PID namespace and its pid there (`linger`
+    says them; a container that was a spare sandbox shows its environment nowhere in /proc)."""
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0") \
-                    and b"ferry._container" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "pid") == process["pidns"] \
+                    and (entry / "status").read_text().split("NSpid:")[1].splitlines()[0].split()[-1] \
+                    == str(process["pid"]):
                 return int(entry.name)
-        except OSError:
+        except (OSError, IndexError):
             continue
-    raise AssertionError(f"no process of container {container_id} on this machine")
+    raise AssertionError(f"no process of container {process['container']} on this machine")
 
 
 def test_a_function_on_a_sandbox_node_runs_in_namespaces_of_its_own(ray_server, cluster):
@@ -177,9 +178,10 @@ def test_a_container_dies_with_its_agent(ray_server, cluster):
             while (_alive(pid) or _alive(bwrap)) and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert not _alive(pid) and not _alive(bwrap), "a sandboxed container outlived its agent"
-            scratch = cluster.nodes["head"].cache / "sandboxes" / f"{agent}-{seen[token]}"
-            assert scratch.is_dir()  # (its agent could not remove it)
-            assert step_output.remote()["text"] == "built-by-a-step"  # a new agent, whose first start removes it
-            assert not scratch.exists()
+            # its writable layer (and its node's spares'), named for the agent, which could not remove them
+            scratches = list((cluster.nodes["head"].cache / "sandboxes").glob(f"{agent}-*"))
+            assert scratches
+            assert step_output.remote()["text"] == "built-by-a-step"  # a new agent, whose first start removes them
+            assert not any(path.exists() for path in scratches)
     except ferry.exception.Error:
         pass  # (the spawned call, lost with its container)

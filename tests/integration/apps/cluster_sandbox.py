@@ -15,27 +15,39 @@ seen = ferry.Dict.from_name("test-cluster-sandbox-seen", create_if_missing=True)
 vol = ferry.Volume.from_name("test-cluster-sandbox-vol", create_if_missing=True)
 
 commands_image = ferry.Image.debian_slim().run_commands("echo built-by-a-step > /etc/ferry-step.txt")
+spare_image = ferry.Image.debian_slim().env({"SPARE_KIND": "node-spares"})  # its spares are known by it
 
 
 def _namespaces() -> dict[str, str]:
     return {name: os.readlink(f"/proc/self/ns/{name}") for name in ("user", "pid", "net", "mnt", "uts", "ipc")}
 
 
-@app.function()
-def inside(port: int, marker: str) -> dict[str, Any]:
-    """Where it runs: its namespaces, pid 1, whether the node's loopback port answers, and a
-    file it writes at /root/`marker` (in its writable layer)."""
+def _where(port: int) -> dict[str, Any]:
+    """Its namespaces, pid 1, whether the node's loopback port answers, its ids."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=3).close()
         loopback = "connected"
     except OSError as exc:
         loopback = type(exc).__name__
-    with open(f"/root/{marker}", "w") as handle:
-        handle.write("written inside")
     return {"namespaces": _namespaces(), "pid": os.getpid(), "uid": os.getuid(),
             "pid1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
             "loopback": loopback, "container": os.environ.get("FERRY_CONTAINER_ID"),
             "node": os.environ.get("FERRY_NODE_ID"), "url": os.environ.get("FERRY_SERVER_URL")}
+
+
+@app.function()
+def inside(port: int, marker: str) -> dict[str, Any]:
+    """Where it runs (`_where`), and a file it writes at /root/`marker` (in its writable layer)."""
+    with open(f"/root/{marker}", "w") as handle:
+        handle.write("written inside")
+    return _where(port)
+
+
+@app.function(image=spare_image, secrets=[ferry.Secret.from_dict({"SPARE_SECRET": "s3cret"})])
+def spared(port: int) -> dict[str, Any]:
+    """Where it runs, how its process was started (a spare's: `ferry._container.spare`), its secret."""
+    return {**_where(port), "cmdline": open("/proc/self/cmdline", "rb").read().replace(b"\0", b" ").decode(),
+            "secret": os.environ.get("SPARE_SECRET"), "credential": bool(os.environ.get("FERRY_CONTAINER_SECRET"))}
 
 
 @app.function(image=commands_image)
@@ -93,7 +105,9 @@ def allocate(megabytes: int) -> int:
 
 @app.function(retries=0)
 def linger(token: str, seconds: float) -> None:
-    """Says which container it runs in (under `token`), then runs for `seconds` (the test kills
-    its node's agent meanwhile)."""
-    seen[token] = os.environ.get("FERRY_CONTAINER_ID")
+    """Says which container it runs in and its process (its pid and PID namespace: a container
+    that was a spare sandbox shows its own environment nowhere in /proc) under `token`, then
+    runs for `seconds` (the test kills its node's agent meanwhile)."""
+    seen[token] = {"container": os.environ.get("FERRY_CONTAINER_ID"), "pid": os.getpid(),
+                   "pidns": os.readlink("/proc/self/ns/pid")}
     time.sleep(seconds)

@@ -80,6 +80,8 @@ class ContainerAgent(LayerReceiver):
     # set by a node agent (node_agent.py): `fork(python, env, cwd, cgroup)` forks the container
     # from the node's zygote of its interpreter, or returns None (then it starts the plain way)
     fork: Any = None
+    # set by a node agent: its spare sandboxes (node_spares.NodeSpares), or None
+    spares: Any = None
 
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
@@ -211,14 +213,23 @@ class ContainerAgent(LayerReceiver):
     async def _start_sandbox(self, launch: dict[str, Any], cache: Path, node_id: str) -> dict[str, Any]:
         from .node_sandbox import start_sandbox
 
-        started = await start_sandbox(launch, cache, node_id, self._output.append)
+        started = None
+        if self.spares is not None and self.spares.can_serve(launch):  # a spare started ahead, if one waits
+            started = await self.spares.claim(launch, cache, node_id, self._take_output, self._output.append)
+        spare = started is not None
+        started = started or await start_sandbox(launch, cache, node_id, self._output.append)
         self._process, self._cgroup, self._cleanup = started.process, started.cgroup, started.cleanup
         self._memory_mb, self._sandboxed = launch.get("memory_mb"), True
         assert self._process.stdout is not None and self._process.stderr is not None
-        self._readers = [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
-                         asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
+        self._readers = started.readers or [asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+                                            asyncio.create_task(self._pump(self._process.stderr, "stderr"))]
         asyncio.create_task(self._evict())  # the node's cache under its bound (node_cache.py)
-        return {"node_id": node_id, "pid": self._process.pid, "image": {"key": launch["sandbox"]["key"]}}
+        return {"node_id": node_id, "pid": self._process.pid, "image": {"key": launch["sandbox"]["key"]},
+                "spare": spare}
+
+    def _take_output(self, stream: str, text: str) -> None:
+        self._output.append((stream, text))
+        self._has_output.set()
 
     def _limited(self, argv: list[str], launch: dict[str, Any], node_id: str) -> list[str]:
         """`argv` joining a cgroup with the container's cpu=/memory= limits, as the process

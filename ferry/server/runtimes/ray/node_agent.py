@@ -118,6 +118,9 @@ class NodeAgent:
         self._waiting: set[str] = set()       # containers whose `wait` is being called
         self._released: dict[str, None] = {}  # the last RELEASED_KEPT released ids, oldest first
         self._cleanups: set[asyncio.Task] = set()
+        from .node_spares import NodeSpares
+
+        self._spares = NodeSpares(int(_config.get("sandbox_spares")))  # sandbox nodes (node_spares.py)
 
     async def call(self, container_id: str, method: str, *args: Any) -> Any:
         """`method(*args)` of the container's ContainerAgent (made on its first call)."""
@@ -128,6 +131,7 @@ class NodeAgent:
             agent = self._containers[container_id] = ContainerAgent()
             if self._zygotes is not None:
                 agent.fork = self._fork
+            agent.spares = self._spares
         if method == "wait":
             self._waiting.add(container_id)
         try:
@@ -173,6 +177,10 @@ class NodeAgent:
             task.add_done_callback(self._cleanups.discard)
         elif getattr(agent, "_pin", None) is not None:  # never started: the cache entries it pinned
             await asyncio.to_thread(agent._pin.release)
+
+    async def spares(self) -> list[dict[str, Any]]:
+        """The spare sandboxes waiting on this node: {kind, pid} (node_spares.py)."""
+        return self._spares.waiting()
 
     async def containers(self) -> list[str]:
         """Ids of the containers this agent holds now."""

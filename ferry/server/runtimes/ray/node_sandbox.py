@@ -19,6 +19,9 @@ network through pasta, never the node's loopback; cpu=/memory= as cgroup limits)
                     it authenticates with its own credential, as on one machine
     its code        fetched by the container itself, over that socket, into its writable layer
 
+The second and later containers of a kind on a node become a spare sandbox the agent started
+ahead (node_spares.py), built by the same `sandbox_spec` without the container's own variables.
+
 The container dies with its agent: bubblewrap runs with --die-with-parent, whose parent is the
 agent's process (the launcher execs its way to bubblewrap, see sandbox/bwrap.py), and a
 launcher still setting up reads end-of-file on its "go" pipe and exits.
@@ -48,6 +51,7 @@ NODE_RUNTIMES = ("auto", "sandbox", "process")
 CONTAINER_HOME = "/var/lib/ferry"
 FERRY_PACKAGE_DIR = "/opt/ferry"
 CONTROL_SOCKET = "/run/ferry/control.sock"
+SPARE_MODULE = "ferry._container.spare"
 RELAY_BUFFER = 1 << 16
 
 
@@ -168,12 +172,14 @@ def remove_leftovers(root: Path) -> list[Path]:
 
 @dataclass
 class Started:
-    """A sandbox started by `start_sandbox`: its launcher, its cgroup (the caller destroys it),
-    and `cleanup`, which ends its relay and removes its writable layer once it has ended."""
+    """A sandbox started by `start_sandbox` (or a spare claimed, node_spares.py): its launcher,
+    its cgroup (the caller destroys it), `cleanup`, which ends its relay and removes its
+    writable layer once it has ended, and, for a spare, the tasks already reading its output."""
 
     process: asyncio.subprocess.Process
     cgroup: Cgroup | None
     cleanup: Callable[[], None]
+    readers: list[asyncio.Task] | None = None
 
 
 def _binds_of_mounts(manifest: dict[str, Any], cache: Path) -> list[BindMount]:
@@ -196,6 +202,83 @@ def _binds_of_mounts(manifest: dict[str, Any], cache: Path) -> list[BindMount]:
     return binds
 
 
+def container_env(manifest: dict[str, Any], launch: dict[str, Any], node_id: str, *,
+                  spare_fd: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `launch`'s container in its sandbox; with `spare_fd`, of a spare for
+    such containers (node_spares.py): without the container's own variables (its ids, secrets
+    and credential, which its claim brings), waiting on `spare_fd` for that claim."""
+    tls = parse_address(launch["server_url"]).tls
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": "/root", **manifest["env"]}
+    if spare_fd is None:
+        env.update(launch["env"])
+    env.update(extra or {})
+    pythonpath = [FERRY_PACKAGE_DIR, "/root", *filter(None, manifest["env"].get("PYTHONPATH", "").split(":"))]
+    env.update({
+        "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
+        "PYTHONUNBUFFERED": "1",
+        "FERRY_HOME": CONTAINER_HOME,
+        "FERRY_SERVER_URL": f"{TLS_UNIX if tls else UNIX}://{CONTROL_SOCKET}",
+        "FERRY_NODE_ID": node_id,
+    })
+    if spare_fd is None:
+        env.update({"FERRY_CONTAINER_ID": launch["container_id"], "FERRY_FUNCTION_ID": launch["function_id"]})
+    else:
+        env["FERRY_SPARE_FD"] = str(spare_fd)
+    if tls:  # the container's TLS, end to end, pinned to the server's certificate
+        env["FERRY_TLS_FINGERPRINT"] = launch.get("tls_fingerprint") or ""
+    return env
+
+
+async def sandbox_spec(launch: dict[str, Any], cache: Path, node_id: str, scratch: Path, *,
+                       spare_fd: int | None = None, binds: tuple[BindMount, ...] = (),
+                       env: dict[str, str] | None = None) -> SandboxSpec:
+    """The sandbox of `launch`'s container (or, with `spare_fd`, of a spare for it) whose
+    writable layer and relay socket are in `scratch`; `binds` and `env` are its volumes'."""
+    manifest = launch["sandbox"]
+    layers = await asyncio.to_thread(NodeLayers(cache).paths, manifest)
+    mounts = [BindMount(Path(ferry.__file__).parent, f"{FERRY_PACKAGE_DIR}/ferry")]
+    mounts += await asyncio.to_thread(_binds_of_mounts, manifest, cache)
+    mounts += [*binds, BindMount(scratch / "control.sock", CONTROL_SOCKET)]
+    module = "ferry._container" if spare_fd is None else SPARE_MODULE
+    return SandboxSpec(
+        layers=layers, argv=[manifest["python"], "-m", module],
+        upper_dir=scratch / "upper", work_dir=scratch / "work", binds=mounts,
+        env=container_env(manifest, launch, node_id, spare_fd=spare_fd, extra=env),
+        cwd=manifest.get("workdir") or "/root", network="none" if launch.get("block_network") else "pasta",
+        network_ready_env=None if launch.get("block_network") else "FERRY_NETWORK_READY_FD",
+        inherit_fds=() if spare_fd is None else (spare_fd,),
+    )
+
+
+def limits_cgroup(name: str, launch: dict[str, Any], node_id: str,
+                  note: Callable[[tuple[str, str]], None]) -> Cgroup | None:
+    """A cgroup `name` with the launch's cpu=/memory= limits, where this node can make one (else
+    None, and `note` says that the limits only placed the container)."""
+    cpu, memory_mb = launch.get("cpu"), launch.get("memory_mb")
+    if cpu is None and memory_mb is None:
+        return None
+    if cgroups_unavailable_reason() is not None:
+        note(unenforced_limits(node_id))
+        return None
+    return Cgroup.create(name, CgroupLimits(memory_mb=memory_mb, cpu=cpu))
+
+
+def unenforced_limits(node_id: str) -> tuple[str, str]:
+    """The container's log line saying that its cpu=/memory= limits are not enforced here."""
+    return ("stderr", f"ferry: cpu=/memory= placed this container on node {node_id} "
+                      f"but are not enforced there: {cgroups_unavailable_reason()}\n")
+
+
+async def open_scratch(cache: Path, name: str, server_url: str) -> tuple[Path, ControlRelay]:
+    """A sandbox's scratch directory `$FERRY_NODE_CACHE/sandboxes/<agent pid>-<name>` (those of
+    killed agents removed first) and its relay, not yet started."""
+    await asyncio.to_thread(remove_leftovers, cache / "sandboxes")
+    scratch = cache / "sandboxes" / f"{os.getpid()}-{name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return scratch, ControlRelay(scratch / "control.sock", server_url)
+
+
 async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
                         note: Callable[[tuple[str, str]], None]) -> Started:
     """Start the container of `launch` in a sandbox over the layers of `launch["sandbox"]`
@@ -203,13 +286,7 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
     the container's log."""
     from ...volume_mounts import cache_dir, prepare_sandbox
 
-    manifest = launch["sandbox"]
-    layers = await asyncio.to_thread(NodeLayers(cache).paths, manifest)
-    await asyncio.to_thread(remove_leftovers, cache / "sandboxes")
-    scratch = cache / "sandboxes" / f"{os.getpid()}-{launch['container_id']}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    relay = ControlRelay(scratch / "control.sock", launch["server_url"])
+    scratch, relay = await open_scratch(cache, launch["container_id"], launch["server_url"])
     cgroup: Cgroup | None = None
 
     def cleanup() -> None:  # (the agent ends the cgroup, once it has read whether it OOM-killed)
@@ -217,9 +294,8 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        binds = [BindMount(Path(ferry.__file__).parent, f"{FERRY_PACKAGE_DIR}/ferry")]
-        binds += await asyncio.to_thread(_binds_of_mounts, manifest, cache)
-        env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": "/root", **manifest["env"], **launch["env"]}
+        binds: list[BindMount] = []
+        env: dict[str, str] = {}
         if launch.get("volumes"):  # views in the scratch directory, the node's chunk cache (volume_mounts.py)
             volumes = prepare_sandbox(tuple(launch["volumes"]), scratch / "volumes", home=cache / "home")
             binds += [BindMount(*bind) for bind in volumes.binds]
@@ -228,34 +304,9 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
                 if not read_only and host.parent == scratch / "volumes":
                     chown_to_sandbox_root(host)
             await asyncio.to_thread(ensure_shifted, cache_dir(cache / "home"))  # chunks written before, as host root
+        spec = await sandbox_spec(launch, cache, node_id, scratch, binds=tuple(binds), env=env)
         await relay.start()
-        binds.append(BindMount(relay.path, CONTROL_SOCKET))
-        pythonpath = [FERRY_PACKAGE_DIR, "/root", *filter(None, manifest["env"].get("PYTHONPATH", "").split(":"))]
-        env.update({
-            "PYTHONPATH": ":".join(dict.fromkeys(pythonpath)),
-            "PYTHONUNBUFFERED": "1",
-            "FERRY_HOME": CONTAINER_HOME,
-            "FERRY_SERVER_URL": f"{TLS_UNIX if relay.address.tls else UNIX}://{CONTROL_SOCKET}",
-            "FERRY_CONTAINER_ID": launch["container_id"],
-            "FERRY_FUNCTION_ID": launch["function_id"],
-            "FERRY_NODE_ID": node_id,
-        })
-        if relay.address.tls:  # the container's TLS, end to end, pinned to the server's certificate
-            env["FERRY_TLS_FINGERPRINT"] = launch.get("tls_fingerprint") or ""
-        spec = SandboxSpec(
-            layers=layers, argv=[manifest["python"], "-m", "ferry._container"],
-            upper_dir=scratch / "upper", work_dir=scratch / "work", binds=binds, env=env,
-            cwd=manifest.get("workdir") or "/root", network="none" if launch.get("block_network") else "pasta",
-            network_ready_env=None if launch.get("block_network") else "FERRY_NETWORK_READY_FD",
-        )
-        cpu, memory_mb = launch.get("cpu"), launch.get("memory_mb")
-        if cpu is not None or memory_mb is not None:
-            reason = cgroups_unavailable_reason()
-            if reason is None:
-                cgroup = Cgroup.create(launch["container_id"], CgroupLimits(memory_mb=memory_mb, cpu=cpu))
-            else:
-                note(("stderr", f"ferry: cpu=/memory= placed this container on node {node_id} "
-                                f"but are not enforced there: {reason}\n"))
+        cgroup = limits_cgroup(launch["container_id"], launch, node_id, note)
         process = await launch_async(spec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                      cgroup=cgroup)
     except BaseException as exc:
@@ -266,4 +317,3 @@ async def start_sandbox(launch: dict[str, Any], cache: Path, node_id: str,
             raise RuntimeError(f"could not start a sandbox on node {node_id}: {exc}") from None
         raise
     return Started(process, cgroup, cleanup)
-
