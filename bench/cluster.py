@@ -46,6 +46,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def start_ferry(home: Path, cluster: Cluster, node_runtime: str = "process") -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     env = {**cluster.env(), "FERRY_HOME": str(home), "FERRY_WEB_PORT": "0", "FERRY_NODE_RUNTIME": node_runtime}
+    if os.environ.get("FERRY_BASE_ROOTFS_DIR"):  # prebuilt Debian bases for sandbox nodes' images
+        env["FERRY_BASE_ROOTFS_DIR"] = os.environ["FERRY_BASE_ROOTFS_DIR"]
     process = subprocess.Popen([sys.executable, "-m", "ferry.server", "--port", "0", "--ray-address", cluster.address],
                                env=env, stdout=open(home / "server.log", "ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)
