@@ -3,7 +3,8 @@ real Ray cluster of one node on this machine with FERRY_NODE_RUNTIME=sandbox: af
 an image starts on the node, its agent starts a spare of that kind, whose environment holds no
 container's ids, credential or secrets; the next container of the image becomes that spare
 (its process is the spare's), with its secret, pid 1 bwrap, its own namespaces, and no way to
-the node's loopback; killing the agent ends its spares too. The cluster is ended by SIGKILL of
+the node's loopback; a spare of a kind with memory= is in a cgroup with that limit, enforced
+once it is a container; killing the agent ends its spares too. The cluster is ended by SIGKILL of
 what it started (tests/integration/ray_cluster.py); never `ray stop`.
 """
 
@@ -20,7 +21,9 @@ from typing import Iterator
 import pytest
 
 from ..conftest import ServerProcess
-from .apps.cluster_sandbox import app, spared
+import ferry
+
+from .apps.cluster_sandbox import allocate_where, app, spared
 from .ray_cluster import Cluster, cluster_of
 
 pytest.importorskip("ray")
@@ -76,9 +79,18 @@ def _waiting_spares(kind: bytes = KIND) -> dict[int, list[bytes]]:
     return found
 
 
-def _wait_for_spare(kind: bytes = KIND) -> dict[int, list[bytes]]:
+def _in_a_spare_cgroup(pid: int) -> bool:
+    try:
+        return "/spare-" in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def _wait_for_spare(kind: bytes = KIND, limited: bool = False) -> dict[int, list[bytes]]:
+    """Until a spare of `kind` waits (`limited`: one in a cgroup of its own, one with limits)."""
     deadline = time.monotonic() + 180
-    while not (spares := _waiting_spares(kind)) and time.monotonic() < deadline:
+    while not (spares := {pid: env for pid, env in _waiting_spares(kind).items()
+                          if not limited or _in_a_spare_cgroup(pid)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert spares, "no spare sandbox started on the node after a container of its kind"
     return spares
@@ -124,6 +136,17 @@ def test_the_next_container_of_an_image_on_a_node_becomes_its_spare(ray_server, 
     assert second["uid"] == 0 and os.path.basename(second["pid1"]) == "bwrap" and second["pid"] < 10
     assert second["loopback"] == "ConnectionRefusedError"  # its own loopback, not the node's
     assert second["url"] == "ferry+unix:///run/ferry/control.sock"  # its agent's relay
+
+
+def test_a_container_that_claimed_a_spare_has_its_memory_limit(ray_server):
+    """A spare of a kind with limits is started in a cgroup with them (as on one machine)."""
+    with app.run(show_logs=False):
+        assert SPARE.decode() not in allocate_where.remote(8)
+        _wait_for_spare(limited=True)
+        variant = allocate_where.with_options(timeout=303)
+        assert SPARE.decode() in variant.remote(8)
+        with pytest.raises(ferry.exception.OutOfMemoryError, match="96 MiB"):
+            variant.remote(300)
 
 
 def test_spares_die_with_their_agent(ray_server, cluster):
