@@ -262,9 +262,6 @@ class SandboxService:
         """Start a sandbox: build its image, start its container; answers once it is starting
         (the first `exec` waits until its supervisor is connected)."""
         parts = self._parts
-        if parts.runtime.name == "ray":
-            raise NotImplementedError("Sandboxes on the ray runtime are not built yet: run the server with the "
-                                      "sandbox or process runtime to use ferry.Sandbox.")
         app = self._resolve_app(conn, args.get("app_id"))
         timeout = args.get("timeout")
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -276,6 +273,10 @@ class SandboxService:
         definition = await parts.prepare(sandbox_id, args["definition"], conn, args.get("progress_id"))
         config = definition.get("config") or {}
         gpu = None
+        if config.get("gpu") and parts.runtime.name == "ray":
+            raise NotImplementedError("Sandboxes with gpu= on the ray runtime are not built yet (functions with "
+                                      "gpu= are): create it without gpu=, or run the server with the sandbox or "
+                                      "process runtime.")
         if config.get("gpu"):
             from .._gpu import GPURequest
 

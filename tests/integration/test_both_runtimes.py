@@ -123,6 +123,23 @@ def test_max_containers_caps_the_containers_of_a_busy_map(runtime):
     assert len(served_by) == 8 and 1 <= len(set(served_by)) <= 2, served_by
 
 
+def test_a_sandbox_runs_commands_in_the_apps_image(runtime, request):
+    """ferry.Sandbox: create, exec with output and exit code, terminate (on the ray runtime, in
+    a container on one of the cluster's nodes)."""
+    with app.run(show_logs=False):
+        sb = ferry.Sandbox.create(app=app, timeout=HANG_GUARD)
+        try:
+            p = sb.exec("python3", "-c", "import os, sys; print(os.environ.get('FERRY_NODE_ID', '')); sys.exit(3)")
+            node = p.stdout.read().strip()
+            assert p.wait() == 3
+            on_a_cluster = request.node.callspec.params["runtime"] == "ray"
+            assert bool(node) == on_a_cluster, node  # the cluster's nodes have ids
+        finally:
+            sb.terminate()
+        sb.wait(raise_on_termination=False)
+        assert sb.returncode is not None
+
+
 def test_deployed_schedule_runs_once_per_slot(runtime):
     ticks = ferry.Queue.from_name("test-both-runtimes-ticks", create_if_missing=True)
     ticks.clear()

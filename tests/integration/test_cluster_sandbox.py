@@ -6,7 +6,7 @@ runs in namespaces of its own, cannot reach the node's loopback, and writes file
 shifted root; a run_commands image works; a second container of an image fetches nothing; a
 volume's commits reach the next container; memory= is enforced; block_network leaves loopback
 only; a stopped container runs its @exit hooks; a TLS control plane is reached through the
-agent; a container dies with its node's agent. The cluster is ended by SIGKILL of what it started
+agent; a container dies with its node's agent; a ferry.Sandbox runs in a sandbox on the node. The cluster is ended by SIGKILL of what it started
 (tests/integration/ray_cluster.py); never `ray stop`.
 """
 
@@ -185,3 +185,18 @@ def test_a_container_dies_with_its_agent(ray_server, cluster):
             assert not any(path.exists() for path in scratches)
     except ferry.exception.Error:
         pass  # (the spawned call, lost with its container)
+
+
+def test_a_ferry_sandbox_runs_in_a_sandbox_on_the_node(ray_server, cluster):
+    """ferry.Sandbox on a sandbox node: its commands run in the node's sandbox (pid 1 bwrap,
+    namespaces of its own), and it ends when terminated."""
+    with app.run(show_logs=False):
+        sb = ferry.Sandbox.create(app=app, timeout=300)
+        try:
+            p = sb.exec("python3", "-c", "import os; print(os.environ['FERRY_NODE_ID'], "
+                                         "os.path.basename(os.readlink('/proc/1/exe')), os.readlink('/proc/self/ns/pid'))")
+            node, pid1, pidns = p.stdout.read().split()
+            assert p.wait() == 0
+        finally:
+            sb.terminate()
+    assert node and pid1 == "bwrap" and pidns != os.readlink("/proc/self/ns/pid")

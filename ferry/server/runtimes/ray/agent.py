@@ -161,7 +161,8 @@ class ContainerAgent(LayerReceiver):
                         "FERRY_GPU_TYPE": launch["gpu_type"]})
         else:
             env.pop("CUDA_VISIBLE_DEVICES", None)
-        argv = [image.python if image is not None else sys.executable, "-m", "ferry._container"]
+        module = launch.get("entry_module") or "ferry._container"  # (a Sandbox's: its supervisor)
+        argv = [image.python if image is not None else sys.executable, "-m", module]
         volumes = None
         if launch.get("volumes"):  # node-local views, bound in a private mount namespace
             volumes = prepare_process(tuple(launch["volumes"]), launch["container_id"], home=cache / "home")
@@ -176,7 +177,7 @@ class ContainerAgent(LayerReceiver):
         forked = None
         if self.fork is not None and volumes is None:  # (volumes are bound in a mount namespace of its own)
             forked = await self.fork(image.python if image is not None else sys.executable, env,
-                                     image.workdir if image is not None else None, self._cgroup)
+                                     image.workdir if image is not None else None, self._cgroup, module)
         try:
             self._process = forked or await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

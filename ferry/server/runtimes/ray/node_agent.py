@@ -144,15 +144,17 @@ class NodeAgent:
             raise RuntimeError(f"container {container_id} was released on this node while it started")
         return result
 
-    async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Any) -> ForkedContainer | None:
-        """The container forked from the zygote of its interpreter (waiting for its start);
-        None where it cannot be."""
+    async def _fork(self, python: str, env: dict[str, str], cwd: str | None, cgroup: Any,
+                    module: str = "ferry._container") -> ForkedContainer | None:
+        """The container (running `module`) forked from the zygote of its interpreter (waiting
+        for its start); None where it cannot be."""
         assert self._zygotes is not None
         zygote = await self._zygotes.ready(python, env)
         if zygote is None:
             return None
         try:
-            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [])
+            pid, exited, out_fd, err_fd = await zygote.spawn(env, cwd, list(cgroup.procs_files) if cgroup else [],
+                                                             module)
         except (ZygoteError, OSError):
             return None
         return ForkedContainer(pid, exited, await _pipe_reader(out_fd), await _pipe_reader(err_fd))

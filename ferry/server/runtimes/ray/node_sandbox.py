@@ -239,7 +239,7 @@ async def sandbox_spec(launch: dict[str, Any], cache: Path, node_id: str, scratc
     mounts = [BindMount(Path(ferry.__file__).parent, f"{FERRY_PACKAGE_DIR}/ferry")]
     mounts += await asyncio.to_thread(_binds_of_mounts, manifest, cache)
     mounts += [*binds, BindMount(scratch / "control.sock", CONTROL_SOCKET)]
-    module = "ferry._container" if spare_fd is None else SPARE_MODULE
+    module = (launch.get("entry_module") or "ferry._container") if spare_fd is None else SPARE_MODULE
     return SandboxSpec(
         layers=layers, argv=[manifest["python"], "-m", module],
         upper_dir=scratch / "upper", work_dir=scratch / "work", binds=mounts,

@@ -56,7 +56,7 @@ class NodeSpares:
         kind = await self.kind_of(launch, cache, node_id)
         manifest = launch["sandbox"]
         claim = {"env": container_env(manifest, launch, node_id), "cwd": manifest.get("workdir") or "/root",
-                 "module": "ferry._container"}
+                 "module": launch.get("entry_module") or "ferry._container"}
         spare = self.pool.take(kind, claim, on_output)
         self.pool.replenish(kind, lambda spare_id, claim_fd: self._prepare(launch, cache, node_id, spare_id,
                                                                              claim_fd))

@@ -252,6 +252,7 @@ class RayRuntime(Runtime):
             "volumes": [dict(v) for v in spec.volumes],
             "cpu": spec.cpu, "memory_mb": spec.memory_mb,  # enforced with a cgroup where the node can
             "node_runtime": _config.get("node_runtime"), "block_network": spec.block_network,
+            "entry_module": spec.entry_module,  # a function's entrypoint, or a Sandbox's supervisor
         }
         if spec.gpu_type is not None:  # Ray gives GPU devices to a worker: an actor of its own
             slot: ActorSlot | NodeSlot = ActorSlot(self._agent.options(**self._options(spec)).remote())
