@@ -119,6 +119,9 @@ def serve(
 ) -> None:
     """Serve an app's web endpoints, reloading when its files change (Ctrl-C stops it)."""
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops it even where it started with SIGINT ignored (a background job of a shell
+    # script inherits that, and Python then keeps ignoring it)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         client = Client.from_env_sync()
     except Exception as error:  # noqa: BLE001

@@ -130,6 +130,23 @@ def test_serve_reloads_edited_code_and_survives_syntax_errors(server: ServerProc
     assert rows and all(r["state"] == "stopped" and r["containers"] == 0 for r in rows)
 
 
+def test_ctrl_c_stops_serve_even_when_it_started_with_sigint_ignored(server: ServerProcess, tmp_path: Path):
+    """A background job of a shell script starts with SIGINT ignored (and Python keeps it so):
+    `ferry serve` still stops on Ctrl-C."""
+    source = tmp_path / "served_app.py"
+    write_app(source, "serve-sigint", 1)
+    process = subprocess.Popen([sys.executable, "-m", "ferry", "serve", str(source)], cwd=tmp_path,
+                               env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    output = Output(process)
+    try:
+        output.wait_for(r"web endpoint version => ")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = _wait_for_stop(process, output, server)
+    assert code == 0 and "Stopped." in output.text, output.text
+
+
 def test_serve_with_a_broken_file_fails_clearly(server: ServerProcess, tmp_path: Path):
     source = tmp_path / "broken_app.py"
     source.write_text("import ferry\napp = ferry.App('broken')\nraise RuntimeError('no good')\n")
