@@ -16,15 +16,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +30,7 @@ import ferry
 
 from ..conftest import ServerProcess, run_cli
 from .apps import cluster_images
-from .ray_cluster import Cluster, free_port
+from .ray_cluster import Cluster, free_port, module_cluster
 
 pytest.importorskip("ray")
 
@@ -126,21 +124,9 @@ def with_commands() -> None:
 
 
 # -- the cluster ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="ferry-ray-", dir="/tmp"))  # short: Ray's socket paths
-    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
-    try:
-        cluster.start_node("head", "--num-cpus", "1", head=True)
-        cluster.wait_for_nodes(1)
-        cluster.start_node("w1", "--num-cpus", "2")
-        cluster.start_node("gpu", "--num-cpus", "2", "--num-gpus", "1",
-                           "--resources", json.dumps({"accelerator_type:T4": 1}))
-        cluster.wait_for_nodes(3)
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+cluster, ray_server = module_cluster(
+    ("head", "--num-cpus", "1"), ("w1", "--num-cpus", "2"),
+    ("gpu", "--num-cpus", "2", "--num-gpus", "1", "--resources", json.dumps({"accelerator_type:T4": 1})))
 
 
 def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120,
@@ -150,16 +136,6 @@ def start_ray_server(home: Path, cluster: Cluster, timeout: float = 120,
     return ServerProcess.start(home, base_env=cluster.env(), args=("--ray-address", cluster.address),
                                extra_env={"FERRY_RUNTIME": "ray", "FERRY_NODE_RUNTIME": "process", **(extra_env or {})},
                                timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def ray_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_ray_server(tmp_path_factory.mktemp("ray-home"), cluster)
-    try:
-        with server.used():
-            yield server
-    finally:
-        server.stop()
 
 
 # -- tests ----------------------------------------------------------------------------------

@@ -7,33 +7,19 @@ image builds it again and works.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from .apps import cluster_prebuild
-from .ray_cluster import Cluster, free_port
-from .test_cluster import ray_server  # noqa: F401 - module-scoped: a server of this module's own cluster
+from .ray_cluster import module_cluster
 
 pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="ferry-ray-", dir="/tmp"))  # short: Ray's socket paths
-    cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
-    try:
-        cluster.start_node("head", "--num-cpus", "2", head=True, env={"FERRY_NODE_CACHE_MAX_GB": "0.000001"})  # ~1 KB
-        cluster.wait_for_nodes(1)
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+cluster, ray_server = module_cluster(("head", "--num-cpus", "2"),
+                                     env={"head": {"FERRY_NODE_CACHE_MAX_GB": "0.000001"}})  # ~1 KB
 
 
 def _evicted(cache: Path, name: str, timeout: float = 120) -> bool:
