@@ -146,3 +146,31 @@ def test_unpacked_layers_of_sandbox_nodes_are_bounded_and_pinned_ones_stay(tmp_p
         pin.release()
     # let go: its last use is now, so it goes after the other
     assert [e.name for e in evict(tmp_path, 1)] == [f"layer {'c' * 64}", f"layer {'a' * 64}"]
+
+
+def test_a_spare_sandbox_pins_its_layers_until_it_has_ended(tmp_path, monkeypatch):
+    import asyncio
+
+    from ferry.server.runtimes.ray import node_spares
+
+    layer = tmp_path / "layers" / ("d" * 64)
+    (layer / "usr").mkdir(parents=True)
+    (layer / "usr" / "data").write_bytes(b"l" * 100_000)
+    os.utime(layer, (time.time() - 300, time.time() - 300))
+    launch = {"sandbox": {"layers": [{"digest": "d" * 64}], "mounts": []}, "server_url": "ferry://127.0.0.1:9"}
+
+    async def spec(*args, **kwargs):  # (what the sandbox would be: not started here)
+        return None
+
+    monkeypatch.setattr(node_spares, "sandbox_spec", spec)
+    monkeypatch.setattr(node_spares, "limits_cgroup", lambda *args: None)
+
+    async def run() -> None:
+        prepared = await node_spares.NodeSpares(1)._prepare(launch, tmp_path, "node", "spare-1", 0)
+        try:
+            assert evict(tmp_path, 1) == [] and layer.is_dir()  # its spare holds it
+        finally:
+            await asyncio.to_thread(prepared.cleanup)
+        assert [e.name for e in evict(tmp_path, 1)] == [f"layer {'d' * 64}"]  # the spare has ended
+
+    asyncio.run(run())

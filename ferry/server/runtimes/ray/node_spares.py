@@ -14,17 +14,22 @@ machine), so what it uses before its claim is counted against the container it b
 dies with its agent as a container does (bubblewrap's --die-with-parent). At most
 FERRY_SANDBOX_SPARES wait on a node (the agent's environment, that is `ray start`'s; 0: none),
 one per kind; one unclaimed for two minutes is ended. Containers with volumes start the
-ordinary way.
+ordinary way. A spare pins its image's layers and files in the node's cache (node_cache.py)
+from its start until it, or the container it became, has ended, so no eviction removes them
+under it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from ..base import OutputSink
 from ..sandbox.spare_pool import Prepared, SparePool, kind_key, sandbox_kind_parts
+from .node_cache import Pin
+from .node_layers import NodeLayers
 from .node_sandbox import (Started, container_env, limits_cgroup, open_scratch, sandbox_spec,
                            unenforced_limits)
 
@@ -68,11 +73,18 @@ class NodeSpares:
 
     async def _prepare(self, launch: dict[str, Any], cache: Path, node_id: str, spare_id: str,
                        claim_fd: int) -> Prepared:
-        scratch, relay = await open_scratch(cache, spare_id, launch["server_url"])
+        pin = Pin(cache)  # its layers and files stay in the node's cache while it lives (node_cache.py)
+        await asyncio.to_thread(pin.add, NodeLayers(cache).entries(launch["sandbox"]))
+        try:
+            scratch, relay = await open_scratch(cache, spare_id, launch["server_url"])
+        except BaseException:
+            pin.release()
+            raise
 
         def cleanup() -> None:
             relay.close()
             shutil.rmtree(scratch, ignore_errors=True)
+            pin.release()
 
         try:
             spec = await sandbox_spec(launch, cache, node_id, scratch, spare_fd=claim_fd)
