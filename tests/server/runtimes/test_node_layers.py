@@ -134,7 +134,8 @@ def test_a_process_node_refuses_an_image_that_needs_a_root_filesystem_naming_it(
     assert placement.launch is plain and "as a process: no bubblewrap" in (placement.note or "")
 
 
-def test_a_sandbox_node_gets_the_layers_it_lacks_and_the_manifest(tmp_path):
+def _sender_of_one_layer(tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """A manifest of one packed layer, and a sender whose image build answers it."""
     tars = LayerTars(tmp_path / "tars")
     manifest = {"key": "img", "python": "python3", "env": {}, "workdir": None,
                 "layers": [tars.pack(_layer(tmp_path / "layer"))], "mounts": []}
@@ -144,6 +145,11 @@ def test_a_sandbox_node_gets_the_layers_it_lacks_and_the_manifest(tmp_path):
         return manifest
 
     images.manifest = built  # type: ignore[method-assign]
+    return manifest, images
+
+
+def test_a_sandbox_node_gets_the_layers_it_lacks_and_the_manifest(tmp_path):
+    manifest, images = _sender_of_one_layer(tmp_path)
     agent = _Agent(tmp_path / "node")
     launch = {"node_runtime": "sandbox", "image": {"key": "k", "steps": []}, "container_id": "c1"}
     placement = asyncio.run(images.prepare(agent, launch, None))
@@ -153,15 +159,7 @@ def test_a_sandbox_node_gets_the_layers_it_lacks_and_the_manifest(tmp_path):
 
 
 def test_containers_starting_together_on_a_node_send_a_layer_once(tmp_path):
-    tars = LayerTars(tmp_path / "tars")
-    manifest = {"key": "img", "python": "python3", "env": {}, "workdir": None,
-                "layers": [tars.pack(_layer(tmp_path / "layer"))], "mounts": []}
-    images = _sender(tars)
-
-    async def built(recipe: dict[str, Any], emit: Any = None) -> dict[str, Any]:
-        return manifest
-
-    images.manifest = built  # type: ignore[method-assign]
+    manifest, images = _sender_of_one_layer(tmp_path)
     agent = _Agent(tmp_path / "node")
 
     async def both() -> list[int]:
