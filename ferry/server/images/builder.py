@@ -148,8 +148,16 @@ class ImageService:
 
             progress = Progress(threadsafe)
             started = loop.time()
+            thread = asyncio.ensure_future(asyncio.to_thread(build_in_thread))
             try:
-                built = await asyncio.to_thread(build_in_thread)
+                built = await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                # its request went away: the build goes on in its thread, and the lock is held
+                # until it ends, so that no second build of this image runs beside it
+                await asyncio.wait({thread})
+                if not thread.cancelled():
+                    thread.exception()  # (its outcome is the cache's; nobody waits for it)
+                raise
             except BuildFailed as failed:
                 self.metrics.image_build_failures += 1
                 raise _describe(failed) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ferry.server.images.builder import BuildsInProgress
 
 
@@ -29,7 +31,8 @@ def test_a_cached_image_never_shows() -> None:
 
 def test_a_build_whose_request_is_cancelled_leaves_no_entry_once_it_ends(tmp_path) -> None:
     """The build goes on in its thread after its request is cancelled (its client went away):
-    the entry goes when that thread ends, after the build's last event, not with the request."""
+    the entry goes when that thread ends, after the build's last event, not with the request;
+    and a second build of the image waits for that thread rather than running beside it."""
     import asyncio
     import threading
 
@@ -39,12 +42,19 @@ def test_a_build_whose_request_is_cancelled_leaves_no_entry_once_it_ends(tmp_pat
     service = ImageService(tmp_path, BlobStore(tmp_path / "blobs"), "process", base_dir=tmp_path / "bases",
                            ca_bundle="", step_timeout=60)
     release, finished = threading.Event(), threading.Event()
+    running: list[int] = []
 
     def slow_build(wire, force, progress):
+        if running:  # a second build of the image while the first still runs
+            raise AssertionError("two builds of one image ran at once")
+        if finished.is_set():
+            raise RuntimeError("the second build")
+        running.append(1)
         progress.plan(["FROM debian", "pip install six"], wire["key"])
         progress.step(1, "building")
         release.wait(30)
         progress.step(1, "building")  # an event after the request was cancelled
+        running.clear()
         finished.set()
         raise RuntimeError("the step failed")
 
@@ -57,8 +67,12 @@ def test_a_build_whose_request_is_cancelled_leaves_no_entry_once_it_ends(tmp_pat
             await asyncio.sleep(0.01)
         request.cancel()
         await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(service.build(wire))  # must wait for the first thread
+        await asyncio.sleep(0.05)
         release.set()
         await asyncio.to_thread(finished.wait, 30)
+        with pytest.raises(RuntimeError, match="the second build"):
+            await second
         for _ in range(100):  # the thread's last callbacks
             await asyncio.sleep(0.01)
             if not service.building.list():
