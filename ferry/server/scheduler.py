@@ -39,15 +39,6 @@ log = logging.getLogger("ferry.server")
 
 NO_MORE_RETRIES = 1 << 30
 
-
-def _lost_generator(tag: str, yielded: int) -> dict[str, Any]:
-    """The output of a generator input whose container went away after it had yielded."""
-    values = "value" if yielded == 1 else "values"
-    return {"status": OutputStatus.CRASH.value,
-            "msg": f"The container running {tag} went away (its node was lost, or it was stopped) after "
-                   f"this generator had yielded {yielded} {values}. A generator is not run again once it "
-                   f"has yielded, because its caller would get those values twice; call it again if "
-                   f"repeating them is safe."}
 # a container that holds inputs and returned no output for this long is "stalled": what waits
 # in it cannot start soon, so it gets no prefetch, and gives its waiting inputs back when
 # another container has room
@@ -60,6 +51,16 @@ CLOSE_WINDOW_AFTER = 0.5
 SCAN_EVERY = 0.01
 # finished calls kept in memory for the dashboard (newest last)
 RECENT_CALLS = 100
+
+
+def _lost_generator(tag: str, yielded: int) -> dict[str, Any]:
+    """The output of a generator input whose container went away after it had yielded."""
+    values = "value" if yielded == 1 else "values"
+    return {"status": OutputStatus.CRASH.value,
+            "msg": f"The container running {tag} went away (its node was lost, or it was stopped) after "
+                   f"this generator had yielded {yielded} {values}. A generator is not run again once it "
+                   f"has yielded, because its caller would get those values twice; call it again if "
+                   f"repeating them is safe."}
 
 
 class Scheduler:
