@@ -8,7 +8,8 @@ and the bound on a sandbox node's cache, on a real Ray cluster of two nodes on t
 
 When the app starts, the head (a sandbox node) fetches the layers of the two sandbox images
 whose functions fit it, before any call, and the GPU node builds the venv of the T4 function
-(GPU containers run as processes): the first calls fetch and build nothing. Then a's container
+(a GPU container is a process where its GPUs have no device nodes, as this fake T4 has none;
+its log says so): the first calls fetch and build nothing. Then a's container
 starts, and b's layer (no container uses it) is evicted; b's call fetches it again and works,
 while a's layers, which its running container uses, stay; so do the writable layers of running
 containers, and a leftover one of a dead container goes.
@@ -95,3 +96,5 @@ def test_app_start_readies_each_node_for_its_runtime_and_the_layers_cache_is_bou
         assert _fetches(head)[layer_b] == 2
         assert (head / "layers" / layer_a).is_dir() and running[0].is_dir()  # a's container still runs
         assert f"evicted layer {layer_a} " not in evictions.read_text()
+    shown = capsys.readouterr().err
+    assert "runs this container as a process: this node has no /dev/nvidia0 for GPU 0 (Ray's id)" in shown, shown

@@ -12,7 +12,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from ..images.model import BuiltImage
@@ -67,13 +67,18 @@ class ContainerSpec:
     snapshot: dict[str, Any] | None = None
 
     def gpu_env(self) -> dict[str, str]:
-        """What tells CUDA which devices this container owns. The indices are NVML's, in PCI bus
-        order; CUDA numbers devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID."""
-        if not self.gpu_indices:
-            return {}
-        visible = ",".join(str(i) for i in self.gpu_indices)
-        return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "FERRY_GPU_TYPE": self.gpu_type or ""}
+        """What tells CUDA which devices this container owns (`gpu_environment`)."""
+        return gpu_environment(self.gpu_indices, self.gpu_type)
+
+
+def gpu_environment(indices: Sequence[int | str], gpu_type: str | None) -> dict[str, str]:
+    """What tells CUDA which devices a container owns: `indices` are NVML's, in PCI bus order;
+    CUDA numbers devices fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID. Empty without GPUs."""
+    if not indices:
+        return {}
+    visible = ",".join(str(i) for i in indices)
+    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "FERRY_GPU_TYPE": gpu_type or ""}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """An app whose images the nodes of a Ray cluster under FERRY_NODE_RUNTIME=auto make ready when
 it starts (tests/integration/test_cluster_node_prep.py): a sandbox node fetches the layers of
-its sandbox images, a GPU node builds the venv of its GPU function (GPU containers run as
-processes). Their containers run without pytest, so they live here."""
+its sandbox images, a GPU node builds the venv of its GPU function (a GPU container runs as a
+process where its GPUs have no device nodes, as on this machine). Their containers run without
+pytest, so they live here."""
 
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..base import gpu_environment
 from .node_layers import LayerReceiver
 
 PR_SET_PDEATHSIG = 1
@@ -58,6 +59,14 @@ def node_cache_dir() -> Path:
     path: Path = _config.get("node_cache")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _ray_gpu_ids() -> list[str]:
+    """Ray's ids of the GPUs it placed on this actor (indices, unless the node's
+    CUDA_VISIBLE_DEVICES named them otherwise when `ray start` ran)."""
+    import ray
+
+    return [str(i) for i in ray.get_gpu_ids()]
 
 
 def _die_with_parent(prctl: Any, parent: int) -> Any:
@@ -116,11 +125,12 @@ class ContainerAgent(LayerReceiver):
         await asyncio.to_thread(NodeImages(node_cache_dir()).put, blobs)
 
     async def node_runtime(self, setting: str, gpu: bool) -> dict[str, Any]:
-        """Which runtime this node gives the container under FERRY_NODE_RUNTIME=`setting`
-        (node_sandbox.py): {runtime, why, node_id}."""
+        """Which runtime this node gives the container (holding the GPUs Ray placed on this
+        actor, where `gpu`) under FERRY_NODE_RUNTIME=`setting` (node_sandbox.py): {runtime,
+        why, node_id}."""
         from .node_sandbox import node_runtime
 
-        return {**node_runtime(setting, gpu), "node_id": self._node_id()}
+        return {**node_runtime(setting, _ray_gpu_ids() if gpu else None), "node_id": self._node_id()}
 
     async def start(self, launch: dict[str, Any]) -> dict[str, Any]:
         """Build (or find) the container's image on this node and start the container; return
@@ -152,13 +162,8 @@ class ContainerAgent(LayerReceiver):
         })
         if launch.get("tls_fingerprint"):
             env["FERRY_TLS_FINGERPRINT"] = launch["tls_fingerprint"]
-        if launch.get("gpu_type"):
-            # Ray set CUDA_VISIBLE_DEVICES for this actor to the devices it placed on it
-            import ray
-
-            visible = ",".join(str(i) for i in ray.get_gpu_ids())
-            env.update({"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
-                        "FERRY_GPU_TYPE": launch["gpu_type"]})
+        if launch.get("gpu_type"):  # the devices Ray placed on this actor
+            env.update(gpu_environment(_ray_gpu_ids(), launch["gpu_type"]))
         else:
             env.pop("CUDA_VISIBLE_DEVICES", None)
         module = launch.get("entry_module") or "ferry._container"  # (a Sandbox's: its supervisor)
@@ -214,6 +219,8 @@ class ContainerAgent(LayerReceiver):
     async def _start_sandbox(self, launch: dict[str, Any], cache: Path, node_id: str) -> dict[str, Any]:
         from .node_sandbox import start_sandbox
 
+        if launch.get("gpu_type"):  # its devices bound in (node_runtime checked that each has its node)
+            launch = {**launch, "gpu_indices": [int(i) for i in _ray_gpu_ids()]}
         started = None
         if self.spares is not None and self.spares.can_serve(launch):  # a spare started ahead, if one waits
             started = await self.spares.claim(launch, cache, node_id, self._take_output, self._output.append)

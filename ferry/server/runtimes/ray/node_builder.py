@@ -50,14 +50,20 @@ class NodeBuilder(LayerReceiver):
     async def put_blobs(self, blobs: dict[str, bytes]) -> None:
         await asyncio.to_thread(self._images.put, blobs)
 
-    async def node_runtime(self, setting: str) -> dict[str, Any]:
-        """Which runtime this node gives a GPU-less container under FERRY_NODE_RUNTIME=`setting`
-        ({runtime, why}; `why` also where `sandbox` is asked and this node cannot)."""
-        from .node_sandbox import node_runtime, sandbox_unavailable_reason
+    async def node_runtime(self, setting: str, gpu: bool = False) -> dict[str, Any]:
+        """Which runtime this node gives a container under FERRY_NODE_RUNTIME=`setting`: one
+        without a GPU, or (`gpu`) one holding some of the node's GPUs, which Ray numbers from 0
+        unless the node's CUDA_VISIBLE_DEVICES named them when `ray start` ran (its containers
+        check their own). {runtime, why}; runtime None where `sandbox` is asked and this node
+        cannot."""
+        from .node_sandbox import gpu_devices_reason, node_runtime, sandbox_unavailable_reason
 
-        if setting == "sandbox" and sandbox_unavailable_reason() is not None:
-            return {"runtime": None, "why": sandbox_unavailable_reason()}
-        return node_runtime(setting, False)
+        gpu_ids = [str(i) for i in range(_node_gpu_count())] if gpu else None
+        if setting == "sandbox":
+            reason = sandbox_unavailable_reason() or (gpu_devices_reason(gpu_ids) if gpu_ids is not None else None)
+            if reason is not None:
+                return {"runtime": None, "why": reason}
+        return node_runtime(setting, gpu_ids)
 
     async def release(self) -> None:
         """Let go of the layers received (marked used now)."""
@@ -92,3 +98,14 @@ class NodeBuilder(LayerReceiver):
         self._has_events.clear()
         taken, self._events = self._events, []
         return taken
+
+
+def _node_gpu_count() -> int:
+    """How many GPUs this node declared to Ray."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == here:
+            return int((node.get("Resources") or {}).get("GPU", 0))
+    return 0

@@ -7,7 +7,9 @@ network through pasta, never the node's loopback; cpu=/memory= as cgroup limits)
                     the node has: a sandbox where the agent is root and bubblewrap and pasta
                     are installed (`auto`, `sandbox`), else the process runtime (`auto`,
                     `process`); `sandbox` on a node without them fails the start naming what
-                    to install
+                    to install. A GPU container is a sandbox where, besides, each GPU Ray placed
+                    on it has its device node (`/dev/nvidia<id>`): it gets those devices and the
+                    node's driver bound in, as on one machine (sandbox/gpu.py)
     the image       its layers, unpacked in the node's cache (node_layers.py), read-only under a
                     writable layer in `$FERRY_NODE_CACHE/sandboxes/<agent pid>-<container id>`
                     (deleted when the container ends, or, if its agent was killed, by the next
@@ -35,14 +37,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ferry
 
 from ...._protocol import TCP, TLS, TLS_UNIX, UNIX, parse_address
 from ....exception import ExecutionError, InvalidError
+from ..base import gpu_environment
 from ..cgroups import Cgroup, CgroupLimits, cgroups_unavailable_reason
 from ..sandbox.bwrap import DEFAULT_PATH, BindMount, SandboxSpec, check_sandbox_support, launch_async
+from ..sandbox.gpu import gpu_access
 from ..sandbox.ids import chown_to_sandbox_root, ensure_shifted
 from ..sandbox.network import pasta_unavailable_reason
 from .node_layers import NodeLayers
@@ -65,17 +69,34 @@ def sandbox_unavailable_reason() -> str | None:
     return pasta_unavailable_reason()
 
 
-def node_runtime(setting: str, gpu: bool) -> dict[str, Any]:
+def gpu_devices_reason(gpu_ids: Sequence[object], dev_root: Path = Path("/dev")) -> str | None:
+    """Why a sandbox on this node cannot be given the GPUs Ray calls `gpu_ids` (`ray.get_gpu_ids()`
+    of a container's agent, or a node's every GPU), or None: each must be an index whose device
+    node (`/dev/nvidia<index>`) exists, as an NVIDIA driver makes them."""
+    if not gpu_ids:
+        return "Ray placed no GPU device on it"
+    for gpu_id in gpu_ids:
+        if not str(gpu_id).isdigit():
+            return f"Ray names its GPU {gpu_id!r}, not by index, so its device node is unknown"
+        node = dev_root / f"nvidia{gpu_id}"
+        if not node.exists():
+            return (f"this node has no {node} for GPU {gpu_id} (Ray's id): its GPUs are declared to Ray "
+                    "(e.g. with --num-gpus) but no NVIDIA driver shows them")
+    return None
+
+
+def node_runtime(setting: str, gpu_ids: Sequence[object] | None = None) -> dict[str, Any]:
     """`{"runtime": "sandbox" | "process", "why": ...}` for a container on this node under
-    FERRY_NODE_RUNTIME=`setting`; `why` says why an `auto` node runs it as a process. Raises
-    InvalidError where `sandbox` is asked and this node cannot."""
+    FERRY_NODE_RUNTIME=`setting`, holding the GPUs Ray calls `gpu_ids` (None: no GPU); `why`
+    says why an `auto` node runs it as a process. Raises InvalidError where `sandbox` is asked
+    and this node cannot."""
     if setting not in NODE_RUNTIMES:
         raise InvalidError(f"FERRY_NODE_RUNTIME={setting!r}: use one of {', '.join(NODE_RUNTIMES)}.")
     if setting == "process":
         return {"runtime": "process", "why": None}
     reason = sandbox_unavailable_reason()
-    if reason is None and gpu:
-        reason = "GPU containers do not run in sandboxes on nodes yet"
+    if reason is None and gpu_ids is not None:  # its own GPUs' device nodes, bound in (sandbox/gpu.py)
+        reason = gpu_devices_reason(gpu_ids)
     if reason is None:
         return {"runtime": "sandbox", "why": None}
     if setting == "sandbox":
@@ -233,17 +254,27 @@ async def sandbox_spec(launch: dict[str, Any], cache: Path, node_id: str, scratc
                        spare_fd: int | None = None, binds: tuple[BindMount, ...] = (),
                        env: dict[str, str] | None = None) -> SandboxSpec:
     """The sandbox of `launch`'s container (or, with `spare_fd`, of a spare for it) whose
-    writable layer and relay socket are in `scratch`; `binds` and `env` are its volumes'."""
+    writable layer and relay socket are in `scratch`; `binds` and `env` are its volumes'. A
+    container holding GPUs (`gpu_indices`: Ray's ids of its devices) gets their device nodes and
+    the node's driver, nothing else (sandbox/gpu.py)."""
     manifest = launch["sandbox"]
     layers = await asyncio.to_thread(NodeLayers(cache).paths, manifest)
     mounts = [BindMount(Path(ferry.__file__).parent, f"{FERRY_PACKAGE_DIR}/ferry")]
     mounts += await asyncio.to_thread(_binds_of_mounts, manifest, cache)
     mounts += [*binds, BindMount(scratch / "control.sock", CONTROL_SOCKET)]
     module = (launch.get("entry_module") or "ferry._container") if spare_fd is None else SPARE_MODULE
+    environment = container_env(manifest, launch, node_id, spare_fd=spare_fd, extra=env)
+    devices: list[str] = []
+    if launch.get("gpu_indices"):
+        access = await asyncio.to_thread(gpu_access, tuple(launch["gpu_indices"]))
+        devices = access.devices
+        mounts += [BindMount(host, inside) for host, inside in access.binds]
+        environment.update(access.environment(environment["PATH"]))
+        environment.update(gpu_environment(launch["gpu_indices"], launch.get("gpu_type")))
     return SandboxSpec(
         layers=layers, argv=[manifest["python"], "-m", module],
-        upper_dir=scratch / "upper", work_dir=scratch / "work", binds=mounts,
-        env=container_env(manifest, launch, node_id, spare_fd=spare_fd, extra=env),
+        upper_dir=scratch / "upper", work_dir=scratch / "work", binds=mounts, env=environment,
+        devices=devices,
         cwd=manifest.get("workdir") or "/root", network="none" if launch.get("block_network") else "pasta",
         network_ready_env=None if launch.get("block_network") else "FERRY_NETWORK_READY_FD",
         inherit_fds=() if spare_fd is None else (spare_fd,),

@@ -13,7 +13,9 @@ plane side): when an app starts (`app.create`) or `ferry image build` runs, the 
                  sandbox node: the image's layers (built on the control plane,
                    node_layers.SandboxImages) and add_local_* files it lacks, sent and
                    unpacked as for a container's start, shown as one step
-                   (`fetch image layers on node 1a2b3c4d`)
+                   (`fetch image layers on node 1a2b3c4d`); a node that gives GPU-less
+                   containers a sandbox and GPU containers a process (no device nodes for its
+                   GPUs) does both
     the wait   for every node's build, as on one machine for the local build; a failed step
                fails it with the step's error. A node whose builder does not answer within
                REACH_SECONDS, or that dies while it builds (Ray says so: its health checks),
@@ -152,24 +154,30 @@ class NodeBuilds:
         forward = _forwarder(recipe["key"], node, emit)
         started = asyncio.get_running_loop().time()
         try:
-            try:  # placed, answering
+            try:  # placed, answering; which runtime it gives the image's containers, with GPUs or without
                 if self.sandboxes is not None:
-                    choice = await asyncio.wait_for(actor.node_runtime.remote(self.node_runtime), REACH_SECONDS)
+                    choices = {gpu: await asyncio.wait_for(actor.node_runtime.remote(self.node_runtime, gpu),
+                                                           REACH_SECONDS) for gpu in sorted(gpus)}
                 else:
-                    choice = {"runtime": "process"}
+                    choices = {gpu: {"runtime": "process", "why": None} for gpu in gpus}
                     await asyncio.wait_for(actor.missing_blobs.remote(recipe), REACH_SECONDS)
             except asyncio.TimeoutError:
                 raise NodeLeftOut(f"its builder did not answer within {REACH_SECONDS:.0f} s") from None
-            if choice["runtime"] != "process" and False in gpus:  # its GPU-less containers: sandboxes
-                await self._fetch(actor, recipe, node, choice, forward)
-            if choice["runtime"] != "process" and (True not in gpus or self.node_runtime == "sandbox"):
-                return  # (GPU containers run as processes, with a venv, but not under `sandbox`)
+            if any(choice["runtime"] == "sandbox" for choice in choices.values()):
+                await self._fetch(actor, recipe, node, forward)
+            for gpu, choice in choices.items():
+                if choice["runtime"] is None:  # FERRY_NODE_RUNTIME=sandbox on a node that cannot
+                    raise NodeCannotRun(f"FERRY_NODE_RUNTIME=sandbox, and this node cannot run "
+                                        f"{'its GPU containers' if gpu else 'its containers'} in sandboxes "
+                                        f"({choice['why']}); those that Ray places there fail to start")
+            processes = [choice for choice in choices.values() if choice["runtime"] == "process"]
+            if not processes:
+                return
             step = rootfs_step(recipe) if self.sandboxes is not None else None
             if step is not None:
                 raise NodeCannotRun(f"its step {step} needs an image root filesystem, which only sandbox nodes "
                                     f"give, and this node runs its containers as processes "
-                                    f"({choice['why'] or 'GPU containers run as processes on nodes'}); those "
-                                    "containers fail to start there")
+                                    f"({processes[0]['why']}); those containers fail to start there")
             await send_image_files(actor, recipe, self.read_blob)
             build = asyncio.ensure_future(actor.build.remote(recipe, self.step_timeout))
             await self._forward_events(actor, build, forward)
@@ -189,16 +197,13 @@ class NodeBuilds:
         log.warning("image %s %s on node %s in %.1f s", recipe["key"][:12],
                     "built" if result["built"] else "found", node[:8], took)
 
-    async def _fetch(self, actor: Any, recipe: dict[str, Any], node: str, choice: dict[str, Any],
-                     forward: Emit) -> None:
+    async def _fetch(self, actor: Any, recipe: dict[str, Any], node: str, forward: Emit) -> None:
         """A sandbox node receives the image's layers and files it lacks, as for a container's
-        start (node_layers.SandboxImages.send), shown as one step."""
+        start (node_layers.SandboxImages.send), shown as one step (the layers are built here
+        first, if no GPU-less function's start built them)."""
         import ray.exceptions
 
         assert self.sandboxes is not None
-        if choice["runtime"] is None:  # FERRY_NODE_RUNTIME=sandbox on a node without sandboxes
-            raise NodeCannotRun(f"FERRY_NODE_RUNTIME=sandbox, and this node cannot run sandboxes ({choice['why']}); "
-                                "its containers that Ray places there fail to start")
         forward({"event": "plan", "labels": ["fetch image layers"], "key": ""})
         forward({"event": "step", "index": 0, "state": "building", "seconds": None})
         started = asyncio.get_running_loop().time()

@@ -28,6 +28,10 @@ class GPUAccess:
     binds: list[tuple[Path, str]] = field(default_factory=list)   # host file -> container path
     env: dict[str, str] = field(default_factory=dict)
 
+    def environment(self, path: str) -> dict[str, str]:
+        """The variables that find the driver's libraries and tools, `path` being the sandbox's PATH."""
+        return {**self.env, "PATH": f"{BIN_DIR}:{path}"}
+
 
 def _ldconfig_libraries(ldconfig_output: str | None) -> dict[str, Path]:
     """Driver libraries known to the host's loader: soname -> file."""

@@ -37,7 +37,6 @@ from ..process import ProcessHandle, _pump
 from .snapshots import SandboxSnapshots
 from .spares import Spares, spares_can_serve
 from .bwrap import DEFAULT_PATH, BindMount, SandboxSpec, launch_async, signal_command
-from .gpu import BIN_DIR as GPU_BIN_DIR
 from .gpu import gpu_access
 from .ids import chown_to_sandbox_root, ensure_shifted
 from .network import end_leftover_pastas, pasta_unavailable_reason
@@ -133,8 +132,7 @@ class SandboxRuntime(Runtime):
             access = gpu_access(spec.gpu_indices)
             devices = access.devices
             binds += [BindMount(host, inside) for host, inside in access.binds]
-            env.update(access.env)
-            env["PATH"] = f"{GPU_BIN_DIR}:{env.get('PATH', DEFAULT_PATH)}"
+            env.update(access.environment(env.get("PATH", DEFAULT_PATH)))
             env.update(spec.gpu_env())
         pythonpath = [FERRY_PACKAGE_DIR, "/root", *filter(None, image.env.get("PYTHONPATH", "").split(":"))]
         env.update({
