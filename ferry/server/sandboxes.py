@@ -269,10 +269,6 @@ class SandboxService:
             raise InvalidError(f"Sandbox timeout must be between 1 and {MAX_TIMEOUT} seconds (24 h), got {timeout}.")
         tags = _tags(args.get("tags") or {})
         workdir = _path(args.get("workdir"), "workdir")
-        if (args["definition"].get("config") or {}).get("gpu") and parts.runtime.name == "ray":  # (before its image)
-            raise NotImplementedError("Sandboxes with gpu= on the ray runtime are not built yet (functions with "
-                                      "gpu= are): create it without gpu=, or run the server with the sandbox or "
-                                      "process runtime.")
         sandbox_id = "sb-" + secrets.token_hex(8)
         definition = await parts.prepare(sandbox_id, args["definition"], conn, args.get("progress_id"))
         config = definition.get("config") or {}

@@ -170,6 +170,15 @@ def test_a_gpu_function_lands_on_the_node_with_that_gpu(ray_server, cluster):
     assert place["gpu"] == "T4" and place["visible"] == "0" and place["order"] == "PCI_BUS_ID"
 
 
+def test_a_sandbox_with_a_gpu_lands_on_the_node_with_that_gpu(ray_server, cluster):
+    with app.run(show_logs=False):
+        sb = ferry.Sandbox.create("sh", "-c", 'echo "$FERRY_GPU_TYPE $CUDA_VISIBLE_DEVICES $FERRY_NODE_CACHE"',
+                                  gpu="T4", app=app, timeout=300)
+        sb.wait()
+        shown = sb.stdout.read().split()
+    assert sb.returncode == 0 and shown == ["T4", "0", str(cluster.nodes["gpu"].cache)]
+
+
 def test_a_gpu_no_node_has_warns_and_its_calls_fail_fast_naming_the_cluster_gpus(ray_server, capsys):
     with app.run(show_logs=False):
         assert "Warning: on_b200 asks for gpu='B200'" in capsys.readouterr().err
