@@ -98,8 +98,10 @@ class Cluster:
             env["FERRY_NODE_CACHE"] = str(cache)
         return env
 
-    def start_node(self, name: str, *extra: str, head: bool = False, env: dict[str, str] | None = None) -> None:
-        """Start node `name` (`ray start` options `extra`; `env`: more of its environment)."""
+    def start_node(self, name: str, *extra: str, head: bool = False, env: dict[str, str] | None = None,
+                   wrap: tuple[str, ...] = ()) -> None:
+        """Start node `name` (`ray start` options `extra`; `env`: more of its environment; `wrap`:
+        the command `ray start` runs under, e.g. `unshare --user` for a node that is not root)."""
         cache = self.root / f"cache-{name}"
         base = 10000 + secrets.randbelow(9000)  # below the ephemeral ports that _free_port hands out
         ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
@@ -110,7 +112,7 @@ class Cluster:
                   "--ray-client-server-port", str(free_port())] if head else ["--address", self.address])
         log = open(self.root / f"{name}.log", "ab")
         process = subprocess.Popen(
-            [RAY, "start", "--block", *where, "--node-ip-address", "127.0.0.1", "--temp-dir",
+            [*wrap, RAY, "start", "--block", *where, "--node-ip-address", "127.0.0.1", "--temp-dir",
              str(self.root / f"ray-{name}"), "--disable-usage-stats", *ports, *extra],
             env={**self.env(cache), **(env or {})}, stdout=log, stderr=log, start_new_session=True)
         self.nodes[name] = Node(name, process, cache)
@@ -152,16 +154,18 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-",
-               env: dict[str, dict[str, str]] | None = None) -> Iterator[Cluster]:
+def cluster_of(*nodes: tuple[str, ...], prefix: str = "ferry-ray-", env: dict[str, dict[str, str]] | None = None,
+               wrap: dict[str, tuple[str, ...]] | None = None) -> Iterator[Cluster]:
     """A cluster of `nodes`, each a name then its `ray start` arguments (the first is the head;
-    `env`: more of a node's environment, by its name), under a new directory of /tmp (short:
-    Ray's socket paths); stopped and removed afterwards."""
+    `env`: more of a node's environment, `wrap`: the command its `ray start` runs under, by its
+    name), under a new directory of /tmp (short: Ray's socket paths); stopped and removed
+    afterwards."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     cluster = Cluster(root=root, address=f"127.0.0.1:{free_port()}", token=secrets.token_hex(32))
     try:
         for index, (name, *arguments) in enumerate(nodes):
-            cluster.start_node(name, *arguments, head=index == 0, env=(env or {}).get(name))
+            cluster.start_node(name, *arguments, head=index == 0, env=(env or {}).get(name),
+                               wrap=(wrap or {}).get(name, ()))
             if index == 0:
                 cluster.wait_for_nodes(1)
         cluster.wait_for_nodes(len(nodes))
@@ -190,14 +194,15 @@ def ray_server_of(home: Path, cluster: Cluster, node_runtime: str = "process",
 
 
 def module_cluster(*nodes: tuple[str, ...], prefix: str = "ferry-ray-", env: dict[str, dict[str, str]] | None = None,
-                   node_runtime: str = "process", server_env: dict[str, str] | None = None) -> tuple[Any, Any]:
+                   node_runtime: str = "process", server_env: dict[str, str] | None = None,
+                   wrap: dict[str, tuple[str, ...]] | None = None) -> tuple[Any, Any]:
     """A test module's `cluster` and `ray_server` fixtures (module-scoped): `cluster_of(nodes)`
     and `ray_server_of` it, with FERRY_NODE_RUNTIME=`node_runtime` and `server_env`."""
     import pytest
 
     @pytest.fixture(scope="module")
     def cluster() -> Iterator[Cluster]:
-        with cluster_of(*nodes, prefix=prefix, env=env) as made:
+        with cluster_of(*nodes, prefix=prefix, env=env, wrap=wrap) as made:
             yield made
 
     @pytest.fixture(scope="module")
