@@ -43,6 +43,11 @@ def _clean(text: str) -> str:
     return _CONTROL.sub("", text.rstrip("\r\n").rsplit("\r", 1)[-1]).expandtabs(4)
 
 
+def _base(image: str) -> str:
+    """The image key of an event's `image` (a Ray node's build of it is `<key>@<node>`)."""
+    return image.split("@", 1)[0]
+
+
 @dataclass
 class _Step:
     """A step being built, as the live block shows it."""
@@ -111,6 +116,8 @@ class BuildDisplay:
         index = int(event.get("index", 0))
         label = labels[index] if index < len(labels) else f"step {index + 1}"
         where = f"[{index + 1}/{len(labels)}]" if labels else f"[{index + 1}]"
+        if self._others_building(image):  # several images at once (a Ray cluster's app start): say whose
+            where = f"{_base(image)[:12]} {where}"
         if kind == "log":
             line = _clean(str(event.get("text", "")))
             self._logs.setdefault((image, index), deque(maxlen=FAILURE_LINES)).append(line)
@@ -154,6 +161,10 @@ class BuildDisplay:
                     self.console.print(f"  Full output: {event['log']}", markup=False)
                 elif key:
                     self.console.print(f"  Full output: ferry image logs {key}", markup=False)
+
+    def _others_building(self, image: str) -> bool:
+        """Whether a step of another image (not only another node's build of this one) is building."""
+        return any(_base(other) != _base(image) for other, _ in self._steps.active)
 
     def _announce(self, image: str) -> None:
         if image in self._announced:

@@ -90,3 +90,28 @@ def test_a_node_build_names_its_log_on_the_node_and_a_node_left_out_is_a_warning
     assert "Full output: $FERRY_NODE_CACHE/images/venvs/k.logs/0.log on node 1a2b3c4d" in text, text
     assert "ferry image logs" not in text
     assert "Warning: Image im was not built ahead on node 5e6f7a8b: lost" in text, text
+
+
+def test_steps_of_images_building_at_once_name_their_image():
+    """A Ray cluster's app start builds its images at once: a step line says whose it is while
+    another image builds, and not when only other nodes' builds of the same image do."""
+    display, out = _display(terminal=False)
+    other = "9c01b7d4e5f6a7b8c9d0"
+    for image, key in ((f"{KEY}@node1", "venv1"), (f"{KEY}@node2", "venv2"), (f"{other}@node1", "venv3")):
+        display({"image": image, "event": "plan", "labels": ["pip_install('six')"], "key": key})
+    display({"image": f"{KEY}@node1", "event": "step", "index": 0, "state": "building"})
+    display({"image": f"{KEY}@node2", "event": "step", "index": 0, "state": "building"})
+    display({"image": f"{other}@node1", "event": "step", "index": 0, "state": "building"})
+    display({"image": f"{KEY}@node1", "event": "step", "index": 0, "state": "built", "seconds": 1.0})
+    display({"image": f"{KEY}@node2", "event": "step", "index": 0, "state": "built", "seconds": 1.0})
+    display({"image": f"{other}@node1", "event": "step", "index": 0, "state": "built", "seconds": 2.0})
+    display.close()
+    steps = [line for line in out.getvalue().splitlines() if not line.startswith("Building image")]
+    assert steps == [
+        "  • [1/1] pip_install('six')",
+        "  • [1/1] pip_install('six')",
+        f"  • {other[:12]} [1/1] pip_install('six')",
+        f"  ✓ {KEY[:12]} [1/1] pip_install('six') (1.0 s)",
+        f"  ✓ {KEY[:12]} [1/1] pip_install('six') (1.0 s)",
+        "  ✓ [1/1] pip_install('six') (2.0 s)",
+    ]

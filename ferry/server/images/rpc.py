@@ -11,6 +11,7 @@ as `image` pushes with the request's `progress_id`, so a failing build creates n
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
@@ -32,8 +33,8 @@ def _emitter(conn: Connection, progress_id: str | None, image_key: str) -> Any:
 
 async def build_functions(server: "Server", functions: list[dict], conn: Connection,
                           progress_id: str | None) -> list[dict]:
-    """Build every distinct image of `functions` (in order); returns the specs with image
-    secrets stored by name."""
+    """Build every distinct image of `functions` (in order; on the ray runtime all at once,
+    each on its nodes); returns the specs with image secrets stored by name."""
     images = server.images
     chosen = []
     for spec in functions:
@@ -47,7 +48,7 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
         if spec["definition"].get("image") is not None:
             configs.setdefault(spec["definition"]["image"]["key"], []).append(spec["definition"].get("config") or {})
     result = []
-    built: set[str] = set()
+    distinct: dict[str, dict] = {}  # steps marked force_build are rebuilt with those after them
     for spec in chosen:
         definition = spec["definition"]
         wire = definition.get("image")
@@ -55,10 +56,20 @@ async def build_functions(server: "Server", functions: list[dict], conn: Connect
             result.append(spec)
             continue
         wire = images.resolve_secrets(wire, spec["tag"])
-        if wire["key"] not in built:  # steps marked force_build are rebuilt with those after them
-            await images.build(wire, emit=_emitter(conn, progress_id, wire["key"]), configs=configs[wire["key"]])
-            built.add(wire["key"])
+        distinct.setdefault(wire["key"], wire)
         result.append({**spec, "definition": {**definition, "image": wire}})
+
+    async def build(wire: dict) -> None:
+        await images.build(wire, emit=_emitter(conn, progress_id, wire["key"]), configs=configs[wire["key"]])
+
+    if server.runtime.name == "ray":  # its nodes build every image at once; the first failure, in order
+        outcomes = await asyncio.gather(*map(build, distinct.values()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    else:
+        for wire in distinct.values():
+            await build(wire)
     return result
 
 
