@@ -177,7 +177,8 @@ class NodeBuilds:
             if step is not None:
                 raise NodeCannotRun(f"its step {step} needs an image root filesystem, which only sandbox nodes "
                                     f"give, and this node runs its containers as processes "
-                                    f"({processes[0]['why']}); those containers fail to start there")
+                                    f"({processes[0]['why'] or 'FERRY_NODE_RUNTIME=process'}); those containers "
+                                    "fail to start there")
             await send_image_files(actor, recipe, self.read_blob)
             build = asyncio.ensure_future(actor.build.remote(recipe, self.step_timeout))
             await self._forward_events(actor, build, forward)
