@@ -174,6 +174,13 @@ def test_mounted_local_files_change_without_a_rebuild(on_sandbox: ServerProcess)
         assert image_steps.read_live.remote() == "second version"
 
 
+def test_local_files_mounted_inside_a_mounted_directory(on_sandbox: ServerProcess) -> None:
+    with image_steps.nested_app.run(show_logs=False):
+        seen = image_steps.read_nested.remote()
+    assert seen == {"outer": "outer", "inner": ["__init__.py", "helpers.py", "requirements.txt"],
+                    "file": "six==1.16.0"}
+
+
 def test_copied_local_files_are_part_of_the_cache_key() -> None:
     directory = image_steps.MOUNT_DIR
     (directory / "live.txt").write_text("one")

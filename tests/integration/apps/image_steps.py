@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ferry
 
@@ -96,6 +97,25 @@ mounts_app = ferry.App("test-images-mounts", image=mounted_only)
 @mounts_app.function()
 def read_live() -> str:
     return Path("/mnt/live/live.txt").read_text()
+
+
+# a directory, a directory inside it and a file inside that: each seen where it was put
+OUTER_DIR = Path(tempfile.mkdtemp(prefix="ferry-image-outer-"))
+atexit.register(shutil.rmtree, OUTER_DIR, True)
+(OUTER_DIR / "outer.txt").write_text("outer")
+(OUTER_DIR / "pkgdemo").mkdir()
+(OUTER_DIR / "pkgdemo" / "hidden.txt").write_text("hidden by the inner directory")
+nested = (ferry.Image.debian_slim(python_version="3.11")
+          .add_local_dir(OUTER_DIR, remote_path="/mnt/outer")
+          .add_local_dir(FILES / "pkgdemo", remote_path="/mnt/outer/pkgdemo")
+          .add_local_file(FILES / "requirements.txt", remote_path="/mnt/outer/pkgdemo/requirements.txt"))
+nested_app = ferry.App("test-images-nested-mounts", image=nested)
+
+
+@nested_app.function()
+def read_nested() -> dict[str, Any]:
+    return {"outer": Path("/mnt/outer/outer.txt").read_text(), "inner": sorted(os.listdir("/mnt/outer/pkgdemo")),
+            "file": Path("/mnt/outer/pkgdemo/requirements.txt").read_text().strip()}
 
 
 # -- imports that exist only in the image --------------------------------------------------

@@ -166,6 +166,38 @@ def test_read_only_bind_can_be_read_not_written(rootfs: Path, tmp_path: Path) ->
     assert (rw / "out.txt").read_text() == "written"
 
 
+def test_binds_inside_a_read_only_directory_bind(rootfs: Path, tmp_path: Path) -> None:
+    """add_local_dir at /app with another directory at /app/data and a file at /app/conf/x.json
+    inside it: each is seen where it was put, the outer directory's own files as they are (a
+    symlink still a symlink, resolved inside the sandbox), nothing writable, no host directory
+    changed."""
+    app, data, conf = tmp_path / "app", tmp_path / "data", tmp_path / "x.json"
+    (app / "conf").mkdir(parents=True)
+    (app / "main.py").write_text("main")
+    (app / "conf" / "other.json").write_text("other")
+    (app / "conf" / "x.json").write_text("replaced by the file bind")
+    (app / "passwd").symlink_to("/etc/passwd")  # the sandbox's, not the host's
+    data.mkdir()
+    (data / "rows.csv").write_text("rows")
+    conf.write_text("bound file")
+    code = (
+        "import os\n"
+        "print(open('/app/main.py').read(), open('/app/data/rows.csv').read().replace(' ', '_'),\n"
+        "      open('/app/conf/x.json').read().replace(' ', '_'), open('/app/conf/other.json').read(),\n"
+        "      os.readlink('/app/passwd'), open('/app/passwd').read() == open('/etc/passwd').read())\n"
+        "for path in ('/app/new.txt', '/app/conf/new.txt', '/app/data/new.txt'):\n"
+        "    try:\n        open(path, 'w')\n    except OSError as e:\n        print(e.errno)\n"
+    )
+    binds = [BindMount(app, "/app", True), BindMount(data, "/app/data", True), BindMount(conf, "/app/conf/x.json", True)]
+    result = run(python(rootfs, code, binds=binds))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["main", "rows", "bound_file", "other", "/etc/passwd", "True"]
+    assert lines[1:] == ["30", "30", "30"], lines  # EROFS
+    assert sorted(p.name for p in app.iterdir()) == ["conf", "main.py", "passwd"]  # no mount point made
+    assert sorted(p.name for p in (app / "conf").iterdir()) == ["other.json", "x.json"]
+
+
 def test_tmp_is_private(rootfs: Path, tmp_path: Path) -> None:
     assert str(tmp_path).startswith("/tmp/")
     code = (

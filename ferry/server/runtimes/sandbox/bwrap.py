@@ -226,11 +226,7 @@ def build_bwrap_argv(spec: SandboxSpec, *, bwrap: str = "bwrap", env_fd: int | N
     for device in spec.devices:
         argv += ["--dev-bind", device, device]
     paths = list(sources) if sources is not None else [b.host_path for b in spec.binds]
-    # Parents before children, so that a bind on /a does not hide one on /a/b.
-    order = sorted(range(len(spec.binds)), key=lambda i: len(PurePosixPath(spec.binds[i].container_path).parts))
-    for index in order:
-        bind = spec.binds[index]
-        argv += ["--ro-bind" if bind.read_only else "--bind", str(paths[index]), bind.container_path]
+    argv += _bind_args(spec.binds, paths)
     argv += ["--cap-drop", "ALL"]
     for capability in spec.capabilities:
         argv += ["--cap-add", capability]
@@ -257,6 +253,49 @@ class LaunchFds(NamedTuple):
     ready: int
     go: int
     resolv: int | None = None
+
+
+def _bind_args(binds: Sequence[BindMount], sources: Sequence[Path]) -> list[str]:
+    """bwrap's arguments for `binds` (`sources`: where bwrap finds each one's host path),
+    parents before children so that a bind on /a does not hide one on /a/b.
+
+    A read-only directory with other binds inside it is bound entry by entry, on a tmpfs made
+    read-only once they are all in place, down the path to each of them, since bwrap could not
+    make their mount points inside it; its symlinks stay symlinks, read as they are inside the
+    sandbox. (A read-write one, a volume, is bound whole: its mount points go into it.)"""
+    ops: list[tuple[str, list[str]]] = []  # (container path, arguments)
+    frozen: list[str] = []  # the tmpfs directories, made read-only last
+
+    def add(host: Path, source: Path, inside: str, read_only: bool) -> None:
+        nested = [b.container_path for b in binds if _strictly_under(b.container_path, inside)]
+        if not (read_only and nested and host.is_dir() and not host.is_symlink()):
+            ops.append((inside, ["--ro-bind" if read_only else "--bind", str(source), inside]))
+            return
+        ops.append((inside, ["--perms", "0755", "--tmpfs", inside]))
+        frozen.append(inside)
+        for entry in sorted(os.listdir(host)):
+            path = f"{inside.rstrip('/')}/{entry}"
+            if path in nested:  # another bind takes its place
+                continue
+            if (host / entry).is_symlink():
+                ops.append((path, ["--symlink", os.readlink(host / entry), path]))
+            elif any(_strictly_under(n, path) for n in nested):
+                add(host / entry, source / entry, path, read_only)
+            else:
+                ops.append((path, ["--ro-bind", str(source / entry), path]))
+
+    for bind, source in zip(binds, sources):
+        add(bind.host_path, Path(source), bind.container_path, bind.read_only)
+    argv: list[str] = []
+    for _, args in sorted(ops, key=lambda op: len(PurePosixPath(op[0]).parts)):
+        argv += args
+    for inside in frozen:
+        argv += ["--remount-ro", inside]
+    return argv
+
+
+def _strictly_under(path: str, parent: str) -> bool:
+    return PurePosixPath(parent) in PurePosixPath(path).parents
 
 
 def staged_binds(spec: SandboxSpec) -> list[Path | None]:
