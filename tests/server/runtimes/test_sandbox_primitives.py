@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -565,6 +566,42 @@ def test_pasta_network_reaches_out_not_the_host_loopback(rootfs: Path, host_loop
     assert lines[1:3] == ["ConnectionRefusedError", "ConnectionRefusedError"]  # its own loopback
     assert lines[3] == "True"  # DNS works
     assert eval(lines[4]) == resolv_conf()[0].split()
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+def test_a_setup_failure_is_reported_by_bwrap_not_hidden_by_pasta(rootfs: Path, tmp_path: Path, on_loop: bool,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox whose command starts while pasta connects its network (`network_ready_env`)
+    fails to mount (a file bound over a directory) before pasta has connected (held back here):
+    the launch reports the sandbox's own exit and bwrap's message, not pasta's failure to find
+    the network namespace that went with it."""
+    from ferry.server.runtimes.sandbox import bwrap
+
+    start, start_async = bwrap.PastaNetwork.start, bwrap.PastaNetwork.start_async
+
+    def late(pid: int, forward_dns: bool) -> Any:
+        time.sleep(1.0)
+        return start(pid, forward_dns)
+
+    async def late_async(pid: int, forward_dns: bool) -> Any:
+        await asyncio.sleep(1.0)
+        return await start_async(pid, forward_dns)
+
+    monkeypatch.setattr(bwrap.PastaNetwork, "start", staticmethod(late))
+    monkeypatch.setattr(bwrap.PastaNetwork, "start_async", staticmethod(late_async))
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    spec = python(rootfs, "print('never')", network="pasta", network_ready_env="NETWORK_READY_FD",
+                  binds=[BindMount(not_a_directory, "/usr")])
+
+    async def on_the_loop() -> tuple[int, bytes]:
+        process = await launch_async(spec, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = await process.communicate()
+        return process.returncode or 0, err
+
+    code, err = asyncio.run(on_the_loop()) if on_loop else (lambda r: (r.returncode, r.stderr.encode()))(run(spec))
+    assert code != 0
+    assert b"bwrap: Can't create file at /usr" in err and b"pasta" not in err, err
 
 
 def test_pasta_ends_with_its_sandbox(rootfs: Path) -> None:

@@ -50,6 +50,7 @@ import signal
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -579,7 +580,12 @@ class _Prepared:
                 raise ExecutionError(self._late())
             if not self._mapped(pid):
                 return None
-            network = PastaNetwork.start(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            try:
+                network = PastaNetwork.start(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            except (ExecutionError, OSError):  # (OSError: its /proc entry went too)
+                if _ended_meanwhile(pid):  # (its namespace went with it): its stderr and exit code say why
+                    return None
+                raise
             self._connected()
             return network
         finally:
@@ -599,7 +605,12 @@ class _Prepared:
                 loop.remove_reader(self._ready_r)
             if not self._mapped(pid):
                 return None
-            network = await PastaNetwork.start_async(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            try:
+                network = await PastaNetwork.start_async(pid, self.forward_dns) if self.spec.network == "pasta" else None
+            except (ExecutionError, OSError):
+                if await asyncio.to_thread(_ended_meanwhile, pid):  # its stderr and exit code say why
+                    return None
+                raise
             self._connected()
             return network
         finally:
@@ -631,6 +642,22 @@ class _Prepared:
 
     def _go(self) -> None:
         _write(self._go_w, b"go\n")
+
+
+def _ended_meanwhile(pid: int, wait: float = 1.0) -> bool:
+    """Whether the launcher `pid` (a child of ours) has exited, or does within `wait` seconds:
+    a sandbox whose setup failed (bwrap could not mount something) ends while pasta connects
+    it, and pasta's error would hide bwrap's. Leaves it to be reaped by whoever waits for it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # already reaped
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _write(fd: int, data: bytes) -> None:
