@@ -56,6 +56,18 @@ def on_t4() -> dict[str, Any]:
 
 
 
+t4_gate = ferry.Dict.from_name("test-cluster-t4-gate", create_if_missing=True)
+
+
+@app.function(gpu="T4", max_containers=1, retries=0)
+def t4_gated(x: int) -> tuple[int, str | None]:
+    """Input 0 at once; the others once the gate is open."""
+    deadline = time.monotonic() + 300
+    while x > 0 and "open" not in t4_gate and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return x, os.environ.get("FERRY_NODE_CACHE")
+
+
 @app.function(cpu=8)
 def too_big() -> None:
     return None
@@ -317,7 +329,7 @@ def test_containers_reach_a_tls_server_and_die_with_it(cluster, tmp_path, monkey
 
 
 def test_a_node_killed_mid_map_loses_no_output_and_repeats_none(ray_server, cluster):
-    """Last: it kills node w1 (retries=0, so an input lost as a crash would fail the map)."""
+    """Last but one: it kills node w1 (retries=0, so an input lost as a crash would fail the map)."""
     victim = cluster.nodes["w1"]
     seen: list[int] = []
     caches: list[str | None] = []
@@ -340,3 +352,27 @@ def test_a_node_killed_mid_map_loses_no_output_and_repeats_none(ray_server, clus
     noticed = datetime.datetime.strptime(lost[0][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     print(f"node loss noticed {noticed - killed_at:.1f} s after the kill")  # (pytest -s shows it)
     assert noticed - killed_at < 15, noticed - killed_at
+
+
+def test_queued_gpu_inputs_wait_for_a_node_with_that_gpu_to_join(ray_server, cluster):
+    """Last: it kills the T4 node while T4 inputs are queued; they wait rather than fail (a T4
+    node was in the cluster), and run on a T4 node that joins."""
+    victim = cluster.nodes["gpu"]
+    losses = lambda: ray_server.log.read_text().count("lost with node")  # noqa: E731
+    before = losses()
+    t4_gate.clear()
+    with app.run(show_logs=False):
+        calls = [t4_gated.spawn(x) for x in range(4)]
+        assert calls[0].get(timeout=120) == (0, str(victim.cache))
+        victim.die()  # input 1 running there, 2 and 3 queued
+        deadline = time.monotonic() + 60
+        while losses() == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert losses() > before, "the T4 container was not reported lost with its node"
+        time.sleep(5)  # (longer than the inventory's refresh: queued inputs would have failed by now)
+        t4_gate["open"] = True
+        cluster.start_node("t4-again", "--num-cpus", "2", "--num-gpus", "1",
+                           "--resources", json.dumps({"accelerator_type:T4": 1}))
+        cluster.wait_for_nodes(sum(1 for node in cluster.nodes.values() if node.process.poll() is None))
+        rest = [call.get(timeout=180) for call in calls[1:]]
+    assert rest == [(x, str(cluster.nodes["t4-again"].cache)) for x in (1, 2, 3)]

@@ -75,6 +75,21 @@ def test_a_node_that_joins_makes_a_request_placeable():
     assert gpus.satisfiable(h100)
 
 
+def test_a_request_whose_node_has_gone_waits_for_another_rather_than_fails():
+    nodes = [_node("head"), _node("t4", GPU=1.0, **{"accelerator_type:T4": 1.0})]
+    gpus = ClusterGPUs(lambda: nodes)
+    t4 = GPURequest([GPUOption("T4")])
+    assert gpus.satisfiable(t4)
+    nodes[1] = _node("t4", alive=False, GPU=1.0, **{"accelerator_type:T4": 1.0})  # it died
+    gpus._read_at = float("-inf")
+    assert gpus.allocate(t4) is None and "no GPUs" in gpus.describe()
+    assert gpus.satisfiable(t4)  # its inputs wait: a T4 node was here
+    assert not gpus.satisfiable(GPURequest([GPUOption("T4", 2)]))  # none ever had two
+    nodes.append(_node("t4-again", GPU=1.0, **{"accelerator_type:T4": 1.0}))
+    gpus._read_at = float("-inf")
+    assert gpus.allocate(t4) is not None
+
+
 def test_images_are_refused_at_app_start_only_where_the_process_runtime_refuses_them(tmp_path, monkeypatch):
     monkeypatch.setenv("FERRY_NODE_RUNTIME", "process")  # (else sandbox nodes may run every step)
     runtime = RayRuntime("127.0.0.1:6379")

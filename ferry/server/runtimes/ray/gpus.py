@@ -5,7 +5,8 @@ model, an `accelerator_type:<T>` resource (Ray's own convention; `ray start --nu
 --resources '{"accelerator_type:T4": 1}'`). Ray places each container on a node and picks its
 devices; this allocator only counts, per GPU type, how many GPUs Ferry's containers hold, so
 that the autoscaler waits (and reclaims idle GPU containers) when the cluster's GPUs of a type
-are all taken, and so that a request no node can meet fails fast. The "indices" it hands out
+are all taken, and so that a request no node has ever met since the server started fails
+fast (one whose nodes have gone waits for such a node to join). The "indices" it hands out
 are slot numbers, not device indices (`ContainerSpec.gpu_indices` has one per GPU).
 
 The inventory is read from `ray.nodes()` when asked, at most every REFRESH_SECONDS: a node
@@ -66,11 +67,13 @@ class ClusterGPUs:
         self._read_at = float("-inf")
         self._held: dict[int, str] = {}  # slot -> GPU type
         self._slots = itertools.count()
+        self._seen: dict[str, NodeGPUs] = {}  # every GPU node alive at some read, by node id
 
     def nodes(self) -> list[NodeGPUs]:
         if time.monotonic() - self._read_at > REFRESH_SECONDS:
             try:
                 self._nodes = read_nodes(self._read())
+                self._seen.update((node.node_id, node) for node in self._nodes)
             except Exception:  # noqa: BLE001 - the last answer stands while the GCS is unreachable
                 pass
             self._read_at = time.monotonic()
@@ -111,9 +114,11 @@ class ClusterGPUs:
             self._held.pop(slot, None)
 
     def satisfiable(self, request: GPURequest) -> bool:
-        """Whether some node of the cluster, as it is now, could serve some option."""
+        """Whether some node could serve some option: one alive now, or one that was and has
+        gone (its GPU's inputs wait for such a node to join again, rather than fail)."""
+        self.nodes()
         return any(option.matches(node.gpu_type) and node.count >= option.count
-                   for option in request.options for node in self.nodes())
+                   for option in request.options for node in self._seen.values())
 
     def describe(self) -> str:
         totals = self._totals()
