@@ -56,13 +56,12 @@ class NodeBuilder(LayerReceiver):
         unless the node's CUDA_VISIBLE_DEVICES named them when `ray start` ran (its containers
         check their own). {runtime, why}; runtime None where `sandbox` is asked and this node
         cannot."""
-        from .node_sandbox import gpu_devices_reason, node_runtime, sandbox_unavailable_reason
+        from .node_sandbox import node_runtime, why_no_sandbox
 
         gpu_ids = [str(i) for i in range(_node_gpu_count())] if gpu else None
-        if setting == "sandbox":
-            reason = sandbox_unavailable_reason() or (gpu_devices_reason(gpu_ids) if gpu_ids is not None else None)
-            if reason is not None:
-                return {"runtime": None, "why": reason}
+        reason = why_no_sandbox(gpu_ids) if setting == "sandbox" else None
+        if reason is not None:
+            return {"runtime": None, "why": reason}
         return node_runtime(setting, gpu_ids)
 
     async def release(self) -> None:

@@ -85,6 +85,16 @@ def gpu_devices_reason(gpu_ids: Sequence[object], dev_root: Path = Path("/dev"))
     return None
 
 
+def why_no_sandbox(gpu_ids: Sequence[object] | None = None) -> str | None:
+    """Why a container holding the GPUs Ray calls `gpu_ids` (None: no GPU) cannot run in a
+    sandbox on this node, or None: the node's tools, then its GPUs' device nodes, bound in
+    (sandbox/gpu.py)."""
+    reason = sandbox_unavailable_reason()
+    if reason is None and gpu_ids is not None:
+        reason = gpu_devices_reason(gpu_ids)
+    return reason
+
+
 def node_runtime(setting: str, gpu_ids: Sequence[object] | None = None) -> dict[str, Any]:
     """`{"runtime": "sandbox" | "process", "why": ...}` for a container on this node under
     FERRY_NODE_RUNTIME=`setting`, holding the GPUs Ray calls `gpu_ids` (None: no GPU); `why`
@@ -94,9 +104,7 @@ def node_runtime(setting: str, gpu_ids: Sequence[object] | None = None) -> dict[
         raise InvalidError(f"FERRY_NODE_RUNTIME={setting!r}: use one of {', '.join(NODE_RUNTIMES)}.")
     if setting == "process":
         return {"runtime": "process", "why": None}
-    reason = sandbox_unavailable_reason()
-    if reason is None and gpu_ids is not None:  # its own GPUs' device nodes, bound in (sandbox/gpu.py)
-        reason = gpu_devices_reason(gpu_ids)
+    reason = why_no_sandbox(gpu_ids)
     if reason is None:
         return {"runtime": "sandbox", "why": None}
     if setting == "sandbox":
